@@ -38,12 +38,17 @@ class AgentContext:
 def _cv_texts(cv: CvStatus) -> tuple[list[str], list[str]]:
     exclude = [f"MI or stroke within 12 months: {describe(f)}" for f in cv.recent]
     caution: list[str] = [f"prior MI or stroke: {describe(f)}" for f in cv.prior]
-    caution += [f"MI/stroke history without an event date ({f.label}): confirm none in the past 12 months" for f in cv.undated]
+    caution += [
+        f"MI/stroke history without an event date ({f.label}): confirm none in the past 12 months"
+        for f in cv.undated
+    ]
     caution += [f"TIA on record: {describe(f)}" for f in cv.tia]
     return exclude, caution
 
 
-def romosozumab_findings(ctx: AgentContext, knowledge: Knowledge, usage_limits: bool) -> tuple[list[str], list[str]]:
+def romosozumab_findings(
+    ctx: AgentContext, knowledge: Knowledge, usage_limits: bool
+) -> tuple[list[str], list[str]]:
     excluded, caution = _cv_texts(ctx.cv)
     if knowledge.policy.romosozumab_prior_cv_event == "exclude" and ctx.cv.prior:
         excluded += [c for c in caution if c.startswith("prior MI")]
@@ -73,7 +78,9 @@ def pth_findings(
     if ctx.primary_hpt_active:
         excluded.append("active primary hyperparathyroidism")
     allowance = (
-        knowledge.w.abaloparatide_allowance_days if agent == "abaloparatide" else knowledge.w.pth_allowance_days
+        knowledge.w.abaloparatide_allowance_days
+        if agent == "abaloparatide"
+        else knowledge.w.pth_allowance_days
     )
     if usage_limits and ctx.pth_use_days >= allowance:
         excluded.append(f"{ctx.pth_use_days} days of PTH-analogue use already (limit {allowance})")
@@ -83,13 +90,19 @@ def pth_findings(
     caution: list[str] = []
     if ctx.denosumab_within_caution_window:
         caution.append(
-            "denosumab within 18 months: switching causes transient hip bone loss; only with specialist-planned overlap"
+            "denosumab within 18 months: switching causes transient hip bone loss; "
+            "only with specialist-planned overlap"
         )
-    caution += [f"radiotherapy on record ({f.label}): confirm the field was not skeletal" for f in ctx.radiotherapy_any]
+    caution += [
+        f"radiotherapy on record ({f.label}): confirm the field was not skeletal"
+        for f in ctx.radiotherapy_any
+    ]
     return excluded, caution
 
 
-def findings_for(agent: str, ctx: AgentContext, knowledge: Knowledge, usage_limits: bool = True) -> tuple[list[str], list[str]]:
+def findings_for(
+    agent: str, ctx: AgentContext, knowledge: Knowledge, usage_limits: bool = True
+) -> tuple[list[str], list[str]]:
     if agent == "romosozumab":
         return romosozumab_findings(ctx, knowledge, usage_limits)
     return pth_findings(agent, ctx, knowledge, usage_limits)
@@ -136,7 +149,10 @@ def follow_on(
         elif egfr < t.egfr_follow_on_bisphosphonate and agent in ("alendronate", "zoledronic_acid"):
             excluded.append(f"eGFR {egfr} < {t.egfr_follow_on_bisphosphonate}")
         elif egfr >= t.egfr_follow_on_bisphosphonate and agent in ("risedronate", "ibandronate"):
-            excluded.append(f"eGFR {egfr} >= {t.egfr_follow_on_bisphosphonate}: alendronate or zoledronic acid listed instead")
+            excluded.append(
+                f"eGFR {egfr} >= {t.egfr_follow_on_bisphosphonate}: "
+                "alendronate or zoledronic acid listed instead"
+            )
         if agent == "ibandronate" and sex != "female":
             excluded.append("not used in men")
         if prior_denosumab and agent not in ("denosumab", "zoledronic_acid"):

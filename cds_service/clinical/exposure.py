@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
@@ -264,7 +265,7 @@ def adherence(first_line: list[Interval], span: Interval, denosumab: AgentExposu
     max_interval: int | None = None
     if denosumab is not None:
         doses = [d for d in denosumab.dose_dates if span.start <= d <= span.end]
-        intervals = [(b - a).days for a, b in zip(doses, doses[1:], strict=False)]
+        intervals = [(b - a).days for a, b in itertools.pairwise(doses)]
         max_interval = max(intervals, default=None)
     return Adherence(
         span=span, ratio=ratio, longest_gap_days=longest, denosumab_max_interval_days=max_interval

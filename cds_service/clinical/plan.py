@@ -37,7 +37,9 @@ def phase_plan(
         lines.append("Anabolic phase: romosozumab 12 monthly doses.")
     else:
         allowance = (
-            knowledge.w.abaloparatide_allowance_days if agent == "abaloparatide" else knowledge.w.pth_allowance_days
+            knowledge.w.abaloparatide_allowance_days
+            if agent == "abaloparatide"
+            else knowledge.w.pth_allowance_days
         )
         remaining = max(allowance - pth_use_days, 0)
         span = "up to 24 months" if agent == "teriparatide" else "18-24 months"
