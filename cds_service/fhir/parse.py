@@ -1,0 +1,397 @@
+"""Raw FHIR R4 JSON -> validated `fhir.resources.R4B` objects, filtered cheaply first.
+
+Validating a resource with pydantic costs far more than reading its JSON, so every raw dict is
+first filtered by resource type, by the protocol's "ignored everywhere" statuses (protocol §2) and
+by relevance to the code tables. Only what passes is validated, entry by entry: a relevant entry
+that still fails is dropped and counted, and logged by position, type and exception type only
+(never a value: the data are PHI).
+
+Only the elements the protocol reads are validated and kept (`relevance.READ_ELEMENTS`): an
+unreadable element nobody reads does not lose the resource, and validation costs less. A resource
+with a root `modifierExtension` is not read (its meaning may differ) and is counted as unreadable.
+
+Lenient on real-world quirks that would otherwise lose usable data (patched in a copy): naive,
+minute-only or space-separated dateTimes (the date part is kept as written, §3b; an instant gets
+`Z`), empty strings, and unknown elements (ignored). Unknown extensions, absolute references,
+`urn:uuid` references and contained Medications are valid R4 and need no patching.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from fhir.resources.R4B.allergyintolerance import AllergyIntolerance
+from fhir.resources.R4B.condition import Condition
+from fhir.resources.R4B.device import Device
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from fhir.resources.R4B.medication import Medication
+from fhir.resources.R4B.medicationadministration import MedicationAdministration
+from fhir.resources.R4B.medicationdispense import MedicationDispense
+from fhir.resources.R4B.medicationrequest import MedicationRequest
+from fhir.resources.R4B.medicationstatement import MedicationStatement
+from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.procedure import Procedure
+from pydantic import ValidationError
+
+from cds_service.clinical import relevance
+from cds_service.clinical.relevance import reference_key
+from cds_service.knowledge.loader import Knowledge
+
+_LOG = logging.getLogger(__name__)
+
+MEDICATION_USE_TYPES = frozenset(
+    {"MedicationStatement", "MedicationRequest", "MedicationAdministration", "MedicationDispense"}
+)
+_MODELS: dict[str, Any] = {
+    "Patient": Patient,
+    "Observation": Observation,
+    "Condition": Condition,
+    "Procedure": Procedure,
+    "AllergyIntolerance": AllergyIntolerance,
+    "MedicationStatement": MedicationStatement,
+    "MedicationRequest": MedicationRequest,
+    "MedicationAdministration": MedicationAdministration,
+    "MedicationDispense": MedicationDispense,
+    "DiagnosticReport": DiagnosticReport,
+    "Medication": Medication,
+    "Device": Device,
+}
+# Kept only when a relevant resource references them.
+_REFERENCED_TYPES = frozenset({"Medication", "Device"})
+_DATE_PREFIX = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(?=$|[T ])")
+_DATETIME_QUIRK = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})([T ])(\d{2}:\d{2})(:\d{2}(?:\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$"
+)
+_INSTANT_KEYS = frozenset({"issued", "effectiveInstant"})
+_MAX_PATCH_ROUNDS = 3
+
+
+def calendar_date(value: object) -> date | None:
+    """The calendar date of a FHIR date/dateTime/instant, as written (protocol §3b).
+
+    Never converted to UTC: `2021-02-15T23:30:00-05:00` is 2021-02-15. Partial dates (`YYYY-MM`,
+    `YYYY`) give the first day of the month/year: a start is taken as early as written; callers
+    that need an end or a precise event date must treat partial dates as imprecise themselves.
+    """
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str):
+        return None
+    match = _DATE_PREFIX.match(value.strip())
+    if match is None:
+        return None
+    year, month, day = match.group(1), match.group(2) or "1", match.group(3) or "1"
+    try:
+        return date(int(year), int(month), int(day))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class ParsedResources:
+    """The validated, relevant resources of one patient record (duplicates by type+id removed).
+
+    `any_medication_resource`: a MedicationStatement/Request/Administration/Dispense of any drug
+    existed whose status is not `entered-in-error` (other ignored statuses still show that a
+    medication feed was supplied; R6 distinguishes "no medication data" from "other drugs only").
+    `medications` / `devices`: referenced resources keyed by `Type/id` and by fullUrl.
+    """
+
+    patients: tuple[Patient, ...] = ()
+    observations: tuple[Observation, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+    procedures: tuple[Procedure, ...] = ()
+    allergies: tuple[AllergyIntolerance, ...] = ()
+    medication_statements: tuple[MedicationStatement, ...] = ()
+    medication_requests: tuple[MedicationRequest, ...] = ()
+    medication_administrations: tuple[MedicationAdministration, ...] = ()
+    medication_dispenses: tuple[MedicationDispense, ...] = ()
+    diagnostic_reports: tuple[DiagnosticReport, ...] = ()
+    medications: Mapping[str, Medication] = field(default_factory=dict)
+    devices: Mapping[str, Device] = field(default_factory=dict)
+    any_medication_resource: bool = False
+    unreadable: dict[str, int] = field(default_factory=dict)
+    ignored_by_status: dict[str, int] = field(default_factory=dict)
+    unresolved_medication_references: int = 0
+
+
+_FIELD_OF_TYPE = dict(
+    Patient="patients", Observation="observations", Condition="conditions", Procedure="procedures",
+    AllergyIntolerance="allergies", MedicationStatement="medication_statements",
+    MedicationRequest="medication_requests", MedicationAdministration="medication_administrations",
+    MedicationDispense="medication_dispenses", DiagnosticReport="diagnostic_reports",
+)  # fmt: skip
+
+
+@dataclass
+class _Entry:
+    index: int
+    full_url: str | None
+    resource: dict[str, Any]
+
+    @property
+    def resource_type(self) -> str:
+        return str(self.resource.get("resourceType", ""))
+
+
+def parse_resources(raw: Iterable[dict[str, Any]], knowledge: Knowledge) -> ParsedResources:
+    """Filter, then validate, raw resources, Bundle entries (`{fullUrl, resource}`) or Bundles."""
+    entries = _unique_entries(_flatten(raw))
+    referenced = relevance.ReferencedIndex.build(
+        (e.full_url, e.resource) for e in entries if e.resource_type in _REFERENCED_TYPES
+    )
+    checker = relevance.RelevanceChecker(knowledge, referenced)
+    ignored: dict[str, int] = defaultdict(int)
+    any_medication = False
+    wanted: list[_Entry] = []
+    for entry in entries:
+        rtype = entry.resource_type
+        if rtype in _REFERENCED_TYPES:
+            continue
+        if rtype in MEDICATION_USE_TYPES and entry.resource.get("status") != "entered-in-error":
+            any_medication = True
+        if relevance.ignored_by_status(entry.resource):
+            ignored[rtype] += 1
+            continue
+        if checker.is_relevant(entry.resource):
+            wanted.append(entry)
+    wanted.extend(e for e in entries if _is_wanted_reference(e, checker))
+    return _validated(wanted, any_medication, dict(ignored), checker.unresolved_medication_references)
+
+
+def _is_wanted_reference(entry: _Entry, checker: relevance.RelevanceChecker) -> bool:
+    if entry.resource_type not in _REFERENCED_TYPES or relevance.ignored_by_status(entry.resource):
+        return False
+    keys = _lookup_keys(entry)
+    return any(key in checker.wanted_references for key in keys)
+
+
+def _lookup_keys(entry: _Entry) -> list[str]:
+    keys = []
+    rid = entry.resource.get("id")
+    if isinstance(rid, str) and rid:
+        keys.append(f"{entry.resource_type}/{rid}")
+    if entry.full_url:
+        keys.append(entry.full_url)
+    return keys
+
+
+def _flatten(raw: Iterable[Any]) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    for item in raw:
+        if not isinstance(item, dict):
+            continue
+        if item.get("resourceType") == "Bundle":
+            for entry in item.get("entry") or ():
+                yield from _entry_resource(entry)
+        elif "resourceType" not in item and "resource" in item:
+            yield from _entry_resource(item)
+        else:
+            yield None, item
+
+
+def _entry_resource(entry: Any) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    if not isinstance(entry, dict):
+        return
+    resource = entry.get("resource")
+    search = entry.get("search")
+    if isinstance(search, dict) and search.get("mode") == "outcome":
+        return
+    if isinstance(resource, dict):
+        full_url = entry.get("fullUrl")
+        yield (full_url if isinstance(full_url, str) else None), resource
+
+
+def _unique_entries(items: Iterator[tuple[str | None, dict[str, Any]]]) -> list[_Entry]:
+    """Entries of the kept types, first occurrence of each (resourceType, id)."""
+    seen: set[tuple[str, str]] = set()
+    out: list[_Entry] = []
+    for index, (full_url, resource) in enumerate(items):
+        rtype = resource.get("resourceType")
+        if rtype not in _MODELS:
+            continue
+        rid = resource.get("id")
+        if isinstance(rid, str) and rid:
+            if (rtype, rid) in seen:
+                continue
+            seen.add((rtype, rid))
+        out.append(_Entry(index, full_url, resource))
+    return out
+
+
+def _validated(
+    wanted: list[_Entry], any_medication: bool, ignored: dict[str, int], unresolved: int
+) -> ParsedResources:
+    lists: dict[str, list[Any]] = defaultdict(list)
+    medications: dict[str, Medication] = {}
+    devices: dict[str, Device] = {}
+    unreadable: dict[str, int] = defaultdict(int)
+    for entry in wanted:
+        rtype = entry.resource_type
+        model = _validate_entry(entry)
+        if model is None:
+            unreadable[rtype] += 1
+            continue
+        if rtype in _REFERENCED_TYPES:
+            target: dict[str, Any] = medications if rtype == "Medication" else devices
+            for key in _lookup_keys(entry):
+                target.setdefault(key, model)
+        else:
+            lists[_FIELD_OF_TYPE[rtype]].append(model)
+    return ParsedResources(
+        **{name: tuple(items) for name, items in lists.items()},
+        medications=medications,
+        devices=devices,
+        any_medication_resource=any_medication,
+        unreadable=dict(unreadable),
+        ignored_by_status=ignored,
+        unresolved_medication_references=unresolved,
+    )
+
+
+def _validate_entry(entry: _Entry) -> Any | None:
+    if relevance.has_modifier_extension(entry.resource):
+        _LOG.warning("FHIR entry %d (%s) not read: modifierExtension", entry.index, entry.resource_type)
+        return None
+    model = _MODELS[entry.resource_type]
+    data = _with_top_level_datetimes_fixed(relevance.read_elements(entry.resource))
+    for _ in range(_MAX_PATCH_ROUNDS):
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            patched = _patched_copy(data, exc)
+            if patched is None:
+                _log_unreadable(entry, exc)
+                return None
+            data = patched
+        except Exception as exc:  # one bad entry never fails the whole call
+            _log_unreadable(entry, exc)
+            return None
+    _LOG.warning("FHIR entry %d (%s) could not be read: too many quirks", entry.index, entry.resource_type)
+    return None
+
+
+def _log_unreadable(entry: _Entry, exc: Exception) -> None:
+    # Location and exception type only: the message of a ValidationError quotes the input value.
+    _LOG.warning(
+        "FHIR entry %d (%s) could not be read: %s", entry.index, entry.resource_type, type(exc).__name__
+    )
+
+
+def _patched_copy(data: dict[str, Any], exc: ValidationError) -> dict[str, Any] | None:
+    """A copy of `data` with every tolerable quirk fixed, or None when an error is not tolerable."""
+    patched = copy.deepcopy(data)
+    for error in exc.errors(include_url=False, include_context=False, include_input=False):
+        loc = tuple(error["loc"])
+        if not loc or not _patch_one(patched, loc, error["type"], error["msg"]):
+            return None
+    return patched
+
+
+def _patch_one(data: dict[str, Any], loc: tuple[Any, ...], kind: str, message: str) -> bool:
+    parent = _container_at(data, loc[:-1])
+    key = loc[-1]
+    if not isinstance(parent, dict) or not isinstance(key, str) or key not in parent:
+        return False
+    value = parent[key]
+    if kind == "extra_forbidden":
+        del parent[key]  # unknown element: ignored, as a lenient reader may
+        return True
+    if not isinstance(value, str):
+        return False
+    if not value.strip():
+        del parent[key]  # FHIR forbids empty strings; an empty value carries no data
+        return True
+    if "Date" not in message and "Instant" not in message:
+        return False
+    fixed = _lenient_datetime(value, instant="Instant" in message)
+    if fixed is None or fixed == value:
+        return False
+    parent[key] = fixed
+    return True
+
+
+def _container_at(data: Any, path: tuple[Any, ...]) -> Any:
+    node = data
+    for step in path:
+        if isinstance(node, dict) and isinstance(step, str):
+            node = node.get(step)
+        elif isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
+            node = node[step]
+        else:
+            return None
+    return node
+
+
+def _with_top_level_datetimes_fixed(data: dict[str, Any]) -> dict[str, Any]:
+    """Fix quirky dateTimes of top-level elements and Periods up front (saves a failed validation)."""
+    for key, value in data.items():
+        if isinstance(value, str) and key != "id":
+            data[key] = _fixed_if_quirky(value, instant=key in _INSTANT_KEYS) or value
+        elif key.endswith("Period") and isinstance(value, dict):
+            data[key] = {
+                k: (_fixed_if_quirky(v, instant=False) or v) if isinstance(v, str) else v
+                for k, v in value.items()
+            }
+    return data
+
+
+def _fixed_if_quirky(value: str, *, instant: bool) -> str | None:
+    match = _DATETIME_QUIRK.match(value)
+    if match is None:
+        return None
+    _, separator, _, seconds, offset = match.groups()
+    if separator == "T" and seconds and offset and (offset == "Z" or ":" in offset):
+        return None  # already a valid FHIR dateTime/instant
+    return _lenient_datetime(value, instant=instant)
+
+
+def _lenient_datetime(value: str, *, instant: bool) -> str | None:
+    """A valid form of a quirky dateTime: the date part as written (an instant keeps its time)."""
+    match = _DATETIME_QUIRK.match(value.strip())
+    if match is None:
+        return None
+    day, _, hours_minutes, seconds, offset = match.groups()
+    if not instant:
+        return day
+    zone = offset if offset and ":" in offset else "Z" if not offset else f"{offset[:3]}:{offset[3:]}"
+    return f"{day}T{hours_minutes}{seconds or ':00'}{zone}"
+
+
+def resolve_reference(reference: Any, contained: Any, lookup: Mapping[str, Any], kind: type) -> Any | None:
+    """The resource a Reference points at: contained (`#id`), by fullUrl, or by `Type/id`."""
+    target = getattr(reference, "reference", None)
+    if not isinstance(target, str) or not target:
+        return None
+    if target.startswith("#"):
+        for item in contained or ():
+            if isinstance(item, kind) and getattr(item, "id", None) == target[1:]:
+                return item
+        return None
+    found = lookup.get(target)
+    if found is None:
+        key = reference_key(target)
+        found = lookup.get(key) if key else None
+    return found if isinstance(found, kind) else None
+
+
+def resolve_medication(resource: Any, parsed: ParsedResources) -> Medication | None:
+    """The Medication of a medication resource's `medicationReference`, if it can be found."""
+    found = resolve_reference(
+        getattr(resource, "medicationReference", None), resource.contained, parsed.medications, Medication
+    )
+    return found if isinstance(found, Medication) else None
+
+
+def resolve_device(observation: Observation, parsed: ParsedResources) -> Device | None:
+    found = resolve_reference(observation.device, observation.contained, parsed.devices, Device)
+    return found if isinstance(found, Device) else None
