@@ -1,0 +1,48 @@
+# Developer and CI tasks. `make test` is what .ci/run runs.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+VENV := .venv
+BIN := $(VENV)/bin
+FHIR_SERVER_DIR := tests/fhir_server
+
+.PHONY: venv npm run test lint postgres-up
+
+venv: $(VENV)/.installed
+
+# Reinstalled when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -e '.[dev]'
+	touch $@
+
+npm:
+	@if [ -f $(FHIR_SERVER_DIR)/package.json ]; then \
+		npm ci --prefix $(FHIR_SERVER_DIR); \
+	else \
+		echo "npm: $(FHIR_SERVER_DIR)/package.json not found, skipping"; \
+	fi
+
+run: venv
+	CDS_AUTH_MODE=dev $(BIN)/cds-service serve
+
+test: venv npm postgres-up lint
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict cds_service
+
+# Starts the newest local cluster when it is not answering; a no-op without PostgreSQL tools.
+postgres-up:
+	@if ! command -v pg_isready >/dev/null 2>&1; then \
+		echo "postgres-up: pg_isready not found, skipping"; \
+	elif pg_isready -q -h 127.0.0.1 -p 5432; then \
+		echo "postgres-up: PostgreSQL is accepting connections"; \
+	elif ! command -v pg_ctlcluster >/dev/null 2>&1 || [ ! -d /etc/postgresql ]; then \
+		echo "postgres-up: pg_ctlcluster or /etc/postgresql not found, skipping"; \
+	else \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | sort -V | tail -n 1) main start; \
+		pg_isready -h 127.0.0.1 -p 5432 -t 30; \
+	fi

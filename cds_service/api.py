@@ -1,0 +1,281 @@
+"""HTTP routes: discovery, service call, feedback and health; every error is an OperationOutcome.
+
+Check order for a call: OPTIONS preflight 204, unknown path or id 404, wrong method 405,
+media type 415, body size 413, JSON/request validation 400, then the service (412, other errors).
+Every response carries the CORS headers when the request's Origin is allowed. Logs never hold
+request bodies, tokens or exception messages (they may contain PHI).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from typing import IO, Any
+
+import orjson
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from cds_service import __version__
+from cds_service.cdshooks import (
+    FeedbackRequest,
+    drop_empty,
+    operation_outcome,
+    parse_feedback_request,
+    parse_patient_view_request,
+)
+from cds_service.config import Settings, operational_warnings
+from cds_service.errors import BadRequest, Issue, ServiceError
+from cds_service.hook_protocol import HookService
+
+logger = logging.getLogger(__name__)
+
+JSON_MEDIA_TYPES = frozenset({"application/json", "application/fhir+json"})
+CORS_METHODS = "GET, POST, OPTIONS"
+CORS_HEADERS = "Authorization, Content-Type"
+CORS_MAX_AGE_S = "600"
+_READ_CHUNK = 64 * 1024
+_LOG_TEXT_MAX = 64
+
+FeedbackSink = Callable[[str, FeedbackRequest], None]
+
+
+def log_feedback(service_id: str, feedback: FeedbackRequest) -> None:
+    """Default feedback sink: count outcomes in the log (a durable store replaces it)."""
+    outcomes = [entry.outcome for entry in feedback.feedback]
+    _log_event(
+        "cds_feedback",
+        service=service_id,
+        entries=len(outcomes),
+        accepted=outcomes.count("accepted"),
+        overridden=outcomes.count("overridden"),
+    )
+
+
+def create_blueprint(
+    service: HookService, settings: Settings, feedback_sink: FeedbackSink = log_feedback
+) -> Blueprint:
+    """Routes, CORS and error handlers for one service; registers app-wide hooks on registration."""
+    bp = Blueprint("cds_hooks", __name__)
+    cors = _Cors(settings.cors_origins)
+    bp.before_app_request(_answer_preflight)
+    bp.after_app_request(cors.apply)
+
+    @bp.app_errorhandler(Exception)
+    def any_error(error: Exception) -> Response:
+        return _error_response(error, service.service_id)
+
+    @bp.get("/cds-services")
+    def discovery() -> Response:
+        return _json({"services": [service.descriptor()]})
+
+    @bp.post("/cds-services/<service_id>")
+    def call_service(service_id: str) -> Response:
+        started = time.perf_counter()
+        logged: dict[str, Any] = {"service": _clip(service_id)}
+        try:
+            _require_known(service_id, service.service_id)
+            body = _read_json_body(settings.max_body_bytes)
+            logged["hookInstance"] = _raw_hook_instance(body)
+            result = service.handle(parse_patient_view_request(body))
+            logged["cards"] = _card_count(result)
+            response = _json(result)
+        except Exception as error:  # mapped to a status; unexpected ones are logged there
+            response = _error_response(error, service.service_id)
+        _log_event("cds_call", status=response.status_code, duration_ms=_since(started), **logged)
+        return response
+
+    @bp.post("/cds-services/<service_id>/feedback")
+    def feedback(service_id: str) -> Response:
+        started = time.perf_counter()
+        try:
+            _require_known(service_id, service.service_id)
+            feedback_sink(service_id, parse_feedback_request(_read_json_body(settings.max_body_bytes)))
+            response = _json({})
+        except Exception as error:
+            response = _error_response(error, service.service_id)
+        _log_event(
+            "cds_feedback_call",
+            service=_clip(service_id),
+            status=response.status_code,
+            duration_ms=_since(started),
+        )
+        return response
+
+    @bp.get("/healthz")
+    def healthz() -> Response:
+        body: dict[str, Any] = {
+            "status": "ok",
+            "service_version": __version__,
+            "protocol_version": service.protocol_version(),
+            "auth_mode": settings.auth_mode,
+        }
+        if settings.as_of is not None:
+            body["as_of_pinned"] = settings.as_of.isoformat()
+        body["warnings"] = operational_warnings(settings)
+        return _json(body, keep_empty=True)
+
+    return bp
+
+
+class _Cors:
+    """Allow-listed origins (or `*`); no credentials are ever allowed (the service sets no cookies)."""
+
+    def __init__(self, origins: tuple[str, ...]) -> None:
+        self._any = "*" in origins
+        self._origins = frozenset(origins)
+
+    def allowed(self, origin: str | None) -> str | None:
+        if self._any:
+            return "*"
+        return origin if origin is not None and origin.lower() in self._origins else None
+
+    def apply(self, response: Response) -> Response:
+        response.vary.add("Origin")
+        allowed = self.allowed(request.headers.get("Origin"))
+        if allowed is None:
+            return response
+        response.headers["Access-Control-Allow-Origin"] = allowed
+        response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
+        response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS
+        if request.method == "OPTIONS":
+            response.headers["Access-Control-Max-Age"] = CORS_MAX_AGE_S
+            if request.headers.get("Access-Control-Request-Private-Network", "").lower() == "true":
+                response.headers["Access-Control-Allow-Private-Network"] = "true"
+        return response
+
+
+def _answer_preflight() -> Response | None:
+    """Answer every OPTIONS request first (CORS preflight); CORS headers are added by _Cors.apply."""
+    if request.method != "OPTIONS":
+        return None
+    response = Response(status=204)
+    response.headers["Allow"] = CORS_METHODS
+    del response.headers["Content-Type"]
+    return response
+
+
+def _require_known(service_id: str, known_id: str) -> None:
+    if service_id != known_id:
+        raise ServiceError(
+            [Issue("not-found", f"no CDS Service with this id; GET /cds-services lists '{known_id}'")], 404
+        )
+
+
+def _read_json_body(limit: int) -> Any:
+    if request.mimetype not in JSON_MEDIA_TYPES:
+        raise ServiceError(
+            [Issue("not-supported", "Content-Type must be application/json or application/fhir+json")], 415
+        )
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    data = _read_at_most(request.stream, limit)
+    if not data.strip():
+        raise BadRequest("the request body is empty", code="required")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise BadRequest("the request body is not valid JSON", code="structure") from None
+
+
+def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := stream.read(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ServiceError:
+    return ServiceError([Issue("too-long", f"the request body exceeds {limit} bytes")], 413)
+
+
+def _raw_hook_instance(body: Any) -> str | None:
+    value = body.get("hookInstance") if isinstance(body, dict) else None
+    return _clip(value) if isinstance(value, str) else None
+
+
+def _card_count(result: Any) -> int:
+    cards = result.get("cards") if isinstance(result, dict) else None
+    if not isinstance(cards, list):
+        raise TypeError("the service returned a body without a 'cards' list")
+    return len(cards)
+
+
+def _error_response(error: Exception, service_id: str) -> Response:
+    if isinstance(error, MethodNotAllowed) and _unknown_service_in_path(service_id):
+        error = ServiceError([Issue("not-found", "no CDS Service with this id")], 404)
+    if isinstance(error, ServiceError):
+        return _json(operation_outcome(error), error.status)
+    if isinstance(error, HTTPException):
+        return _http_error(error)
+    _log_unexpected(error)
+    return _json(operation_outcome(ServiceError([Issue("exception", "internal error")], 500)), 500)
+
+
+def _http_error(error: HTTPException) -> Response:
+    status = error.code or 500
+    messages = {
+        404: ("not-found", "no such endpoint; CDS Services are listed at GET /cds-services"),
+        405: ("not-supported", f"method {request.method} is not allowed on this endpoint"),
+        413: ("too-long", "the request body is too large"),
+    }
+    code, diagnostics = messages.get(status, ("processing", error.name))
+    response = _json(operation_outcome(ServiceError([Issue(code, diagnostics)], status)), status)
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+    return response
+
+
+def _unknown_service_in_path(known_id: str) -> bool:
+    """404 beats 405: a wrong method on /cds-services/<unknown id>[/feedback] is a 404."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    try:
+        _endpoint, args = adapter.match(method="POST")
+    except HTTPException:
+        return False
+    service_id = args.get("service_id")
+    return service_id is not None and service_id != known_id
+
+
+def _log_unexpected(error: Exception) -> None:
+    """Exception type and stack (file, line, code) only: messages and locals may hold PHI."""
+    stack = "".join(traceback.format_list(traceback.extract_tb(error.__traceback__)))
+    causes: list[str] = []
+    cause = error.__cause__ or error.__context__
+    while cause is not None and len(causes) < 5:
+        causes.append(type(cause).__name__)
+        cause = cause.__cause__ or cause.__context__
+    logger.error(
+        "unhandled %s on %s %s (caused by: %s)\n%s",
+        type(error).__name__,
+        request.method,
+        request.path,
+        ", ".join(causes) or "-",
+        stack,
+    )
+
+
+def _json(body: Any, status: int = 200, *, keep_empty: bool = False) -> Response:
+    payload = body if keep_empty else drop_empty(body)
+    response = Response(orjson.dumps(payload), status=status, mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _log_event(event: str, **fields: Any) -> None:
+    logger.info(orjson.dumps({"event": event, **fields}).decode())
+
+
+def _since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def _clip(text: str) -> str:
+    return text[:_LOG_TEXT_MAX]

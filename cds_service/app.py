@@ -1,0 +1,27 @@
+"""Application factory: wires settings, the CDS Service and the HTTP routes."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from cds_service.api import create_blueprint
+from cds_service.config import Settings, operational_warnings
+from cds_service.hook_protocol import HookService
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, service: HookService | None = None) -> Flask:
+    """Build the Flask app; without `service`, build the real one (fails fast on invalid knowledge)."""
+    if service is None:
+        from cds_service.service import build_service  # noqa: PLC0415 - tests pass a fake service
+
+        service = build_service(settings)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.register_blueprint(create_blueprint(service, settings))
+    for warning in operational_warnings(settings):
+        logger.warning(warning)
+    return app

@@ -1,0 +1,152 @@
+"""`cds-service` command line: `serve` (gunicorn) and `evaluate` (a FHIR Bundle, offline)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+from cds_service.app import create_app
+from cds_service.config import Settings, SettingsError, load_settings
+from cds_service.errors import InvalidBundle
+from cds_service.gunicorn_conf import gunicorn_options
+
+PROG = "cds-service"
+EXIT_OK = 0
+EXIT_USAGE = 2
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class GunicornApplication(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped
+    """Runs a Flask app factory under gunicorn with options from gunicorn_conf (no argv parsing)."""
+
+    def __init__(self, app_factory: Callable[[], Flask], options: Mapping[str, Any]) -> None:
+        self._app_factory = app_factory
+        self._options = dict(options)
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            if value is not None:
+                self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return self._app_factory()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help or a usage error
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        return EXIT_USAGE
+    command: Callable[[argparse.Namespace], int] = args.run
+    return command(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="CDS Hooks 2.0 osteoporosis-escalation service")
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="run the HTTP service under gunicorn")
+    serve.add_argument("--host", help="bind address (CDS_HOST)")
+    serve.add_argument("--port", help="TCP port (CDS_PORT)")
+    serve.add_argument("--workers", help="worker processes (CDS_WORKERS)")
+    serve.set_defaults(run=_serve)
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a single-patient FHIR Bundle, print the decision"
+    )
+    evaluate.add_argument("file", metavar="FILE|-", help="Bundle JSON file, or - for standard input")
+    evaluate.add_argument(
+        "--as-of", type=_iso_date, help="evaluation date YYYY-MM-DD (default CDS_AS_OF, today)"
+    )
+    evaluate.set_defaults(run=_evaluate)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {"CDS_HOST": args.host, "CDS_PORT": args.port, "CDS_WORKERS": args.workers}
+    environ = {**os.environ, **{key: value for key, value in overrides.items() if value is not None}}
+    startup_errors: tuple[type[Exception], ...] = (SettingsError, *_knowledge_errors())
+    try:
+        settings = load_settings(environ)
+        _configure_logging(settings)
+        create_app(settings)  # fail fast before forking: settings, knowledge, service wiring
+    except startup_errors as error:
+        return _fail(error)
+    GunicornApplication(lambda: create_app(settings), gunicorn_options(settings)).run()
+    return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    input_errors: tuple[type[Exception], ...] = (SettingsError, InvalidBundle, *_knowledge_errors())
+    try:
+        settings = load_settings()
+        _configure_logging(settings)
+        bundle = _read_json(args.file)
+        as_of = resolve_as_of(args.as_of, settings)
+        from cds_service.offline import evaluate_bundle  # noqa: PLC0415 - heavy, evaluate only
+
+        decision = evaluate_bundle(bundle, as_of, settings)
+    except input_errors as error:
+        return _fail(error)
+    sys.stdout.write(orjson.dumps(decision, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return EXIT_OK
+
+
+def resolve_as_of(cli_as_of: date | None, settings: Settings) -> date:
+    """--as-of, then CDS_AS_OF, then today's date in UTC."""
+    return cli_as_of or settings.as_of or datetime.now(UTC).date()
+
+
+def _read_json(file: str) -> Any:
+    try:
+        raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as error:
+        raise InvalidBundle(f"cannot read {file}: {error.strerror}") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidBundle(f"{'standard input' if file == '-' else file} is not valid JSON") from None
+
+
+def _iso_date(text: str) -> date:
+    try:
+        if _ISO_DATE.match(text):
+            return date.fromisoformat(text)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"invalid date {text!r}: expected YYYY-MM-DD")
+
+
+def _knowledge_errors() -> tuple[type[Exception], ...]:
+    try:
+        from cds_service.knowledge.loader import KnowledgeError  # noqa: PLC0415
+    except ImportError:
+        return (ValueError,)
+    return (KnowledgeError,)
+
+
+def _configure_logging(settings: Settings) -> None:
+    """One line per record on stderr (stdout stays for `evaluate` output); workers inherit it."""
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True
+    )
+
+
+def _fail(error: Exception) -> int:
+    reason = " ".join(str(error).split()) or type(error).__name__
+    print(f"{PROG}: {reason}", file=sys.stderr)
+    return EXIT_USAGE

@@ -1,0 +1,174 @@
+"""Typed settings read from `CDS_*` environment variables; an invalid value stops start-up."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "CDS_"
+DEFAULT_CORS_ORIGINS = ("https://sandbox.cds-hooks.org", "http://localhost:3000", "http://127.0.0.1:3000")
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-]+(:\d{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+# The mapping load_settings() reads; None means os.environ.
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("cds_settings_environ", default=None)
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message is one line naming the variable."""
+
+
+class _EnvironSource(PydanticBaseSettingsSource):
+    """`CDS_<FIELD>` variables (upper case) from the mapping given to load_settings or os.environ."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        key = ENV_PREFIX + field_name.upper()
+        return self._environ().get(key), key, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, info in self.settings_cls.model_fields.items():
+            value, _key, _complex = self.get_field_value(info, name)
+            if value is not None:
+                values[name] = value
+        return values
+
+    @staticmethod
+    def _environ() -> Mapping[str, str]:
+        environ = _ENVIRON.get()
+        return os.environ if environ is None else environ
+
+
+class Settings(BaseSettings):
+    """Service settings; load_settings() reads them from the environment and reports errors in one line."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(2, ge=1)
+    knowledge_file: Path | None = None
+    as_of: date | None = None
+    selection_behavior: Literal["at-most-one", "any"] = "at-most-one"
+    cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
+    fhir_connect_timeout_s: float = Field(1.0, gt=0, allow_inf_nan=False)
+    fhir_read_timeout_s: float = Field(2.0, gt=0, allow_inf_nan=False)
+    fhir_deadline_s: float = Field(2.0, gt=0, allow_inf_nan=False)
+    fhir_max_pages: int = Field(20, ge=1)
+    max_body_bytes: int = Field(10_000_000, ge=1)
+    log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = "INFO"
+    auth_mode: Literal["required", "dev", "off"] = "off"
+    data_dir: Path = Path("./.data")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _EnvironSource(settings_cls)
+
+    @field_validator("knowledge_file", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("as_of", mode="before")
+    @classmethod
+    def _iso_date_only(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if isinstance(value, date):
+            return value
+        if not isinstance(value, str) or not _ISO_DATE.match(value):
+            raise ValueError("expected a date as YYYY-MM-DD")
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise ValueError("expected a valid calendar date as YYYY-MM-DD") from None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().upper() in _LOG_LEVELS:
+            return value.strip().upper()
+        if isinstance(value, str):
+            raise ValueError(f"expected one of {', '.join(_LOG_LEVELS)}")
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            return value
+        origins = []
+        for raw in value:
+            if not isinstance(raw, str):
+                raise ValueError("origins must be strings")
+            origin = raw if raw == "*" else raw.rstrip("/").lower()
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(f"{origin!r} is not '*' or an origin like https://host[:port]")
+            origins.append(origin)
+        return tuple(origins)
+
+    @property
+    def cors_any_origin(self) -> bool:
+        return "*" in self.cors_origins
+
+
+@contextmanager
+def _reading(environ: Mapping[str, str] | None) -> Iterator[None]:
+    token = _ENVIRON.set(environ)
+    try:
+        yield
+    finally:
+        _ENVIRON.reset(token)
+
+
+def _one_line_reason(error: ValidationError) -> str:
+    reasons = []
+    for detail in error.errors(include_url=False, include_input=False):
+        loc = detail.get("loc") or ("?",)
+        name = ENV_PREFIX + str(loc[0]).upper()
+        message = str(detail.get("msg", "invalid value")).removeprefix("Value error, ")
+        reasons.append(f"invalid {name}: {message}")
+    return "; ".join(reasons).replace("\n", " ")
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from `env` (default os.environ); raise SettingsError with a one-line reason."""
+    with _reading(env):
+        try:
+            return Settings()
+        except ValidationError as error:
+            raise SettingsError(_one_line_reason(error)) from None
+
+
+def operational_warnings(settings: Settings) -> list[str]:
+    """Warnings shown on /healthz and logged at start-up (no PHI, no secrets)."""
+    warnings = []
+    if settings.as_of is not None:
+        warnings.append(
+            f"CDS_AS_OF pins the evaluation date to {settings.as_of.isoformat()}; "
+            "recommendations ignore today's date"
+        )
+    if settings.auth_mode == "off":
+        warnings.append("CDS_AUTH_MODE=off: CDS client requests are not authenticated (development only)")
+    return warnings
