@@ -53,7 +53,10 @@ def test_base_record_escalates() -> None:
 def test_duration_boundary(start: str, expected: str) -> None:
     record = base_record(
         medications=(statement("alendronate", start),),
-        bmd=tuple(dxa("2022-08-15", th="-2.6", ls="-2.9", fn="-2.7") + dxa("2025-06-01", th="-2.5", ls="-2.7", fn="-2.6")),
+        bmd=tuple(
+            dxa("2022-08-15", th="-2.6", ls="-2.9", fn="-2.7")
+            + dxa("2025-06-01", th="-2.5", ls="-2.7", fn="-2.6")
+        ),
     )
     decision = evaluate(record, K, AS_OF)
     assert decision.outcome == expected, decision.reasons
@@ -81,13 +84,22 @@ def test_reevaluate_date_clamps_to_month_end() -> None:
     ],
 )
 def test_delta_t_targets(th2: str, ls2: str, expected: str) -> None:
-    record = base_record(bmd=tuple(dxa("2021-02-15", th="-2.6", ls="-2.9", fn="-2.7") + dxa("2024-05-20", th=th2, ls=ls2, fn="-2.6")))
+    record = base_record(
+        bmd=tuple(
+            dxa("2021-02-15", th="-2.6", ls="-2.9", fn="-2.7") + dxa("2024-05-20", th=th2, ls=ls2, fn="-2.6")
+        )
+    )
     assert outcome(record) == expected
 
 
 def test_float_trap_minus_2_7_minus_2_9() -> None:
     # -2.7 - (-2.9) is 0.1999... in binary floating point: must count as +0.20.
-    record = base_record(bmd=tuple(dxa("2021-02-15", th="-2.9", ls="-3.1", fn="-3.0") + dxa("2024-05-20", th="-2.7", ls="-2.6", fn="-2.8")))
+    record = base_record(
+        bmd=tuple(
+            dxa("2021-02-15", th="-2.9", ls="-3.1", fn="-3.0")
+            + dxa("2024-05-20", th="-2.7", ls="-2.6", fn="-2.8")
+        )
+    )
     assert outcome(record) == "RESPONSE_MET"
 
 
@@ -101,7 +113,9 @@ def test_percent_change_decides_when_bmd_on_same_scanner(th_bmd2: str, expected:
     assert th.metric == "pct"
     assert th.delta_t == 0
     assert decision.outcome == expected
-    assert any(c.startswith("total hip: % change and ΔT disagree") for c in decision.caveats) is (expected == "RESPONSE_MET")
+    assert any(c.startswith("total hip: % change and ΔT disagree") for c in decision.caveats) is (
+        expected == "RESPONSE_MET"
+    )
 
 
 @pytest.mark.parametrize(("ls_bmd2", "met"), [("0.848", True), ("0.8476", True), ("0.8475", False)])
@@ -117,7 +131,13 @@ def test_percent_rounding_half_up_to_tenth(ls_bmd2: str, met: bool) -> None:
 
 # ----- R5: high risk at the exact thresholds --------------------------------------------------------
 def _not_low_t(**kw: str) -> PatientRecord:
-    return base_record(bmd=tuple(dxa("2021-02-15", th="-2.0", ls="-2.2", fn="-2.3") + dxa("2024-05-20", th="-1.9", ls="-2.1", fn="-2.2")), **kw)  # type: ignore[arg-type]
+    return base_record(
+        bmd=tuple(
+            dxa("2021-02-15", th="-2.0", ls="-2.2", fn="-2.3")
+            + dxa("2024-05-20", th="-1.9", ls="-2.1", fn="-2.2")
+        ),
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -132,12 +152,23 @@ def test_frax_thresholds(mof: str, hip: str | None, expected_eligible: bool) -> 
 
 @pytest.mark.parametrize(("t", "eligible"), [("-2.5", True), ("-2.49", False)])
 def test_t_score_threshold(t: str, eligible: bool) -> None:
-    record = base_record(bmd=tuple(dxa("2021-02-15", th="-2.0", ls=t, fn="-2.3") + dxa("2024-05-20", th="-1.9", ls="-2.1", fn="-2.2")))
+    record = base_record(
+        bmd=tuple(
+            dxa("2021-02-15", th="-2.0", ls=t, fn="-2.3") + dxa("2024-05-20", th="-1.9", ls="-2.1", fn="-2.2")
+        )
+    )
     assert (outcome(record) != "NOT_ELIGIBLE_NOT_HIGH_RISK") is eligible
 
 
 def test_frax_hip_needs_low_bone_mass_on_latest_dxa() -> None:
-    record = replace(_not_low_t(), bmd=tuple(dxa("2021-02-15", th="-0.5", ls="-0.6", fn="-0.7") + dxa("2024-05-20", th="-0.9", ls="-0.8", fn="-0.9")), frax=frax("2024-05-20", mof="10", hip="3.5"))
+    record = replace(
+        _not_low_t(),
+        bmd=tuple(
+            dxa("2021-02-15", th="-0.5", ls="-0.6", fn="-0.7")
+            + dxa("2024-05-20", th="-0.9", ls="-0.8", fn="-0.9")
+        ),
+        frax=frax("2024-05-20", mof="10", hip="3.5"),
+    )
     assert outcome(record) == "NOT_ELIGIBLE_NOT_HIGH_RISK"  # lowest T -0.9 > -1.0
 
 
@@ -150,14 +181,22 @@ def test_no_bmd_no_frax_no_diagnosis_is_insufficient() -> None:
 # ----- R4: very-high-risk fractures -------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("onset", "expected"),
-    [("2023-06-01", "VERY_HIGH_RISK_PATHWAY"), ("2023-05-31", "ESCALATE"), ("2025-06-01", "VERY_HIGH_RISK_PATHWAY")],
+    [
+        ("2023-06-01", "VERY_HIGH_RISK_PATHWAY"),
+        ("2023-05-31", "ESCALATE"),
+        ("2025-06-01", "VERY_HIGH_RISK_PATHWAY"),
+    ],
 )
 def test_recent_fracture_window_inclusive(onset: str, expected: str) -> None:
-    wrist = finding({"forearm_fracture"}, onset, "Colles fracture", fracture_site="forearm", fracture_initial=True)
+    wrist = finding(
+        {"forearm_fracture"}, onset, "Colles fracture", fracture_site="forearm", fracture_initial=True
+    )
     assert outcome(base_record(findings=(wrist,))) == expected
 
 
-@pytest.mark.parametrize(("second", "expected"), [("2016-05-31", "VERY_HIGH_RISK_PATHWAY"), ("2016-05-30", "ESCALATE")])
+@pytest.mark.parametrize(
+    ("second", "expected"), [("2016-05-31", "VERY_HIGH_RISK_PATHWAY"), ("2016-05-30", "ESCALATE")]
+)
 def test_distinct_vertebral_fractures_more_than_90_days_apart(second: str, expected: str) -> None:
     v1 = finding({"vertebral_fracture"}, "2016-03-01", "v1", fracture_site="vertebra", fracture_initial=True)
     v2 = finding({"vertebral_fracture"}, second, "v2", fracture_site="vertebra", fracture_initial=True)
@@ -166,12 +205,20 @@ def test_distinct_vertebral_fractures_more_than_90_days_apart(second: str, expec
 
 def test_subsequent_encounter_is_the_same_fracture() -> None:
     v1 = finding({"vertebral_fracture"}, "2016-03-01", "v1", fracture_site="vertebra", fracture_initial=True)
-    v2 = finding({"vertebral_fracture"}, "2019-03-01", "v1 seen again", fracture_site="vertebra", fracture_initial=False)
+    v2 = finding(
+        {"vertebral_fracture"},
+        "2019-03-01",
+        "v1 seen again",
+        fracture_site="vertebra",
+        fracture_initial=False,
+    )
     assert outcome(base_record(findings=(v1, v2))) == "ESCALATE"
 
 
 def test_history_code_never_dates_a_fracture() -> None:
-    hip = finding({"hip_fracture"}, None, "history of hip fracture", fracture_site="hip_femur", recorded=d("2025-01-01"))
+    hip = finding(
+        {"hip_fracture"}, None, "history of hip fracture", fracture_site="hip_femur", recorded=d("2025-01-01")
+    )
     decision = evaluate(base_record(findings=(hip,)), K, AS_OF)
     assert decision.outcome == "ESCALATE"
     assert decision.evidence.target_t == K.t.personalised_target_t_after_fracture
@@ -196,21 +243,39 @@ def _dispenses(gap_days: int) -> tuple[object, ...]:
 def test_adherence_gap_boundary(gap: int, expected: str) -> None:
     record = base_record(
         medications=_dispenses(gap),  # type: ignore[arg-type]
-        bmd=tuple(dxa("2020-12-10", th="-2.6", ls="-2.9", fn="-2.7") + dxa("2024-06-01", th="-2.5", ls="-2.7", fn="-2.6")),
+        bmd=tuple(
+            dxa("2020-12-10", th="-2.6", ls="-2.9", fn="-2.7")
+            + dxa("2024-06-01", th="-2.5", ls="-2.7", fn="-2.6")
+        ),
     )
     decision = evaluate(record, K, AS_OF)
     assert decision.outcome == expected, decision.reasons
     assert decision.evidence.exposure is not None
 
 
-@pytest.mark.parametrize(("second_dose", "expected"), [("2021-08-15", "ESCALATE"), ("2021-08-16", "NOT_ELIGIBLE_ADHERENCE")])
+@pytest.mark.parametrize(
+    ("second_dose", "expected"), [("2021-08-15", "ESCALATE"), ("2021-08-16", "NOT_ELIGIBLE_ADHERENCE")]
+)
 def test_denosumab_interval_213_days(second_dose: str, expected: str) -> None:
     # 2021-01-14 -> 2021-08-15 is 213 days (allowed); 214 days is late.
-    doses = ["2021-01-14", second_dose, "2022-02-10", "2022-08-10", "2023-02-08", "2023-08-08", "2024-02-06", "2024-08-05", "2025-02-03"]
+    doses = [
+        "2021-01-14",
+        second_dose,
+        "2022-02-10",
+        "2022-08-10",
+        "2023-02-08",
+        "2023-08-08",
+        "2024-02-06",
+        "2024-08-05",
+        "2025-02-03",
+    ]
     meds = tuple(administration("denosumab", x, 183) for x in doses)
     record = base_record(
         medications=meds,
-        bmd=tuple(dxa("2020-12-15", th="-2.8", ls="-3.0", fn="-2.9") + dxa("2024-05-10", th="-2.7", ls="-2.6", fn="-2.9")),
+        bmd=tuple(
+            dxa("2020-12-15", th="-2.8", ls="-3.0", fn="-2.9")
+            + dxa("2024-05-10", th="-2.7", ls="-2.6", fn="-2.9")
+        ),
     )
     assert outcome(record) == expected
 
@@ -247,7 +312,10 @@ def test_deceased_has_no_warnings() -> None:
         ((lab("calcium", "9.4", high="10.2"), lab("alkaline_phosphatase", "80", high="120")), "egfr"),
         ((lab("egfr", "75"), lab("alkaline_phosphatase", "80", high="120")), "calcium"),
         ((lab("egfr", "75"), lab("calcium", "9.4", high="10.2")), "alkaline_phosphatase"),
-        ((lab("egfr", "75", day="2024-05-31"), lab("calcium", "9.4"), lab("alkaline_phosphatase", "80")), "egfr"),
+        (
+            (lab("egfr", "75", day="2024-05-31"), lab("calcium", "9.4"), lab("alkaline_phosphatase", "80")),
+            "egfr",
+        ),
     ],
 )
 def test_missing_labs_cap_at_consider(labs: tuple[object, ...], missing: str) -> None:
@@ -284,7 +352,9 @@ def test_renal_gate_boundary(egfr: str, expected: str) -> None:
 
 @pytest.mark.parametrize(("lowest", "expected"), [("-2.49", "CONSIDER"), ("-2.5", "ESCALATE")])
 def test_personalised_target_boundary(lowest: str, expected: str) -> None:
-    bmd = dxa("2021-02-15", th="-2.6", ls="-2.9", fn="-2.6") + dxa("2024-05-20", th="-2.49", ls="-2.7", fn=lowest)
+    bmd = dxa("2021-02-15", th="-2.6", ls="-2.9", fn="-2.6") + dxa(
+        "2024-05-20", th="-2.49", ls="-2.7", fn=lowest
+    )
     decision = evaluate(base_record(bmd=tuple(bmd)), K, AS_OF)
     assert decision.outcome == expected
     if expected == "CONSIDER":
@@ -341,5 +411,17 @@ def test_follow_on_by_egfr() -> None:
         labs = (lab("egfr", egfr), *STANDARD_LABS[1:])
         return {f.agent: f.status for f in evaluate(base_record(labs=labs), K, AS_OF).follow_on}
 
-    assert statuses("35") == {"alendronate": "option", "risedronate": "excluded", "ibandronate": "excluded", "zoledronic_acid": "option", "denosumab": "option"}
-    assert statuses("34.9") == {"alendronate": "excluded", "risedronate": "option", "ibandronate": "option", "zoledronic_acid": "excluded", "denosumab": "option"}
+    assert statuses("35") == {
+        "alendronate": "option",
+        "risedronate": "excluded",
+        "ibandronate": "excluded",
+        "zoledronic_acid": "option",
+        "denosumab": "option",
+    }
+    assert statuses("34.9") == {
+        "alendronate": "excluded",
+        "risedronate": "option",
+        "ibandronate": "option",
+        "zoledronic_acid": "excluded",
+        "denosumab": "option",
+    }

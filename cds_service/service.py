@@ -1,0 +1,130 @@
+"""The patient-view service: discovery descriptor and the hook pipeline.
+
+prefetch/FHIR -> patient scope -> parse (filter, then validate) -> extract facts -> evaluate -> cards.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime
+from typing import Any
+
+from cds_service import SERVICE_ID
+from cds_service.cards import render_cards
+from cds_service.cdshooks import PatientViewRequest
+from cds_service.clinical.decision import Decision
+from cds_service.clinical.extract import extract_record
+from cds_service.clinical.protocol import evaluate
+from cds_service.config import Settings
+from cds_service.fhir.client import FhirClient
+from cds_service.fhir.parse import parse_resources
+from cds_service.fhir.patient_scope import scoped
+from cds_service.fhir.prefetch import build_prefetch_templates, resolve_prefetch
+from cds_service.knowledge.loader import Knowledge, load_knowledge
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = (
+    "For adults aged 50 or more at high fracture risk without very-high-risk features whose first-line "
+    "anti-resorptive (alendronate, risedronate, ibandronate, zoledronic acid 5 mg, denosumab 60 mg) did not "
+    "reach the 3-year BMD targets (total hip +0.20 T / +3 %, lumbar spine +0.50 T / +6 %): suggests "
+    "sequential anabolic, then anti-resorptive, therapy with agent choice, phase plan and monitoring. "
+    "Also warns when a denosumab dose is overdue or an anabolic course ended without a follow-on."
+)
+USAGE_REQUIREMENTS = (
+    "Prefetch keys are fixed (configure them by name): patient, dxa, labs, conditions, procedures, "
+    "allergies, medicationStatements, medicationRequests, medicationAdministrations, medicationDispenses. "
+    "Absent keys are fetched from fhirServer (FHIR R4) with fhirAuthorization; the token needs patient "
+    "read/search scopes for these resource types. Cards suggest, never order."
+)
+
+
+def today_utc() -> date:
+    return datetime.now(UTC).date()
+
+
+class PatientViewService:
+    service_id = SERVICE_ID
+
+    def __init__(
+        self,
+        settings: Settings,
+        knowledge: Knowledge,
+        *,
+        new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
+        today: Callable[[], date] = today_utc,
+    ) -> None:
+        self.settings = settings
+        self.knowledge = knowledge
+        self.templates = build_prefetch_templates(knowledge.dxa_codes(), knowledge.lab_codes())
+        self._new_uuid = new_uuid
+        self._today = today
+
+    def protocol_version(self) -> str:
+        return self.knowledge.protocol_version
+
+    def descriptor(self) -> dict[str, Any]:
+        return {
+            "hook": "patient-view",
+            "id": self.service_id,
+            "title": "Osteoporosis: escalation to sequential anabolic therapy",
+            "description": DESCRIPTION,
+            "prefetch": dict(self.templates),
+            "usageRequirements": USAGE_REQUIREMENTS,
+        }
+
+    def as_of(self) -> date:
+        return self.settings.as_of or self._today()
+
+    def decide(self, resources: Iterable[dict[str, Any]], patient_id: str, as_of: date) -> Decision:
+        parsed = parse_resources(scoped(resources, patient_id), self.knowledge)
+        record = extract_record(parsed, self.knowledge)
+        return evaluate(record, self.knowledge, as_of)
+
+    def _client(self, request: PatientViewRequest) -> FhirClient | None:
+        if not request.fhirServer:
+            return None
+        token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
+        s = self.settings
+        return FhirClient(
+            request.fhirServer,
+            token,
+            connect_timeout=s.fhir_connect_timeout_s,
+            read_timeout=s.fhir_read_timeout_s,
+            deadline_s=s.fhir_deadline_s,
+            max_pages=s.fhir_max_pages,
+        )
+
+    def handle(self, request: PatientViewRequest) -> dict[str, Any]:
+        patient_id = request.context.patientId
+        data = resolve_prefetch(self.templates, request.prefetch, patient_id, self._client(request))
+        resources = [r for found in data.resources.values() for r in found]
+        decision = self.decide(resources, patient_id, self.as_of())
+        cards = render_cards(
+            decision,
+            self.knowledge,
+            patient_id=patient_id,
+            selection_behavior=self.settings.selection_behavior,
+            as_of_pinned=self.settings.as_of is not None,
+            new_uuid=self._new_uuid,
+        )
+        log.info(
+            "decision",
+            extra={
+                "hook_instance": request.hookInstance,
+                "outcome": decision.outcome,
+                "rule": decision.rule,
+                "cards": len(cards),
+                "fetched_keys": len(data.fetched_keys),
+                "pages": data.pages_fetched,
+            },
+        )
+        return {"cards": cards}
+
+
+def build_service(settings: Settings) -> PatientViewService:
+    """The production service; raises KnowledgeError on an invalid knowledge file."""
+    knowledge = load_knowledge(settings.knowledge_file)
+    return PatientViewService(settings, knowledge)

