@@ -610,7 +610,7 @@ def test_medication_interval(
         ("MedicationStatement", "active", {}, True),
         ("MedicationStatement", "completed", {}, True),
         ("MedicationStatement", "unknown", {}, True),
-        ("MedicationStatement", "stopped", {}, False),
+        ("MedicationStatement", "stopped", {}, True),  # exposure that ended: kept (fail safe)
         ("MedicationStatement", "on-hold", {}, False),
         ("MedicationRequest", "active", {"intent": "order"}, True),
         ("MedicationRequest", "completed", {"intent": "original-order"}, True),
@@ -719,6 +719,8 @@ def test_unresolved_medication_reference_caveat(knowledge: Knowledge) -> None:
     assert result.caveats == (
         "1 medication entries reference a Medication that was not supplied: drug not identified",
     )
+    # An unidentified drug may be an osteoporosis drug: it counts as unreadable, which caps the outcome.
+    assert result.unreadable == (("medication (unresolved reference)", 1),)
 
 
 # ----- findings ------------------------------------------------------------------------------------

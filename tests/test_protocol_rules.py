@@ -425,3 +425,31 @@ def test_follow_on_by_egfr() -> None:
         "zoledronic_acid": "excluded",
         "denosumab": "option",
     }
+
+
+def test_stopped_anabolic_statement_is_a_past_course() -> None:
+    teriparatide = replace(
+        statement("teriparatide", "2019-01-01", "2020-12-31", role="anabolic", interval_days=1),
+        status="stopped",
+    )
+    decision = evaluate(
+        base_record(medications=(statement("alendronate", "2021-03-01"), teriparatide)), K, AS_OF
+    )
+    assert decision.outcome == "SPECIALIST_REVIEW" and decision.rule == "R3c"
+
+
+def test_oncology_dose_routes_to_specialist() -> None:
+    xgeva = replace(administration("denosumab", "2024-01-01", 28), strength="oncology")
+    decision = evaluate(base_record(medications=(statement("alendronate", "2021-03-01"), xgeva)), K, AS_OF)
+    assert decision.outcome == "SPECIALIST_REVIEW" and decision.rule == "R2"
+
+
+def test_unknown_strength_with_cancer_routes_to_specialist_else_caveat() -> None:
+    zol = tuple(
+        replace(administration("zoledronic_acid", x, 365), strength="unknown")
+        for x in ("2021-03-01", "2022-03-01", "2023-03-01", "2024-03-01")
+    )
+    cancer = finding(set(), "2015-01-01", "breast cancer", is_cancer=True)
+    assert evaluate(base_record(medications=zol, findings=(cancer,)), K, AS_OF).rule == "R2"
+    decision = evaluate(base_record(medications=zol), K, AS_OF)
+    assert "dose not recorded: oncology use not excluded" in decision.caveats

@@ -24,7 +24,10 @@ def extract_record(parsed: ParsedResources, knowledge: Knowledge) -> PatientReco
     caveats = Caveats()
     demographics = _demographics(parsed.patients, caveats)
     observations = extract_observations(parsed, knowledge, caveats)
+    unreadable = dict(parsed.unreadable)
     if parsed.unresolved_medication_references:
+        # The drug is unknown, so it may be an osteoporosis drug: as unreadable as a broken entry (§3a).
+        unreadable["medication (unresolved reference)"] = parsed.unresolved_medication_references
         caveats.add(
             f"{parsed.unresolved_medication_references} medication entries reference a Medication "
             "that was not supplied: drug not identified"
@@ -37,7 +40,7 @@ def extract_record(parsed: ParsedResources, knowledge: Knowledge) -> PatientReco
         any_medication_resource=parsed.any_medication_resource,
         findings=extract_findings(parsed, knowledge),
         labs=observations.labs,
-        unreadable=tuple(sorted(parsed.unreadable.items())),
+        unreadable=tuple(sorted(unreadable.items())),
         caveats=caveats.as_tuple(),
         dxa_reports_without_values=observations.dxa_reports_without_values,
     )

@@ -35,7 +35,9 @@ _ROLES: dict[str, MedicationRole] = {
 _STATUSES: dict[MedicationSource, frozenset[str]] = {
     "administration": frozenset({"completed", "in-progress"}),
     "dispense": frozenset({"completed"}),
-    "statement": frozenset({"active", "completed", "unknown"}),
+    # `stopped` is exposure that ended: kept (fail safe: prior anabolic courses and first-line history
+    # must not vanish); it never extends coverage past its recorded period (exposure.record_coverage).
+    "statement": frozenset({"active", "completed", "unknown", "stopped"}),
     "request": frozenset({"active", "completed", "on-hold"}),  # on-hold kept, visible in `status`
 }
 _ORDER_INTENTS = frozenset({"order", "original-order", "instance-order"})

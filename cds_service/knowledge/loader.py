@@ -181,12 +181,18 @@ class Texts(_Strict):
         return value
 
 
+class Interpretation(_Strict):
+    topic: str
+    choice: str
+
+
 class KnowledgeModel(_Strict):
     version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
     title: str
     code_tables: dict[Literal["conditions", "medications", "observations"], str]
     code_additions: list[CodeAddition]
     concept_gaps: list[ConceptGap]
+    interpretations: list[Interpretation] = Field(default_factory=list)
     thresholds: Thresholds
     windows: Windows
     policy: Policy
