@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import logging
+import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +25,7 @@ from cds_service.db.migrate import upgrade
 from cds_service.db.replay_store import DbReplayStore
 from cds_service.db.schema import card_ledger, card_suggestion, feedback, jwt_replay
 from cds_service.errors import BadRequest
-from cds_service.feedback.patient_key import PatientKeyer
+from cds_service.feedback.patient_key import SECRET_FILE, PatientKeyer, PatientKeyError, load_patient_keyer
 from cds_service.feedback.routes import handle_feedback, record_issued_cards
 from cds_service.feedback.store import FeedbackStore, IssuedCard, IssuedSuggestion, issued_cards
 from cds_service.feedback.validate import validate_feedback
@@ -290,3 +296,36 @@ def test_replay_store_is_atomic_across_connections(any_db_url: str, engine: Engi
     for own in engines:
         own.dispose()
     assert sorted(results) == [False] * 7 + [True]
+
+
+# ----- patient key ---------------------------------------------------------------------------
+def test_patient_key_secret_is_generated_once_with_mode_0600(tmp_path: Path) -> None:
+    first = load_patient_keyer(tmp_path / "data")
+    secret_file = tmp_path / "data" / SECRET_FILE
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert load_patient_keyer(tmp_path / "data")(PATIENT) == first(PATIENT)
+    assert first(PATIENT) != first("other") and len(first(PATIENT)) == 64
+    assert PATIENT not in first(PATIENT)
+    assert secret_file.read_text().strip() not in repr(first)
+    assert [p.name for p in (tmp_path / "data").iterdir()] == [SECRET_FILE]
+
+
+def test_patient_key_from_the_configured_secret(tmp_path: Path) -> None:
+    secret = "s" * 32
+    keyer = load_patient_keyer(tmp_path, secret)
+    assert keyer(PATIENT) == hmac.new(secret.encode(), PATIENT.encode(), hashlib.sha256).hexdigest()
+    assert not (tmp_path / SECRET_FILE).exists()
+    with pytest.raises(PatientKeyError):
+        load_patient_keyer(tmp_path, "too-short")
+
+
+def test_concurrent_first_use_agrees_on_one_secret(tmp_path: Path) -> None:
+    script = "import sys, pathlib; from cds_service.feedback.patient_key import load_patient_keyer; "
+    script += "print(load_patient_keyer(pathlib.Path(sys.argv[1]))('p'))"
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    keys = {process.communicate(timeout=60)[0].strip() for process in processes}
+    assert len(keys) == 1
+    assert keys == {load_patient_keyer(tmp_path)("p")}

@@ -59,7 +59,9 @@ def test_override_changes_version_and_thresholds(tmp_path: Path) -> None:
         ({"code_tables.conditions": "missing.csv"}, "code table 'conditions' not found"),
     ],
 )
-def test_invalid_file_is_refused_with_one_line(tmp_path: Path, change: dict[str, object], message: str) -> None:
+def test_invalid_file_is_refused_with_one_line(
+    tmp_path: Path, change: dict[str, object], message: str
+) -> None:
     with pytest.raises(KnowledgeError) as error:
         load_knowledge(_override(tmp_path, change))
     assert message in str(error.value)

@@ -13,8 +13,21 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select, text
 
-from cds_service.db.engine import DatabaseConfigError, database_url, make_engine, sqlite_file
-from cds_service.db.migrate import current_revision, downgrade, head_revision, is_initialised, upgrade
+from cds_service.db.engine import (
+    DatabaseConfigError,
+    DatabaseUnavailable,
+    database_url,
+    make_engine,
+    sqlite_file,
+)
+from cds_service.db.migrate import (
+    current_revision,
+    downgrade,
+    head_revision,
+    is_initialised,
+    run_upgrade,
+    upgrade,
+)
 from cds_service.db.schema import VERSION_TABLE, metadata
 from tests.support.databases import (  # noqa: F401 - pytest fixtures
     any_db_url_fixture,
@@ -151,3 +164,8 @@ def test_database_url_normalises_postgres_drivers(tmp_path: Path) -> None:
 def test_unsupported_urls_are_refused(url: str, tmp_path: Path) -> None:
     with pytest.raises(DatabaseConfigError):
         database_url(url, tmp_path)
+
+
+def test_run_upgrade_reports_an_unreachable_database() -> None:
+    with pytest.raises(DatabaseUnavailable):
+        run_upgrade("postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=2")
