@@ -121,7 +121,9 @@ def test_valid_rs384_epic_style_token_with_jku_and_thumbprint_kid(tmp_path: Path
         ("service", ["https://other.example.org/", SERVICE_URL]),
     ],
 )
-def test_audience_per_endpoint_normalised_and_as_array(auth: ClientAuthenticator, endpoint: Any, aud: Any) -> None:
+def test_audience_per_endpoint_normalised_and_as_array(
+    auth: ClientAuthenticator, endpoint: Any, aud: Any
+) -> None:
     auth.authenticate(bearer(sign(ES, claims(aud=aud))), endpoint, SERVICE_ID)
 
 
@@ -165,7 +167,9 @@ def test_lifetime_too_long(auth: ClientAuthenticator) -> None:
 
 
 def test_wrong_audience(auth: ClientAuthenticator) -> None:
-    assert refused(auth, bearer(sign(ES, claims(aud="https://evil.example.org/cds-services")))) == "bad_audience"
+    assert (
+        refused(auth, bearer(sign(ES, claims(aud="https://evil.example.org/cds-services")))) == "bad_audience"
+    )
     wrong_endpoint = bearer(sign(ES, claims(aud=SERVICE_URL)))
     assert refused(auth, wrong_endpoint, "feedback") == "bad_audience"
     assert refused(auth, bearer(sign(ES, claims(aud=[1, 2])))) == "bad_audience"
@@ -204,16 +208,18 @@ def test_other_algorithms(auth: ClientAuthenticator, alg: str) -> None:
 def test_es256_only_when_configured(tmp_path: Path) -> None:
     key = ec_key("p256", "ES256")
     path = write_issuers(tmp_path, issuer_entry(tmp_path, key, algorithms=["ES384"]))
-    assert refused(authenticator(trust_settings(tmp_path, trusted_issuers=path)), bearer(sign(key, claims()))) == (
-        "bad_algorithm"
-    )
+    assert refused(
+        authenticator(trust_settings(tmp_path, trusted_issuers=path)), bearer(sign(key, claims()))
+    ) == ("bad_algorithm")
     path = write_issuers(tmp_path, issuer_entry(tmp_path, key, algorithms=["ES256"]))
     authenticator(trust_settings(tmp_path, trusted_issuers=path)).authenticate(
         bearer(sign(key, claims())), "service", SERVICE_ID
     )
 
 
-def test_jku_not_allow_listed_is_never_fetched(auth: ClientAuthenticator, no_http: responses.RequestsMock) -> None:
+def test_jku_not_allow_listed_is_never_fetched(
+    auth: ClientAuthenticator, no_http: responses.RequestsMock
+) -> None:
     token = sign(ES, claims(), jku="https://evil.example.org/jwks.json")
     assert refused(auth, bearer(token)) == "jku_not_allowed"
     assert not no_http.calls
@@ -263,7 +269,9 @@ def test_lower_case_typ_and_absent_typ_are_accepted(auth: ClientAuthenticator) -
 
 @pytest.mark.parametrize("claim", ["iss", "aud", "exp", "iat", "jti"])
 def test_missing_claims(auth: ClientAuthenticator, claim: str) -> None:
-    assert refused(auth, bearer(sign(ES, claims(**{claim: None})))) == "missing_claim"
+    body = claims()
+    del body[claim]
+    assert refused(auth, bearer(sign(ES, body))) == "missing_claim"
 
 
 def test_missing_kid_and_malformed_claims(auth: ClientAuthenticator) -> None:
@@ -280,7 +288,10 @@ def test_missing_kid_and_malformed_claims(auth: ClientAuthenticator) -> None:
 def test_tenant_not_allowed_is_403_after_authentication(tmp_path: Path) -> None:
     path = write_issuers(tmp_path, issuer_entry(tmp_path, ES, tenants=["tenant-a"]))
     auth = authenticator(trust_settings(tmp_path, trusted_issuers=path))
-    assert auth.authenticate(bearer(sign(ES, claims(tenant="tenant-a"))), "service", SERVICE_ID).tenant == "tenant-a"
+    assert (
+        auth.authenticate(bearer(sign(ES, claims(tenant="tenant-a"))), "service", SERVICE_ID).tenant
+        == "tenant-a"
+    )
     for body in (claims(tenant="tenant-b"), claims()):
         with pytest.raises(Forbidden) as caught:
             auth.authenticate(bearer(sign(ES, body)), "service", SERVICE_ID)
@@ -315,7 +326,7 @@ def test_sandbox_token_accepted_in_dev_without_fetching_its_jku(
     auth = authenticator(settings, sandbox_jwks=jwks(SANDBOX_STANDIN))
     aud = f"http://localhost:8000/cds-services/{SERVICE_ID}"  # localhost == 127.0.0.1 in dev
     assert auth.authenticate(bearer(sandbox_token(aud)), "service", SERVICE_ID).iss == SANDBOX_ISSUER
-    discovery = f"http://127.0.0.1:8000/cds-services"
+    discovery = "http://127.0.0.1:8000/cds-services"
     auth.authenticate(bearer(sandbox_token(discovery)), "discovery", "")
     assert not no_http.calls
 
@@ -336,7 +347,9 @@ def test_localhost_equivalence_only_outside_required(tmp_path: Path) -> None:
     path = write_issuers(tmp_path, issuer_entry(tmp_path, ES))
     local = "http://127.0.0.1:8000"
     aud = f"http://localhost:8000/cds-services/{SERVICE_ID}"
-    dev = authenticator(trust_settings(tmp_path, trusted_issuers=path, auth_mode="dev", public_base_url=local))
+    dev = authenticator(
+        trust_settings(tmp_path, trusted_issuers=path, auth_mode="dev", public_base_url=local)
+    )
     dev.authenticate(bearer(sign(ES, claims(aud=aud))), "service", SERVICE_ID)
     required = authenticator(trust_settings(tmp_path, trusted_issuers=path, public_base_url=local))
     assert refused(required, bearer(sign(ES, claims(aud=aud)))) == "bad_audience"
@@ -350,7 +363,9 @@ def test_dev_token_accepted_in_dev_and_refused_in_required(tmp_path: Path) -> No
     assert dev.authenticate(bearer(token), "service", SERVICE_ID).iss == "urn:cds-service:dev"
     assert refused(dev, bearer(token)) == "replay"
     path = write_issuers(tmp_path, issuer_entry(tmp_path, ES))
-    required = authenticator(trust_settings(tmp_path, trusted_issuers=path, public_base_url="http://localhost:8000"))
+    required = authenticator(
+        trust_settings(tmp_path, trusted_issuers=path, public_base_url="http://localhost:8000")
+    )
     assert refused(required, bearer(mint_dev_token(data_dir, url, now=NOW))) == "unknown_issuer"
 
 

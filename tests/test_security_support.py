@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from cds_service.security.jwt_verify import ClientAuthenticator, build_authenticator
 from cds_service.security.jwks import JwksFetcher, JwksRegistry
+from cds_service.security.jwt_verify import ClientAuthenticator, build_authenticator
 from cds_service.security.replay import InMemoryReplayStore, ReplayStore
 from cds_service.security.settings import TrustSettings
 
@@ -55,9 +55,7 @@ class Key:
     def pem_public(self) -> bytes:
         public = self.private.public_key()
         return bytes(
-            public.public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
+            public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         )
 
 
@@ -80,7 +78,7 @@ def jwks(*keys: Key) -> dict[str, Any]:
     return {"keys": [key.public_jwk for key in keys]}
 
 
-def claims(aud: Any = SERVICE_URL, iss: str = ISS, now: int = NOW, **overrides: Any) -> dict[str, Any]:
+def claims(aud: Any = SERVICE_URL, iss: Any = ISS, now: int = NOW, **overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"iss": iss, "aud": aud, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())}
     body.update(overrides)
     return {name: value for name, value in body.items() if value is not None}

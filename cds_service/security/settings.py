@@ -1,0 +1,64 @@
+"""Security settings as explicit values (config.py reads the CDS_* variables and builds this model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cds_service.security.audience import normalise_base_url, normalise_url
+
+AuthMode = Literal["required", "dev", "off"]
+DEV_DEFAULT_BASE_URL: Final = "http://127.0.0.1:8000"
+
+
+class TrustSettings(BaseModel):
+    """Everything the authenticator and the fhirServer guard need; invalid values raise ValidationError."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    auth_mode: AuthMode = "required"
+    public_base_url: str | None = None
+    trusted_issuers: Path | None = None
+    jwt_leeway_s: int = Field(30, ge=0, le=300)
+    jwt_max_lifetime_s: int = Field(3600, ge=60, le=86_400)
+    fhir_allowlist: tuple[str, ...] = ()
+    data_dir: Path = Path("./.data")
+
+    @field_validator("public_base_url", mode="before")
+    @classmethod
+    def _base_url(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str):
+            raise ValueError("expected a URL like https://cds.example.org[/prefix]")
+        return normalise_base_url(value.strip())
+
+    @field_validator("trusted_issuers", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("fhir_allowlist", mode="before")
+    @classmethod
+    def _allowlist(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            return value
+        for entry in value:
+            if not isinstance(entry, str):
+                raise ValueError("entries must be URL strings")
+            try:
+                normalise_url(entry)
+            except ValueError as error:
+                raise ValueError(f"{entry[:80]!r} is not an http(s) FHIR base URL: {error}") from None
+        return tuple(value)
+
+    @property
+    def effective_base_url(self) -> str | None:
+        """CDS_PUBLIC_BASE_URL, or http://127.0.0.1:8000 in dev/off; None in required when unset."""
+        if self.public_base_url is not None:
+            return self.public_base_url
+        return DEV_DEFAULT_BASE_URL if self.auth_mode != "required" else None
