@@ -329,3 +329,12 @@ def test_concurrent_first_use_agrees_on_one_secret(tmp_path: Path) -> None:
     keys = {process.communicate(timeout=60)[0].strip() for process in processes}
     assert len(keys) == 1
     assert keys == {load_patient_keyer(tmp_path)("p")}
+
+
+def test_an_unmigrated_database_is_503(any_db_url: str) -> None:
+    engine = make_engine(any_db_url)
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            handle_feedback({"feedback": [entry("c1")]}, FeedbackStore(engine))
+    finally:
+        engine.dispose()

@@ -1,0 +1,1 @@
+"""Hand-written, deterministic migrations; one file per revision."""

@@ -1,0 +1,1 @@
+"""CDS Hooks feedback: validation, the card ledger and feedback store, analytics and HTTP handlers."""
