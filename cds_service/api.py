@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Callable
 from typing import IO, Any
 
 import orjson
@@ -19,16 +18,14 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from cds_service import __version__
-from cds_service.cdshooks import (
-    FeedbackRequest,
-    drop_empty,
-    operation_outcome,
-    parse_feedback_request,
-    parse_patient_view_request,
-)
+from cds_service.cdshooks import drop_empty, operation_outcome, parse_patient_view_request
 from cds_service.config import Settings, operational_warnings
 from cds_service.errors import BadRequest, Issue, ServiceError
+from cds_service.feedback.routes import handle_admin_report, handle_feedback, record_issued_cards
 from cds_service.hook_protocol import HookService
+from cds_service.runtime import Runtime
+from cds_service.security.errors import error_headers
+from cds_service.security.fhir_server_guard import check_fhir_server
 
 logger = logging.getLogger(__name__)
 
@@ -37,27 +34,18 @@ CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
 CORS_MAX_AGE_S = "600"
 _READ_CHUNK = 64 * 1024
+ADMIN_PREFIX = "/admin/"
 _LOG_TEXT_MAX = 64
 
-FeedbackSink = Callable[[str, FeedbackRequest], None]
 
+def create_blueprint(service: HookService, settings: Settings, runtime: Runtime) -> Blueprint:
+    """Routes, CORS and error handlers for one service; registers app-wide hooks on registration.
 
-def log_feedback(service_id: str, feedback: FeedbackRequest) -> None:
-    """Default feedback sink: count outcomes in the log (a durable store replaces it)."""
-    outcomes = [entry.outcome for entry in feedback.feedback]
-    _log_event(
-        "cds_feedback",
-        service=service_id,
-        entries=len(outcomes),
-        accepted=outcomes.count("accepted"),
-        overridden=outcomes.count("overridden"),
-    )
-
-
-def create_blueprint(
-    service: HookService, settings: Settings, feedback_sink: FeedbackSink = log_feedback
-) -> Blueprint:
-    """Routes, CORS and error handlers for one service; registers app-wide hooks on registration."""
+    Order for a service call: 404/405, 401 (client JWT), 403 (issuer/tenant), 415, 413, 400 (JSON),
+    403 (fhirServer not allowed: checked as soon as the body is parsed, before any other validation
+    and before prefetch is read), 400 (request), then 412/500 from the service.
+    """
+    authn = runtime.authenticator
     bp = Blueprint("cds_hooks", __name__)
     cors = _Cors(settings.cors_origins)
     bp.before_app_request(_answer_preflight)
@@ -69,6 +57,10 @@ def create_blueprint(
 
     @bp.get("/cds-services")
     def discovery() -> Response:
+        try:
+            authn.authenticate(request.headers.get("Authorization"), "discovery", service.service_id)
+        except ServiceError as error:
+            return _error_response(error, service.service_id)
         return _json({"services": [service.descriptor()]})
 
     @bp.post("/cds-services/<service_id>")
@@ -77,10 +69,23 @@ def create_blueprint(
         logged: dict[str, Any] = {"service": _clip(service_id)}
         try:
             _require_known(service_id, service.service_id)
+            auth = authn.authenticate(request.headers.get("Authorization"), "service", service.service_id)
             body = _read_json_body(settings.max_body_bytes)
             logged["hookInstance"] = _raw_hook_instance(body)
-            result = service.handle(parse_patient_view_request(body))
+            fhir_server = body.get("fhirServer") if isinstance(body, dict) else None
+            if isinstance(fhir_server, str):
+                check_fhir_server(fhir_server, auth, runtime.trust)
+            hook = parse_patient_view_request(body)
+            result = service.handle(hook, auth)
             logged["cards"] = _card_count(result)
+            record_issued_cards(
+                runtime.store,
+                result["cards"],
+                hook_instance=hook.hookInstance,
+                patient_id=hook.context.patientId,
+                patient_key=runtime.patient_key,
+                protocol_version=service.protocol_version(),
+            )
             response = _json(result)
         except Exception as error:  # mapped to a status; unexpected ones are logged there
             response = _error_response(error, service.service_id)
@@ -92,8 +97,10 @@ def create_blueprint(
         started = time.perf_counter()
         try:
             _require_known(service_id, service.service_id)
-            feedback_sink(service_id, parse_feedback_request(_read_json_body(settings.max_body_bytes)))
-            response = _json({})
+            authn.authenticate(request.headers.get("Authorization"), "feedback", service.service_id)
+            status, answer, headers = handle_feedback(_read_json_body(settings.max_body_bytes), runtime.store)
+            response = _json(answer, status, keep_empty=True)
+            response.headers.update(headers)
         except Exception as error:
             response = _error_response(error, service.service_id)
         _log_event(
@@ -102,6 +109,21 @@ def create_blueprint(
             status=response.status_code,
             duration_ms=_since(started),
         )
+        return response
+
+    @bp.get("/admin/feedback-report")
+    def feedback_report() -> Response:
+        try:
+            status, report, headers = handle_admin_report(
+                request.headers.get("Authorization"),
+                request.args.get("since"),
+                runtime.store,
+                settings.admin_token_sha256,
+            )
+        except ServiceError as error:
+            return _error_response(error, service.service_id)
+        response = _json(report, status, keep_empty=True)
+        response.headers.update(headers)
         return response
 
     @bp.get("/healthz")
@@ -114,6 +136,7 @@ def create_blueprint(
         }
         if settings.as_of is not None:
             body["as_of_pinned"] = settings.as_of.isoformat()
+        body["ledger_write_failures"] = runtime.store.ledger_failures
         body["warnings"] = operational_warnings(settings)
         return _json(body, keep_empty=True)
 
@@ -133,6 +156,8 @@ class _Cors:
         return origin if origin is not None and origin.lower() in self._origins else None
 
     def apply(self, response: Response) -> Response:
+        if request.path.startswith(ADMIN_PREFIX):
+            return response  # the admin report is for operators, never for browsers
         response.vary.add("Origin")
         allowed = self.allowed(request.headers.get("Origin"))
         if allowed is None:
@@ -149,7 +174,7 @@ class _Cors:
 
 def _answer_preflight() -> Response | None:
     """Answer every OPTIONS request first (CORS preflight); CORS headers are added by _Cors.apply."""
-    if request.method != "OPTIONS":
+    if request.method != "OPTIONS" or request.path.startswith(ADMIN_PREFIX):
         return None
     response = Response(status=204)
     response.headers["Allow"] = CORS_METHODS
@@ -211,7 +236,10 @@ def _error_response(error: Exception, service_id: str) -> Response:
     if isinstance(error, MethodNotAllowed) and _unknown_service_in_path(service_id):
         error = ServiceError([Issue("not-found", "no CDS Service with this id")], 404)
     if isinstance(error, ServiceError):
-        return _json(operation_outcome(error), error.status)
+        response = _json(operation_outcome(error), error.status)
+        response.headers.update(error_headers(error))
+        response.headers.update(getattr(error, "headers", None) or {})
+        return response
     if isinstance(error, HTTPException):
         return _http_error(error)
     _log_unexpected(error)

@@ -9,19 +9,23 @@ from flask import Flask
 from cds_service.api import create_blueprint
 from cds_service.config import Settings, operational_warnings
 from cds_service.hook_protocol import HookService
+from cds_service.runtime import Runtime, build_runtime
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, service: HookService | None = None) -> Flask:
-    """Build the Flask app; without `service`, build the real one (fails fast on invalid knowledge)."""
+def create_app(
+    settings: Settings, service: HookService | None = None, runtime: Runtime | None = None
+) -> Flask:
+    """Build the Flask app; without `service`/`runtime`, build the real ones (fail fast on invalid
+    knowledge, trusted-issuers file or database settings)."""
     if service is None:
         from cds_service.service import build_service  # noqa: PLC0415 - tests pass a fake service
 
         service = build_service(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.register_blueprint(create_blueprint(service, settings))
+    app.register_blueprint(create_blueprint(service, settings, runtime or build_runtime(settings)))
     for warning in operational_warnings(settings):
         logger.warning(warning)
     return app

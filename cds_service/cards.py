@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
-from datetime import date
 from typing import Any, Literal
 
 from cds_service.card_detail import (

@@ -1,4 +1,5 @@
-"""`cds-service` command line: `serve` (gunicorn) and `evaluate` (a FHIR Bundle, offline)."""
+"""`cds-service` command line: `serve` (gunicorn), `evaluate` (a FHIR Bundle, offline), `dev-token`,
+`db upgrade` and `feedback-report`."""
 
 from __future__ import annotations
 
@@ -18,8 +19,14 @@ from gunicorn.app.base import BaseApplication
 
 from cds_service.app import create_app
 from cds_service.config import Settings, SettingsError, load_settings
+from cds_service.db.engine import DatabaseConfigError, DatabaseUnavailable, database_url
+from cds_service.db.migrate import run_upgrade
 from cds_service.errors import InvalidBundle
+from cds_service.feedback.patient_key import PatientKeyError
+from cds_service.feedback.report import run_report_command
 from cds_service.gunicorn_conf import gunicorn_options
+from cds_service.security.dev_keys import mint_dev_token
+from cds_service.security.errors import SecurityConfigError
 
 PROG = "cds-service"
 EXIT_OK = 0
@@ -73,17 +80,31 @@ def _parser() -> argparse.ArgumentParser:
         "--as-of", type=_iso_date, help="evaluation date YYYY-MM-DD (default CDS_AS_OF, today)"
     )
     evaluate.set_defaults(run=_evaluate)
+    token = commands.add_parser(
+        "dev-token", help="print a fresh JWT of the local dev issuer (CDS_AUTH_MODE=dev)"
+    )
+    token.add_argument("--url", required=True, help="the endpoint URL the token is for (its aud)")
+    token.set_defaults(run=_dev_token)
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", help="run the database migrations").set_defaults(run=_db_upgrade)
+    report = commands.add_parser("feedback-report", help="acceptance and override figures from feedback")
+    report.add_argument("--since", type=_iso_date, help="only cards and feedback since YYYY-MM-DD")
+    report.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    report.set_defaults(run=_feedback_report)
     return parser
 
 
 def _serve(args: argparse.Namespace) -> int:
     overrides = {"CDS_HOST": args.host, "CDS_PORT": args.port, "CDS_WORKERS": args.workers}
     environ = {**os.environ, **{key: value for key, value in overrides.items() if value is not None}}
-    startup_errors: tuple[type[Exception], ...] = (SettingsError, *_knowledge_errors())
+    startup_errors: tuple[type[Exception], ...] = (SettingsError, *_knowledge_errors(), *_runtime_errors())
     try:
         settings = load_settings(environ)
         _configure_logging(settings)
-        create_app(settings)  # fail fast before forking: settings, knowledge, service wiring
+        create_app(settings)  # fail fast before forking: settings, knowledge, trust, database
+        if settings.db_auto_migrate:  # once, before the workers start (advisory lock on PostgreSQL)
+            run_upgrade(_database_url(settings))
     except startup_errors as error:
         return _fail(error)
     GunicornApplication(lambda: create_app(settings), gunicorn_options(settings)).run()
@@ -104,6 +125,42 @@ def _evaluate(args: argparse.Namespace) -> int:
         return _fail(error)
     sys.stdout.write(orjson.dumps(decision, option=orjson.OPT_INDENT_2).decode() + "\n")
     return EXIT_OK
+
+
+def _dev_token(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings()
+        print(mint_dev_token(settings.data_dir, args.url))
+    except (SettingsError, ValueError) as error:
+        return _fail(error)
+    return EXIT_OK
+
+
+def _db_upgrade(_args: argparse.Namespace) -> int:
+    errors: tuple[type[Exception], ...] = (SettingsError, *_runtime_errors())
+    try:
+        settings = load_settings()
+        _configure_logging(settings)
+        print(f"database at revision {run_upgrade(_database_url(settings))}")
+    except errors as error:
+        return _fail(error)
+    return EXIT_OK
+
+
+def _feedback_report(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        return _fail(error)
+    return run_report_command(_database_url(settings), args.since, args.format)
+
+
+def _database_url(settings: Settings) -> str:
+    return database_url(settings.database_url, settings.data_dir)
+
+
+def _runtime_errors() -> tuple[type[Exception], ...]:
+    return (DatabaseConfigError, DatabaseUnavailable, SecurityConfigError, PatientKeyError)
 
 
 def resolve_as_of(cli_as_of: date | None, settings: Settings) -> date:
@@ -144,6 +201,7 @@ def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True
     )
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
 
 
 def _fail(error: Exception) -> int:

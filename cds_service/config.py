@@ -11,9 +11,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from cds_service.security.settings import TrustSettings
 
 ENV_PREFIX = "CDS_"
 DEFAULT_CORS_ORIGINS = ("https://sandbox.cds-hooks.org", "http://localhost:3000", "http://127.0.0.1:3000")
@@ -69,8 +71,19 @@ class Settings(BaseSettings):
     fhir_max_pages: int = Field(20, ge=1)
     max_body_bytes: int = Field(10_000_000, ge=1)
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = "INFO"
-    auth_mode: Literal["required", "dev", "off"] = "off"
+    auth_mode: Literal["required", "dev", "off"] = "required"
     data_dir: Path = Path("./.data")
+    # Trust (client JWTs and the fhirServer guard): validated again as TrustSettings by load_settings.
+    public_base_url: str | None = None
+    trusted_issuers: Path | None = None
+    jwt_leeway_s: int = 30
+    jwt_max_lifetime_s: int = 3600
+    fhir_allowlist: str = ""
+    # Storage: card ledger, feedback, JWT replay store.
+    database_url: str | None = Field(None, repr=False)
+    db_auto_migrate: bool = True
+    admin_token_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    patient_key_secret: SecretStr | None = Field(None, min_length=32)
 
     @classmethod
     def settings_customise_sources(
@@ -83,10 +96,30 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, _EnvironSource(settings_cls)
 
-    @field_validator("knowledge_file", mode="before")
+    @field_validator(
+        "knowledge_file",
+        "trusted_issuers",
+        "public_base_url",
+        "database_url",
+        "admin_token_sha256",
+        "patient_key_secret",
+        mode="before",
+    )
     @classmethod
-    def _empty_path_is_unset(cls, value: Any) -> Any:
+    def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    def trust(self) -> TrustSettings:
+        """The security settings (validated by load_settings, so this cannot fail afterwards)."""
+        return TrustSettings(
+            auth_mode=self.auth_mode,
+            public_base_url=self.public_base_url,
+            trusted_issuers=self.trusted_issuers,
+            jwt_leeway_s=self.jwt_leeway_s,
+            jwt_max_lifetime_s=self.jwt_max_lifetime_s,
+            fhir_allowlist=self.fhir_allowlist,  # a comma list, split and checked by TrustSettings
+            data_dir=self.data_dir,
+        )
 
     @field_validator("as_of", mode="before")
     @classmethod
@@ -156,9 +189,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from `env` (default os.environ); raise SettingsError with a one-line reason."""
     with _reading(env):
         try:
-            return Settings()
+            settings = Settings()
         except ValidationError as error:
             raise SettingsError(_one_line_reason(error)) from None
+    try:
+        settings.trust()
+    except ValidationError as error:
+        raise SettingsError(_one_line_reason(error)) from None
+    return settings
 
 
 def operational_warnings(settings: Settings) -> list[str]:

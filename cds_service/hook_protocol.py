@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from cds_service.cdshooks import PatientViewRequest
+from cds_service.security.jwt_verify import AuthContext
 
 
 class HookService(Protocol):
@@ -16,8 +17,8 @@ class HookService(Protocol):
         """Discovery entry: id, hook, title, description, prefetch, usageRequirements."""
         ...
 
-    def handle(self, request: PatientViewRequest) -> dict[str, Any]:
-        """The response body {"cards": [...]}; may raise ServiceError subclasses."""
+    def handle(self, request: PatientViewRequest, auth: AuthContext) -> dict[str, Any]:
+        """The response body {"cards": [...]} for an authenticated caller; may raise ServiceError."""
         ...
 
     def protocol_version(self) -> str:

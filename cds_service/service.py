@@ -23,6 +23,8 @@ from cds_service.fhir.parse import parse_resources
 from cds_service.fhir.patient_scope import scoped
 from cds_service.fhir.prefetch import build_prefetch_templates, resolve_prefetch
 from cds_service.knowledge.loader import Knowledge, load_knowledge
+from cds_service.security.fhir_server_guard import guarded_session
+from cds_service.security.jwt_verify import AuthContext
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class PatientViewService:
     ) -> None:
         self.settings = settings
         self.knowledge = knowledge
+        self.trust = settings.trust()
         self.templates = build_prefetch_templates(knowledge.dxa_codes(), knowledge.lab_codes())
         self._new_uuid = new_uuid
         self._today = today
@@ -83,7 +86,8 @@ class PatientViewService:
         record = extract_record(parsed, self.knowledge)
         return evaluate(record, self.knowledge, as_of)
 
-    def _client(self, request: PatientViewRequest) -> FhirClient | None:
+    def _client(self, request: PatientViewRequest, auth: AuthContext) -> FhirClient | None:
+        """A client for this call only; its session connects solely to the checked fhirServer address."""
         if not request.fhirServer:
             return None
         token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
@@ -95,11 +99,12 @@ class PatientViewService:
             read_timeout=s.fhir_read_timeout_s,
             deadline_s=s.fhir_deadline_s,
             max_pages=s.fhir_max_pages,
+            session=guarded_session(request.fhirServer, auth, self.trust),
         )
 
-    def handle(self, request: PatientViewRequest) -> dict[str, Any]:
+    def handle(self, request: PatientViewRequest, auth: AuthContext) -> dict[str, Any]:
         patient_id = request.context.patientId
-        data = resolve_prefetch(self.templates, request.prefetch, patient_id, self._client(request))
+        data = resolve_prefetch(self.templates, request.prefetch, patient_id, self._client(request, auth))
         resources = [r for found in data.resources.values() for r in found]
         decision = self.decide(resources, patient_id, self.as_of())
         cards = render_cards(

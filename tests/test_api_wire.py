@@ -16,8 +16,10 @@ from werkzeug.wrappers import Request
 
 from cds_service.app import create_app
 from cds_service.cdshooks import PatientViewRequest, drop_empty, operation_outcome
-from cds_service.config import load_settings
+from cds_service.config import Settings
 from cds_service.errors import DataUnavailable, Issue, NotR4Server, ServiceError
+from cds_service.security.jwt_verify import AuthContext
+from tests.support.app_settings import test_settings
 
 SERVICE_ID = "osteoporosis-escalation"
 SERVICE_URL = f"/cds-services/{SERVICE_ID}"
@@ -68,7 +70,7 @@ class FakeService:
             "usageRequirements": None,
         }
 
-    def handle(self, request: PatientViewRequest) -> dict[str, Any]:
+    def handle(self, request: PatientViewRequest, auth: AuthContext) -> dict[str, Any]:
         self.requests.append(request)
         return self.behaviour(request)
 
@@ -95,6 +97,12 @@ def patient_view(**overrides: Any) -> dict[str, Any]:
     return {key: value for key, value in body.items() if value is not ...}
 
 
+def wire_settings(env: dict[str, str] | None = None) -> Settings:
+    """Auth off (JWTs are tested in test_security_*), the example fhirServer allow-listed."""
+    allowed = "https://ehr.example.org/fhir,http://hooks.smarthealthit.org:9080"
+    return test_settings({"CDS_FHIR_ALLOWLIST": allowed, **(env or {})})
+
+
 @pytest.fixture
 def fake() -> FakeService:
     return FakeService()
@@ -102,7 +110,7 @@ def fake() -> FakeService:
 
 @pytest.fixture
 def app(fake: FakeService) -> Flask:
-    return create_app(load_settings({"CDS_MAX_BODY_BYTES": str(MAX_BODY)}), fake)
+    return create_app(wire_settings({"CDS_MAX_BODY_BYTES": str(MAX_BODY)}), fake)
 
 
 @pytest.fixture
@@ -292,7 +300,6 @@ def with_value(path: str, value: Any) -> dict[str, Any]:
         pytest.param(with_value("context.userId", "Device/1"), "context.userId", id="userId-type"),
         pytest.param(with_value("context.userId", "Practitioner"), "context.userId", id="userId-no-id"),
         pytest.param(with_value("context.userId", "example"), "context.userId", id="userId-bare-id"),
-        pytest.param(with_value("fhirServer", "not a url"), "fhirServer", id="fhirServer-not-url"),
         pytest.param(
             with_value("fhirAuthorization.expires_in", "300"),
             "fhirAuthorization.expires_in",
@@ -604,13 +611,13 @@ def test_preflight_private_network_access(client: FlaskClient) -> None:
 
 
 def test_wildcard_origin(fake: FakeService) -> None:
-    client = create_app(load_settings({"CDS_CORS_ORIGINS": "*"}), fake).test_client()
+    client = create_app(wire_settings({"CDS_CORS_ORIGINS": "*"}), fake).test_client()
     response = client.get("/cds-services", headers={"Origin": "https://anywhere.example"})
     assert response.headers["Access-Control-Allow-Origin"] == "*"
 
 
 def test_cors_can_be_switched_off(fake: FakeService) -> None:
-    client = create_app(load_settings({"CDS_CORS_ORIGINS": ""}), fake).test_client()
+    client = create_app(wire_settings({"CDS_CORS_ORIGINS": ""}), fake).test_client()
     response = client.options(
         SERVICE_URL, headers={"Origin": SANDBOX, "Access-Control-Request-Method": "POST"}
     )
@@ -670,8 +677,16 @@ def test_feedback_is_acknowledged(client: FlaskClient, caplog: pytest.LogCapture
         response = post(client, {"feedback": [feedback_entry(), overridden]}, url=FEEDBACK_URL)
     assert response.status_code == 200
     assert response.get_json() == {}
-    (line,) = [json.loads(r.getMessage()) for r in caplog.records if '"cds_feedback"' in r.getMessage()]
+    (line,) = [
+        json.loads(r.getMessage()) for r in caplog.records if '"cds_feedback_stored"' in r.getMessage()
+    ]
     assert (line["entries"], line["accepted"], line["overridden"]) == (2, 1, 1)
+
+
+def test_fhir_server_not_a_url_is_403_before_any_other_check(client: FlaskClient) -> None:
+    response = post(client, patient_view(fhirServer="not a url", context={"patientId": PATIENT_ID}))
+    assert response.status_code == 403  # the fhirServer guard answers before request validation (400)
+    assert "fhirServer" in json.dumps(response.get_json())
 
 
 @pytest.mark.parametrize(
@@ -710,15 +725,15 @@ def test_healthz_reports_versions_and_warnings(client: FlaskClient) -> None:
 
 
 def test_healthz_shows_pinned_date(fake: FakeService) -> None:
-    settings = load_settings({"CDS_AS_OF": "2024-06-30", "CDS_AUTH_MODE": "required"})
+    settings = wire_settings({"CDS_AS_OF": "2024-06-30", "CDS_AUTH_MODE": "dev"})
     body = create_app(settings, fake).test_client().get("/healthz").get_json()
     assert body["as_of_pinned"] == "2024-06-30"
-    assert body["auth_mode"] == "required"
+    assert body["auth_mode"] == "dev"
     assert len(body["warnings"]) == 1 and "2024-06-30" in body["warnings"][0]
 
 
 def test_healthz_without_warnings_keeps_the_list(fake: FakeService) -> None:
-    body = create_app(load_settings({"CDS_AUTH_MODE": "dev"}), fake).test_client().get("/healthz").get_json()
+    body = create_app(wire_settings({"CDS_AUTH_MODE": "dev"}), fake).test_client().get("/healthz").get_json()
     assert body["warnings"] == []
 
 
@@ -726,7 +741,7 @@ def test_create_app_warns_when_pinned_or_unauthenticated(
     fake: FakeService, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="cds_service"):
-        create_app(load_settings({"CDS_AS_OF": "2024-06-30"}), fake)
+        create_app(wire_settings({"CDS_AS_OF": "2024-06-30"}), fake)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("2024-06-30" in w for w in warnings)
     assert any("CDS_AUTH_MODE=off" in w for w in warnings)

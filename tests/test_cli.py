@@ -165,7 +165,7 @@ GUNICORN_SCRIPT = textwrap.dedent(
         service_id = "osteoporosis-escalation"
         def descriptor(self):
             return {"id": self.service_id, "hook": "patient-view", "description": "d"}
-        def handle(self, request):
+        def handle(self, request, auth):
             return {"cards": []}
         def protocol_version(self):
             return "test"
@@ -178,7 +178,13 @@ GUNICORN_SCRIPT = textwrap.dedent(
 
 def test_gunicorn_serves_the_app_on_loopback(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "CDS_PORT": str(port), "CDS_WORKERS": "1"}
+    env = {
+        **os.environ,
+        "CDS_PORT": str(port),
+        "CDS_WORKERS": "1",
+        "CDS_AUTH_MODE": "off",
+        "CDS_DATA_DIR": str(tmp_path),
+    }
     log = (tmp_path / "gunicorn.log").open("wb")
     process = subprocess.Popen([sys.executable, "-c", GUNICORN_SCRIPT], env=env, stdout=log, stderr=log)
     try:

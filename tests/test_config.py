@@ -31,7 +31,7 @@ def test_defaults() -> None:
     assert settings.fhir_max_pages == 20
     assert settings.max_body_bytes == 10_000_000
     assert settings.log_level == "INFO"
-    assert settings.auth_mode == "off"
+    assert settings.auth_mode == "required"
     assert settings.data_dir == Path(".data")
 
 
@@ -154,7 +154,7 @@ def test_settings_are_immutable() -> None:
 
 def test_operational_warnings() -> None:
     assert operational_warnings(load_settings({"CDS_AUTH_MODE": "required"})) == []
-    (auth_off,) = operational_warnings(load_settings({}))
+    (auth_off,) = operational_warnings(load_settings({"CDS_AUTH_MODE": "off"}))
     assert "CDS_AUTH_MODE=off" in auth_off
     pinned = operational_warnings(load_settings({"CDS_AS_OF": "2024-06-30", "CDS_AUTH_MODE": "dev"}))
     assert len(pinned) == 1 and "2024-06-30" in pinned[0]

@@ -11,7 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from cds_service.app import create_app
-from cds_service.config import load_settings
+from tests.support.app_settings import test_settings
 from tests.support.fhir_server import FhirServerProcess
 from tests.support.fixtures import hook_request, load_scenario_bundle, load_scenario_index
 from tests.test_scenarios import URL, check_scenario, decision_from_log
@@ -31,7 +31,7 @@ def loaded_server(fhir_server: FhirServerProcess) -> FhirServerProcess:
 
 @pytest.fixture(scope="module")
 def client() -> FlaskClient:
-    settings = load_settings({"CDS_AS_OF": "2025-06-01", "CDS_AUTH_MODE": "off", "CDS_FHIR_DEADLINE_S": "10"})
+    settings = test_settings({"CDS_AS_OF": "2025-06-01", "CDS_FHIR_DEADLINE_S": "10"})
     return create_app(settings).test_client()
 
 

@@ -8,11 +8,12 @@ import logging
 from typing import Any
 
 import pytest
+import requests
 import responses
 from flask.testing import FlaskClient
 
 from cds_service.app import create_app
-from cds_service.config import load_settings
+from tests.support.app_settings import test_settings
 from tests.support.fixtures import hook_request, load_scenario_bundle, load_scenario_index
 from tests.support.mock_fhir import MockFhirServer
 
@@ -24,7 +25,7 @@ URL = "/cds-services/osteoporosis-escalation"
 
 @pytest.fixture(scope="module")
 def client() -> FlaskClient:
-    settings = load_settings({"CDS_AS_OF": "2025-06-01", "CDS_AUTH_MODE": "off"})
+    settings = test_settings({"CDS_AS_OF": "2025-06-01", "CDS_FHIR_ALLOWLIST": FHIR_BASE})
     return create_app(settings).test_client()
 
 
@@ -82,8 +83,15 @@ def test_scenario_with_prefetch(
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s["id"] for s in SCENARIOS])
 def test_scenario_via_fhir_server(
-    client: FlaskClient, scenario: dict[str, Any], caplog: pytest.LogCaptureFixture
+    client: FlaskClient,
+    scenario: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # `responses` mocks the FHIR server by URL, so the IP-pinning transport (tested in
+    # test_security_fhir_guard and end to end in test_real_fhir_server) is replaced by a plain session
+    # here; the fhirServer policy check itself still runs in the API layer.
+    monkeypatch.setattr("cds_service.service.guarded_session", lambda *_args: requests.Session())
     caplog.set_level(logging.INFO)
     request = hook_request(scenario["id"], with_prefetch=False, fhir_server=FHIR_BASE, access_token=TOKEN)
     server = MockFhirServer(FHIR_BASE, load_scenario_bundle(scenario["id"]), TOKEN)

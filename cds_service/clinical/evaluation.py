@@ -36,7 +36,7 @@ from cds_service.knowledge.loader import Knowledge
 CAPPING_MISSING = ("target_t_score", "egfr", "calcium", "alkaline_phosphatase", "unreadable_resources")
 
 
-class Finished(Exception):  # noqa: N818 - control flow inside one evaluation only
+class Finished(Exception):
     def __init__(self, decision: Decision) -> None:
         super().__init__(decision.outcome)
         self.decision = decision

@@ -1,0 +1,46 @@
+"""Per-process infrastructure built from settings: database, card ledger and feedback store, JWT replay
+store, client authenticator and the patient keyer. `create_app` builds it once per worker."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from cds_service.config import Settings
+from cds_service.db.engine import database_url, make_engine
+from cds_service.db.migrate import is_initialised, upgrade
+from cds_service.db.replay_store import DbReplayStore
+from cds_service.feedback.patient_key import PatientKeyer, load_patient_keyer
+from cds_service.feedback.store import FeedbackStore
+from cds_service.security.jwt_verify import ClientAuthenticator, build_authenticator
+from cds_service.security.settings import TrustSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    engine: Engine
+    store: FeedbackStore
+    patient_key: PatientKeyer
+    trust: TrustSettings
+    authenticator: ClientAuthenticator
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Raises DatabaseConfigError, SecurityConfigError or PatientKeyError on invalid configuration."""
+    engine = make_engine(database_url(settings.database_url, settings.data_dir))
+    if settings.db_auto_migrate and not is_initialised(engine):
+        # `cds-service serve` migrates before forking; this covers in-process use (tests, benchmarks).
+        upgrade(engine)
+    secret = settings.patient_key_secret.get_secret_value() if settings.patient_key_secret else None
+    trust = settings.trust()
+    return Runtime(
+        engine=engine,
+        store=FeedbackStore(engine),
+        patient_key=load_patient_keyer(settings.data_dir, secret),
+        trust=trust,
+        authenticator=build_authenticator(trust, DbReplayStore(engine), workers=settings.workers),
+    )
