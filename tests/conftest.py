@@ -1,7 +1,47 @@
-"""Shared fixtures: the real FHIR test server process (session scope)."""
+"""Shared fixtures: the real FHIR test server process (session scope) and the databases
+(a fresh SQLite file, a fresh PostgreSQL schema, or both as `any_db_url`)."""
 
 from __future__ import annotations
 
-from tests.support.fhir_server import fhir_server_fixture
+import logging
 
-__all__ = ["fhir_server_fixture"]
+import pytest
+
+from tests.support.databases import (
+    any_db_url_fixture,
+    postgres_admin_fixture,
+    postgres_url_fixture,
+    sqlite_url_fixture,
+)
+from tests.support.fhir_server import fhir_server_fixture
+from tests.support.leak_guard import LeakCollector, leaks
+
+__all__ = [
+    "any_db_url_fixture",
+    "fhir_server_fixture",
+    "postgres_admin_fixture",
+    "postgres_url_fixture",
+    "sqlite_url_fixture",
+]
+
+
+_COLLECTOR = LeakCollector(level=logging.DEBUG)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    root = logging.getLogger()
+    root.addHandler(_COLLECTOR)
+    root.setLevel(logging.DEBUG)  # every record of the whole session passes the leak guard
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    found = leaks()
+    if found:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"SECRET LEAK: {len(found)} place(s) logged a JWT or an access token:", red=True
+            )
+            for line in found[:50]:
+                reporter.write_line(f"  {line}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

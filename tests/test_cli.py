@@ -27,6 +27,7 @@ from cds_service.config import Settings, load_settings
 from cds_service.errors import InvalidBundle
 from cds_service.gunicorn_conf import bind_address, gunicorn_options, worker_timeout_s
 from cds_service.knowledge.loader import KnowledgeError
+from tests.support import leak_guard
 
 
 @pytest.fixture(autouse=True)
@@ -208,7 +209,9 @@ def test_gunicorn_serves_the_app_on_loopback(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
         log.close()
-    assert process.returncode == 0, (tmp_path / "gunicorn.log").read_text()
+    output = (tmp_path / "gunicorn.log").read_text()
+    leak_guard.scan("gunicorn process output", output)
+    assert process.returncode == 0, output
 
 
 def wait_for_health(url: str, process: subprocess.Popen[bytes]) -> dict[str, Any]:

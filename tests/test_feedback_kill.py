@@ -22,6 +22,7 @@ from cds_service.db.engine import make_engine
 from cds_service.db.migrate import upgrade
 from cds_service.db.schema import feedback
 from cds_service.feedback.store import FeedbackStore
+from tests.support import leak_guard
 from tests.support.databases import (  # noqa: F401 - pytest fixtures
     any_db_url_fixture,
     postgres_admin_fixture,
@@ -75,7 +76,8 @@ def server_fixture(any_db_url: str) -> Iterator[tuple[subprocess.Popen[str], str
     yield process, f"http://127.0.0.1:{line}{FEEDBACK_PATH}"
     if process.poll() is None:
         process.kill()
-    process.communicate(timeout=10)
+    out, err = process.communicate(timeout=10)
+    leak_guard.scan("feedback server process output", out + err)
 
 
 def test_entry_survives_sigkill_right_after_200(

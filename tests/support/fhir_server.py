@@ -31,6 +31,8 @@ from typing import Any
 import pytest
 import requests
 
+from tests.support import leak_guard
+
 SERVER_DIR = Path(__file__).resolve().parents[1] / "fhir_server"
 NODE_MAJOR = 22
 INSTALL_HINT = (
@@ -142,6 +144,7 @@ class FhirServerProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._session.close()
+        leak_guard.scan("FHIR server process output", self.stderr_tail())
         if self.process.poll() is None:
             self.process.terminate()
             try:
