@@ -23,8 +23,9 @@ npm:
 		echo "npm: $(FHIR_SERVER_DIR)/package.json not found, skipping"; \
 	fi
 
+# The bundled demo patients are dated for 2025-06-01: the demo pins the clinical date (shown on cards).
 run: venv
-	CDS_AUTH_MODE=dev $(BIN)/cds-service serve
+	CDS_AUTH_MODE=dev CDS_AS_OF=$${CDS_AS_OF:-2025-06-01} $(BIN)/cds-service serve
 
 test: venv npm postgres-up lint
 	$(BIN)/pytest

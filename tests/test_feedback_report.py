@@ -280,3 +280,14 @@ def test_admin_report_on_an_uninitialised_database_is_503(sqlite_url: str) -> No
         handle_admin_report(f"Bearer {TOKEN}", None, FeedbackStore(make_engine(sqlite_url)), TOKEN_SHA256)
     assert caught.value.status == 503
     assert "cds-service db upgrade" in str(caught.value)
+
+
+def test_feedback_timestamped_before_the_card_counts_as_zero_seconds(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    store = FeedbackStore(engine)
+    issue(store, datetime(2025, 6, 2, 9, 0, tzinfo=UTC), card("E", "ESCALATE", (("sE1", "romosozumab"),)))
+    early = {"card": "E", "outcome": "accepted", "outcomeTimestamp": "2025-06-02T08:59:00Z"}
+    store.store_feedback(validate_feedback({"feedback": [{**early, "acceptedSuggestions": [{"id": "sE1"}]}]}))
+    assert build_report(engine, now=NOW)["median_seconds_to_feedback"] == 0.0
+    engine.dispose()

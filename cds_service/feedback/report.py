@@ -193,9 +193,14 @@ def _by_agent(
 def _median_latency(
     cards: dict[str, tuple[str, datetime]], history: dict[str, list[_Feedback]]
 ) -> float | None:
-    """Median seconds from issue to the first feedback on the card."""
+    """Median seconds from issue to the first feedback on the card.
+
+    A feedback timestamp before the card was issued (the EHR's clock is behind ours) counts as 0 s.
+    """
     delays = [
-        (events[0].at - cards[card][1]).total_seconds() for card, events in history.items() if card in cards
+        max((events[0].at - cards[card][1]).total_seconds(), 0.0)
+        for card, events in history.items()
+        if card in cards
     ]
     return round(statistics.median(delays), 1) if delays else None
 
