@@ -105,13 +105,21 @@ def test_ci_script_runs_make_test() -> None:
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
 def test_make_targets_exist() -> None:
+    # Clean make variables: under `make test` (CI) the parent's MAKEFLAGS would add directory lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     for target in ("venv", "npm", "run", "test", "lint", "postgres-up"):
         result = subprocess.run(
-            ["make", "-n", target], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False
+            ["make", "-n", target], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False, env=env
         )
         assert result.returncode == 0, result.stderr
     dry_run = subprocess.run(
-        ["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True
+        ["make", "-n", "--no-print-directory", "test"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        env=env,
     ).stdout
     assert "mypy --strict cds_service" in dry_run
     assert "ruff format --check" in dry_run
