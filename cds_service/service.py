@@ -87,10 +87,15 @@ class PatientViewService:
         return evaluate(record, self.knowledge, as_of)
 
     def _client(self, request: PatientViewRequest, auth: AuthContext) -> FhirClient | None:
-        """A client for this call only; its session connects solely to the checked fhirServer address."""
+        """A client for this call only; its session connects solely to the checked fhirServer address.
+
+        In `required` mode the service never queries fhirServer without the EHR's access token (an open,
+        token-less server is a sandbox case: `dev`/`off` only)."""
         if not request.fhirServer:
             return None
         token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
+        if token is None and self.settings.auth_mode == "required":
+            return None
         s = self.settings
         return FhirClient(
             request.fhirServer,
@@ -104,7 +109,13 @@ class PatientViewService:
 
     def handle(self, request: PatientViewRequest, auth: AuthContext) -> dict[str, Any]:
         patient_id = request.context.patientId
-        data = resolve_prefetch(self.templates, request.prefetch, patient_id, self._client(request, auth))
+        client = self._client(request, auth)
+        reason = (
+            "no fhirAuthorization was given to query fhirServer with"
+            if client is None and request.fhirServer
+            else "no fhirServer was given to fetch it from"
+        )
+        data = resolve_prefetch(self.templates, request.prefetch, patient_id, client, reason)
         resources = [r for found in data.resources.values() for r in found]
         decision = self.decide(resources, patient_id, self.as_of())
         cards = render_cards(

@@ -118,6 +118,7 @@ def resolve_prefetch(
     request_prefetch: Mapping[str, Any] | None,
     patient_id: str,
     client: FhirClient | None,
+    no_client_reason: str = "no fhirServer was given to fetch it from",
 ) -> RecordData:
     """Every template key's data: as prefetched where supplied, else fetched in parallel from fhirServer.
 
@@ -126,7 +127,7 @@ def resolve_prefetch(
     if not patient_id:
         raise BadRequest("context.patientId is required", "context.patientId")
     plan = _plan(templates, request_prefetch or {}, patient_id)
-    pages = _fetch_missing(plan, client)
+    pages = _fetch_missing(plan, client, no_client_reason)
     entries = {key: plan.entries[key] for key in templates}
     return RecordData(
         resources={key: [entry["resource"] for entry in found] for key, found in entries.items()},
@@ -156,14 +157,14 @@ def _plan(templates: Mapping[str, str], supplied: Mapping[str, Any], patient_id:
     return plan
 
 
-def _fetch_missing(plan: _Plan, client: FhirClient | None) -> int:
+def _fetch_missing(plan: _Plan, client: FhirClient | None, no_client_reason: str) -> int:
     """Fetch absent keys and later pages in one parallel round; returns the number of pages fetched."""
     if not plan.to_fetch and not plan.to_complete:
         return 0
     if client is None:
         key = next(iter({**plan.to_fetch, **plan.to_complete}))
         raise DataUnavailable(
-            f"Prefetch '{key}' is missing or incomplete and no fhirServer was given to fetch it from",
+            f"Prefetch '{key}' is missing or incomplete and {no_client_reason}",
             f"prefetch.{key}",
         )
     before = client.pages_fetched
