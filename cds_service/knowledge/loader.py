@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -134,10 +134,16 @@ class FractureSites(_Strict):
     not_counted_words: list[str]
 
 
+NonEmpty = Annotated[str, Field(min_length=1, pattern=r"\S")]
+AbsoluteUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+\S*$")]
+
+
 class CodingSpec(_Strict):
-    system: str
-    code: str
-    display: str
+    """A Coding shown on cards (CDS Hooks requires system, code and display)."""
+
+    system: NonEmpty
+    code: NonEmpty
+    display: NonEmpty
 
 
 class AgentSpec(_Strict):
@@ -152,14 +158,14 @@ class FollowOnSpec(_Strict):
 
 
 class CardSource(_Strict):
-    label: str
-    url: str | None = None
-    topic_system: str
+    label: NonEmpty
+    url: AbsoluteUrl | None = None
+    topic_system: NonEmpty
 
 
 class SourceRef(_Strict):
-    label: str
-    url: str | None = None
+    label: NonEmpty
+    url: AbsoluteUrl | None = None
 
 
 class Texts(_Strict):
