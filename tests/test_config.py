@@ -158,3 +158,11 @@ def test_operational_warnings() -> None:
     assert "CDS_AUTH_MODE=off" in auth_off
     pinned = operational_warnings(load_settings({"CDS_AS_OF": "2024-06-30", "CDS_AUTH_MODE": "dev"}))
     assert len(pinned) == 1 and "2024-06-30" in pinned[0]
+
+
+def test_public_base_url_must_be_https_in_required_mode() -> None:
+    with pytest.raises(SettingsError, match="must be https"):
+        load_settings({"CDS_AUTH_MODE": "required", "CDS_PUBLIC_BASE_URL": "http://cds.example.org"})
+    assert load_settings({"CDS_AUTH_MODE": "required", "CDS_PUBLIC_BASE_URL": "https://cds.example.org"})
+    assert load_settings({"CDS_AUTH_MODE": "required", "CDS_PUBLIC_BASE_URL": "http://127.0.0.1:8000"})
+    assert load_settings({"CDS_AUTH_MODE": "dev", "CDS_PUBLIC_BASE_URL": "http://cds.example.org"})

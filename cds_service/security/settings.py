@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cds_service.security.audience import normalise_base_url, normalise_url
 
@@ -55,6 +56,17 @@ class TrustSettings(BaseModel):
             except ValueError as error:
                 raise ValueError(f"{entry[:80]!r} is not an http(s) FHIR base URL: {error}") from None
         return tuple(value)
+
+    @model_validator(mode="after")
+    def _https_in_production(self) -> TrustSettings:
+        """CDS Hooks: production traffic is HTTPS. In `required` the public URL must be https, except on
+        a loopback host (a reverse proxy on the same machine, or tests)."""
+        url = self.public_base_url
+        if self.auth_mode == "required" and url is not None and url.startswith("http://"):
+            host = urlsplit(url).hostname or ""
+            if host not in ("localhost", "127.0.0.1", "::1"):
+                raise ValueError("CDS_PUBLIC_BASE_URL must be https in CDS_AUTH_MODE=required")
+        return self
 
     @property
     def effective_base_url(self) -> str | None:
