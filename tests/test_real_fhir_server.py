@@ -31,7 +31,9 @@ def loaded_server(fhir_server: FhirServerProcess) -> FhirServerProcess:
 
 @pytest.fixture(scope="module")
 def client() -> FlaskClient:
-    settings = test_settings({"CDS_AS_OF": "2025-06-01", "CDS_FHIR_DEADLINE_S": "10"})
+    settings = test_settings(
+        {"CDS_AS_OF": "2025-06-01", "CDS_FHIR_DEADLINE_S": "20", "CDS_FHIR_READ_TIMEOUT_S": "15"}
+    )
     return create_app(settings).test_client()
 
 
