@@ -21,10 +21,17 @@ from cds_service import __version__
 from cds_service.cdshooks import drop_empty, operation_outcome, parse_patient_view_request
 from cds_service.config import Settings, operational_warnings
 from cds_service.errors import BadRequest, Issue, ServiceError
-from cds_service.feedback.routes import handle_admin_report, handle_feedback, record_issued_cards
+from cds_service.feedback.routes import (
+    handle_admin_report,
+    handle_feedback,
+    record_issued_cards,
+    require_admin_token,
+)
 from cds_service.hook_protocol import HookService
+from cds_service.metrics import get_metrics
+from cds_service.metrics import render as render_metrics
 from cds_service.runtime import Runtime
-from cds_service.security.errors import error_headers
+from cds_service.security.errors import Unauthorized, error_headers
 from cds_service.security.fhir_server_guard import check_fhir_server
 
 logger = logging.getLogger(__name__)
@@ -78,7 +85,8 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
             hook = parse_patient_view_request(body)
             result = service.handle(hook, auth)
             logged["cards"] = _card_count(result)
-            record_issued_cards(
+            get_metrics().record_cards(result["cards"])
+            ledgered = record_issued_cards(
                 runtime.store,
                 result["cards"],
                 hook_instance=hook.hookInstance,
@@ -86,6 +94,8 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
                 patient_key=runtime.patient_key,
                 protocol_version=service.protocol_version(),
             )
+            if not ledgered:
+                get_metrics().record_ledger_write_failure()
             response = _json(result)
         except Exception as error:  # mapped to a status; unexpected ones are logged there
             response = _error_response(error, service.service_id)
@@ -125,6 +135,16 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         response = _json(report, status, keep_empty=True)
         response.headers.update(headers)
         return response
+
+    @bp.get("/admin/metrics")
+    def metrics() -> Response:
+        """Prometheus exposition (all workers), for the operator token: Prometheus sends it natively."""
+        try:
+            require_admin_token(request.headers.get("Authorization"), settings.admin_token_sha256)
+        except ServiceError as error:
+            return _error_response(error, service.service_id)
+        body, content_type = render_metrics()
+        return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
     @bp.get("/healthz")
     def healthz() -> Response:
@@ -233,6 +253,8 @@ def _card_count(result: Any) -> int:
 
 
 def _error_response(error: Exception, service_id: str) -> Response:
+    if isinstance(error, Unauthorized):
+        get_metrics().record_auth_refusal(error.reason)
     if isinstance(error, MethodNotAllowed) and _unknown_service_in_path(service_id):
         error = ServiceError([Issue("not-found", "no CDS Service with this id")], 404)
     if isinstance(error, ServiceError):

@@ -9,6 +9,7 @@ from flask import Flask
 from cds_service.api import create_blueprint
 from cds_service.config import Settings, operational_warnings
 from cds_service.hook_protocol import HookService
+from cds_service.metrics import instrument_app
 from cds_service.runtime import Runtime, build_runtime
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ def create_app(
 
         service = build_service(settings)
     app = Flask(__name__)
+    instrument_app(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.register_blueprint(create_blueprint(service, settings, runtime or build_runtime(settings)))
     for warning in operational_warnings(settings):

@@ -1,12 +1,19 @@
-"""Gunicorn settings derived from the service settings (used by `cds-service serve`)."""
+"""Gunicorn settings derived from the service settings (used by `cds-service serve`), and the server hooks
+that keep the Prometheus metrics correct across worker processes (see cds_service.metrics)."""
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from prometheus_client.multiprocess import mark_process_dead
+
 from cds_service.config import Settings
+from cds_service.metrics import MULTIPROC_ENV
 
 THREADS = 4
 GRACEFUL_TIMEOUT_S = 30
@@ -16,6 +23,7 @@ MIN_WORKER_TIMEOUT_S = 30
 # Worker heartbeat files in RAM, not on a possibly slow container disk (gunicorn uses mkstemp there).
 SHM_DIR = "/dev/shm"  # noqa: S108
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+METRICS_SUBDIR = "metrics"
 
 
 def bind_address(host: str, port: int) -> str:
@@ -47,4 +55,56 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     }
     if os.path.isdir(SHM_DIR):
         options["worker_tmp_dir"] = SHM_DIR
+    hooks = MetricsDirHooks(settings.data_dir if "data_dir" in settings.model_fields_set else None)
+    options.update(on_starting=hooks.on_starting, child_exit=hooks.child_exit, on_exit=hooks.on_exit)
     return options
+
+
+class MetricsDirHooks:
+    """Gunicorn server hooks for prometheus_client multiprocess mode (they run in the master process).
+
+    The directory is, in order: PROMETHEUS_MULTIPROC_DIR when already set (e.g. a tmpfs), CDS_DATA_DIR/metrics
+    when CDS_DATA_DIR is set, else a private temporary directory that is removed again when gunicorn exits.
+    """
+
+    def __init__(self, data_dir: Path | None) -> None:
+        self._data_dir = data_dir
+        self._temporary: Path | None = None
+
+    def on_starting(self, server: Any) -> None:
+        """Before the workers fork: create and empty the directory, export it to the workers."""
+        directory = self._directory()
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        clear_metrics_dir(directory)
+        os.environ[MULTIPROC_ENV] = str(directory)
+        server.log.info("metrics: multiprocess directory %s", directory)
+
+    def child_exit(self, server: Any, worker: Any) -> None:
+        """A worker exited: drop its live-gauge files (its counters stay in the totals)."""
+        directory = os.environ.get(MULTIPROC_ENV)
+        if directory:
+            mark_process_dead(worker.pid, directory)  # type: ignore[no-untyped-call]
+
+    def on_exit(self, server: Any) -> None:
+        if self._temporary is not None:
+            shutil.rmtree(self._temporary, ignore_errors=True)
+            self._temporary = None
+
+    def _directory(self) -> Path:
+        preset = os.environ.get(MULTIPROC_ENV)
+        if preset:
+            return Path(preset)
+        if self._data_dir is not None:
+            return self._data_dir / METRICS_SUBDIR
+        self._temporary = Path(tempfile.mkdtemp(prefix="cds-metrics-"))
+        return self._temporary
+
+
+def clear_metrics_dir(directory: Path) -> int:
+    """Remove the metric files (`*.db`) a previous run left; nothing else in the directory is touched."""
+    removed = 0
+    for path in directory.glob("*.db"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed += 1
+    return removed

@@ -18,11 +18,13 @@ from cds_service.clinical.decision import Decision
 from cds_service.clinical.extract import extract_record
 from cds_service.clinical.protocol import evaluate
 from cds_service.config import Settings
+from cds_service.errors import DataUnavailable
 from cds_service.fhir.client import FhirClient
 from cds_service.fhir.parse import parse_resources
 from cds_service.fhir.patient_scope import scoped
 from cds_service.fhir.prefetch import build_prefetch_templates, resolve_prefetch
 from cds_service.knowledge.loader import Knowledge, load_knowledge
+from cds_service.metrics import fhir_fetch_result, get_metrics
 from cds_service.security.fhir_server_guard import guarded_session
 from cds_service.security.jwt_verify import AuthContext
 
@@ -115,9 +117,18 @@ class PatientViewService:
             if client is None and request.fhirServer
             else "no fhirServer was given to fetch it from"
         )
-        data = resolve_prefetch(self.templates, request.prefetch, patient_id, client, reason)
+        metrics = get_metrics()
+        try:
+            data = resolve_prefetch(self.templates, request.prefetch, patient_id, client, reason)
+        except DataUnavailable as error:
+            if client is not None:
+                metrics.record_fhir_fetch(fhir_fetch_result(error) or "unavailable")
+            raise
+        if data.fetched_keys:
+            metrics.record_fhir_fetch("ok", len(data.fetched_keys))
         resources = [r for found in data.resources.values() for r in found]
         decision = self.decide(resources, patient_id, self.as_of())
+        metrics.record_decision(decision.outcome, decision.rule)
         cards = render_cards(
             decision,
             self.knowledge,

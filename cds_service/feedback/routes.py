@@ -24,6 +24,7 @@ from cds_service.errors import BadRequest, Issue, ServiceError
 from cds_service.feedback.report import build_report, parse_since
 from cds_service.feedback.store import FeedbackStore
 from cds_service.feedback.validate import validate_feedback
+from cds_service.metrics import get_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ def handle_feedback(body: Any, store: FeedbackStore) -> Handled:
     items = validate_feedback(body)
     stored = store.store_feedback(items)
     accepted = sum(1 for item in items if item.outcome == "accepted")
+    get_metrics().record_feedback("accepted", accepted)
+    get_metrics().record_feedback("overridden", len(items) - accepted)
     _log_event(
         "cds_feedback_stored",
         entries=len(items),
@@ -108,6 +111,21 @@ def record_issued_cards(
     return True
 
 
+def require_admin_token(auth_header: str | None, token_sha256: str | None) -> None:
+    """The operator endpoints (/admin/...): 404 unless a token hash is configured, 401 for a missing or
+    wrong bearer token (constant-time comparison of SHA-256 digests)."""
+    expected = (token_sha256 or "").strip().lower()
+    if not expected:
+        raise not_found()
+    if not _SHA256_HEX.match(expected):
+        logger.error("CDS_ADMIN_TOKEN_SHA256 is not 64 hex digits: the admin endpoints are disabled")
+        raise not_found()
+    token = _bearer_token(auth_header)
+    digest = hashlib.sha256(token.encode("utf-8")).hexdigest() if token is not None else "0" * 64
+    if not hmac.compare_digest(digest.encode("ascii"), expected.encode("ascii")) or token is None:
+        raise AdminUnauthorized()
+
+
 def handle_admin_report(
     auth_header: str | None, since: str | None, store: FeedbackStore, token_sha256: str | None
 ) -> Handled:
@@ -116,16 +134,7 @@ def handle_admin_report(
     404 when no token hash is configured (or it is not 64 hex digits); 401 (AdminUnauthorized) for a
     missing or wrong token; 400 for a bad `since`; 503 when the database is unavailable or empty.
     """
-    expected = (token_sha256 or "").strip().lower()
-    if not expected:
-        raise not_found()
-    if not _SHA256_HEX.match(expected):
-        logger.error("CDS_ADMIN_TOKEN_SHA256 is not 64 hex digits: the admin report is disabled")
-        raise not_found()
-    token = _bearer_token(auth_header)
-    digest = hashlib.sha256(token.encode("utf-8")).hexdigest() if token is not None else "0" * 64
-    if not hmac.compare_digest(digest.encode("ascii"), expected.encode("ascii")) or token is None:
-        raise AdminUnauthorized()
+    require_admin_token(auth_header, token_sha256)
     try:
         since_date = parse_since(since) if since else None
     except ValueError:

@@ -19,6 +19,7 @@ KNOWN_SECRETS = frozenset(
         "scenario-access-token-123",
         "secret-access-token-value",
         "secret-token-abc123",
+        "metrics-operator-token-0001",
     }
 )
 
