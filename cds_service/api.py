@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from cds_service import __version__
-from cds_service.cdshooks import drop_empty, operation_outcome, parse_patient_view_request
+from cds_service.cdshooks import PatientViewRequest, drop_empty, operation_outcome, parse_patient_view_request
 from cds_service.config import Settings, operational_warnings
 from cds_service.errors import BadRequest, Issue, ServiceError
 from cds_service.feedback.routes import (
@@ -85,17 +85,7 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
             hook = parse_patient_view_request(body)
             result = service.handle(hook, auth)
             logged["cards"] = _card_count(result)
-            get_metrics().record_cards(result["cards"])
-            ledgered = record_issued_cards(
-                runtime.store,
-                result["cards"],
-                hook_instance=hook.hookInstance,
-                patient_id=hook.context.patientId,
-                patient_key=runtime.patient_key,
-                protocol_version=service.protocol_version(),
-            )
-            if not ledgered:
-                get_metrics().record_ledger_write_failure()
+            _ledger_cards(runtime, hook, result["cards"], service.protocol_version())
             response = _json(result)
         except Exception as error:  # mapped to a status; unexpected ones are logged there
             response = _error_response(error, service.service_id)
@@ -161,6 +151,23 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         return _json(body, keep_empty=True)
 
     return bp
+
+
+def _ledger_cards(
+    runtime: Runtime, hook: PatientViewRequest, cards: list[Any], protocol_version: str
+) -> None:
+    """Record the cards before the 200 (feedback joins to them); a failure never hides the cards."""
+    get_metrics().record_cards(cards)
+    recorded = record_issued_cards(
+        runtime.store,
+        cards,
+        hook_instance=hook.hookInstance,
+        patient_id=hook.context.patientId,
+        patient_key=runtime.patient_key,
+        protocol_version=protocol_version,
+    )
+    if not recorded:
+        get_metrics().record_ledger_write_failure()
 
 
 class _Cors:
