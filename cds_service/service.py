@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
+import orjson
+
 from cds_service import SERVICE_ID
 from cds_service.cards import render_cards
 from cds_service.cdshooks import PatientViewRequest
@@ -137,17 +139,19 @@ class PatientViewService:
             as_of_pinned=self.settings.as_of is not None,
             new_uuid=self._new_uuid,
         )
-        log.info(
-            "decision",
-            extra={
-                "hook_instance": request.hookInstance,
-                "outcome": decision.outcome,
-                "rule": decision.rule,
-                "cards": len(cards),
-                "fetched_keys": len(data.fetched_keys),
-                "pages": data.pages_fetched,
-            },
-        )
+        fields = {
+            "event": "cds_decision",
+            "hookInstance": request.hookInstance[:64],
+            "outcome": decision.outcome,
+            "rule": decision.rule,
+            "warnings": [w.code for w in decision.warnings],
+            "cards": len(cards),
+            "fetched_keys": len(data.fetched_keys),
+            "pages": data.pages_fetched,
+        }
+        # One JSON line for operators (no PHI: no patient id, no values); the same fields as record
+        # attributes for structured handlers.
+        log.info(orjson.dumps(fields).decode(), extra={"decision": fields})
         return {"cards": cards}
 
 

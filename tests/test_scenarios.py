@@ -30,13 +30,10 @@ def client() -> FlaskClient:
 
 
 def decision_from_log(caplog: pytest.LogCaptureFixture, hook_instance: str) -> dict[str, Any]:
-    records = [
-        r
-        for r in caplog.records
-        if r.getMessage() == "decision" and getattr(r, "hook_instance", None) == hook_instance
-    ]
+    records = [r for r in caplog.records if getattr(r, "decision", {}).get("hookInstance") == hook_instance]
     assert len(records) == 1, "exactly one decision log line per hook call"
-    return {"outcome": records[0].outcome, "rule": records[0].rule}  # type: ignore[attr-defined]
+    logged: dict[str, Any] = records[0].decision  # type: ignore[attr-defined]
+    return logged
 
 
 def check_scenario(scenario: dict[str, Any], body: dict[str, Any], logged: dict[str, Any]) -> None:
@@ -49,10 +46,9 @@ def check_scenario(scenario: dict[str, Any], body: dict[str, Any], logged: dict[
         assert d["outcome"] == expect["outcome"]
         assert d["as_of"] == scenario["as_of"]
     warnings = sorted(expect.get("warnings", []))
+    assert sorted(logged["warnings"]) == warnings
     if decisions:
         assert sorted(decisions[0]["warnings"]) == warnings
-    else:
-        assert warnings == []
     if "reevaluate_from" in expect and decisions:
         assert decisions[0]["reevaluate_from"] == expect["reevaluate_from"]
     needs_agents = "agents_first" in expect or "agents_status" in expect or "agents_not_excluded" in expect
