@@ -85,6 +85,18 @@ def raw_codings(concept: Any) -> Iterator[tuple[str, str, str]]:
         yield system, normalise_code(system, _text(coding.get("code"))), _text(coding.get("display"))
 
 
+def _raw_code_keys(concept: Any) -> Iterator[tuple[str, str]]:
+    """(system, code) of each coding of a raw CodeableConcept exactly as written (for memo keys)."""
+    if not isinstance(concept, dict):
+        return
+    codings = concept.get("coding")
+    if not isinstance(codings, list):
+        return
+    for coding in codings:
+        if isinstance(coding, dict):
+            yield _text(coding.get("system")), _text(coding.get("code"))
+
+
 def raw_texts(concept: Any) -> Iterator[str]:
     """`text` and every coding `display` of a raw CodeableConcept."""
     if not isinstance(concept, dict):
@@ -138,6 +150,12 @@ class RelevanceChecker:
     referenced: ReferencedIndex
     wanted_references: set[str] = field(default_factory=set)
     unresolved_medication_references: int = 0
+    # Per-call memos keyed by the raw (system, code) strings of a coding, or by a text: a record
+    # repeats a few dozen codes across thousands of resources. Never shared between calls.
+    _observation_memo: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False)
+    _finding_memo: dict[tuple[str, str], tuple[bool, str]] = field(default_factory=dict, repr=False)
+    _agent_memo: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False)
+    _text_memo: dict[str, bool] = field(default_factory=dict, repr=False)
 
     def is_relevant(self, resource: dict[str, Any]) -> bool:
         rtype = resource.get("resourceType")
@@ -166,7 +184,18 @@ class RelevanceChecker:
         return relevant
 
     def _in_observation_table(self, concept: Any) -> bool:
-        return any(self.knowledge.observation_codes(s, c) for s, c, _ in raw_codings(concept))
+        """Like `any(observation_codes(s, c) for s, c, _ in raw_codings(concept))`, memoised."""
+        memo = self._observation_memo
+        for key in _raw_code_keys(concept):
+            found = memo.get(key)
+            if found is None:
+                system = canonical_system(key[0])
+                found = memo[key] = bool(
+                    self.knowledge.observation_codes(system, normalise_code(system, key[1]))
+                )
+            if found:
+                return True
+        return False
 
     def _dxa_report(self, resource: dict[str, Any]) -> bool:
         return any(
@@ -187,13 +216,22 @@ class RelevanceChecker:
     def finding_concept(self, concept: Any) -> bool:
         """A code in the condition table, an ICD fracture prefix, an ICD cancer or SNOMED malignancy."""
         knowledge = self.knowledge
-        for system, code, display in raw_codings(concept):
-            if (
-                knowledge.condition_concepts(system, code)
-                or icd_fracture_site(system, code, knowledge) is not None
-                or is_icd_cancer(system, code)
-                or is_snomed_malignancy(system, display)
-            ):
+        memo = self._finding_memo
+        for coding in _list(concept.get("coding") if isinstance(concept, dict) else None):
+            if not isinstance(coding, dict):
+                continue
+            key = (_text(coding.get("system")), _text(coding.get("code")))
+            found = memo.get(key)
+            if found is None:
+                system = canonical_system(key[0])
+                code = normalise_code(system, key[1])
+                by_code = bool(
+                    knowledge.condition_concepts(system, code)
+                    or icd_fracture_site(system, code, knowledge) is not None
+                    or is_icd_cancer(system, code)
+                )
+                found = memo[key] = (by_code, system)
+            if found[0] or is_snomed_malignancy(found[1], _text(coding.get("display"))):
                 return True
         return False
 
@@ -206,9 +244,21 @@ class RelevanceChecker:
 
     def _names_agent(self, concept: Any) -> bool:
         medications = self.knowledge.medications
-        if any((s, c) in medications for s, c, _ in raw_codings(concept)):
-            return True
-        return any(ingredient_in_text(text, self.knowledge) for text in raw_texts(concept))
+        memo = self._agent_memo
+        for key in _raw_code_keys(concept):
+            found = memo.get(key)
+            if found is None:
+                system = canonical_system(key[0])
+                found = memo[key] = (system, normalise_code(system, key[1])) in medications
+            if found:
+                return True
+        return any(self._names_ingredient(text) for text in raw_texts(concept))
+
+    def _names_ingredient(self, text: str) -> bool:
+        found = self._text_memo.get(text)
+        if found is None:
+            found = self._text_memo[text] = bool(ingredient_in_text(text, self.knowledge))
+        return found
 
     # ----- medications ----------------------------------------------------------------------
     def _medication_use(self, resource: dict[str, Any]) -> bool:
@@ -217,7 +267,7 @@ class RelevanceChecker:
         reference = resource.get("medicationReference")
         if not isinstance(reference, dict):
             return False
-        if ingredient_in_text(_text(reference.get("display")), self.knowledge):
+        if self._names_ingredient(_text(reference.get("display"))):
             self._want_reference(reference)
             return True
         medication = self._referenced_medication(resource, _text(reference.get("reference")))

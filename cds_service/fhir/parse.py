@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+import orjson
 from fhir.resources.R4B.allergyintolerance import AllergyIntolerance
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.device import Device
@@ -138,34 +139,265 @@ class _Entry:
     index: int
     full_url: str | None
     resource: dict[str, Any]
+    reuse: _Reuse | None = None
+    resource_type: str = field(init=False)
 
-    @property
-    def resource_type(self) -> str:
-        return str(self.resource.get("resourceType", ""))
+    def __post_init__(self) -> None:
+        self.resource_type = str(self.resource.get("resourceType", ""))
 
 
-def parse_resources(raw: Iterable[dict[str, Any]], knowledge: Knowledge) -> ParsedResources:
-    """Filter, then validate, raw resources, Bundle entries (`{fullUrl, resource}`) or Bundles."""
-    entries = _unique_entries(_flatten(raw))
+class _Reuse:
+    """Validated element values of one call, by resource type, element name and raw JSON.
+
+    A record repeats the same coded elements hundreds of times (the LOINC `code` of every eGFR, its
+    `referenceRange`, a drug's `medicationCodeableConcept` and dosage, a Condition's statuses). A
+    FHIR element validates the same wherever it appears, so once a resource validated at the first
+    try (no patched quirk), its element values are reused for byte-identical raw elements of later
+    resources of the same type. Only elements that validated are ever reused; if validation with
+    reused values fails, the entry is validated again from its raw data exactly as before.
+    Lives for one parse_resources call: nothing is shared between calls (or patients).
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, str, bytes], Any] = {}
+
+    def prepared(
+        self, model: Any, rtype: str, data: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """`data` with known element values substituted, and the raw JSON of the elements left raw."""
+        fields = model.model_fields
+        values = self._values
+        out = data
+        fresh: dict[str, bytes] = {}
+        for key, value in data.items():
+            if not isinstance(value, dict | list) or key not in fields or key == "contained":
+                continue
+            try:
+                raw = orjson.dumps(value)
+            except (TypeError, orjson.JSONEncodeError):
+                continue
+            known = values.get((rtype, key, raw), _MISSING)
+            if known is _MISSING:
+                fresh[key] = raw
+                continue
+            if out is data:
+                out = dict(data)
+            out[key] = known
+        return out, fresh
+
+    def remember(self, rtype: str, fresh: dict[str, bytes], validated: Any) -> None:
+        for key, raw in fresh.items():
+            value = getattr(validated, key, None)
+            if value is not None:
+                self._values[(rtype, key, raw)] = value
+
+
+_MISSING = object()
+
+# ----- lab Observations that can never be read (only with the `as_of` hint) --------------------------
+# Elements a skippable lab may have after `read_elements`: anything else is validated as usual.
+_SKIPPABLE_LAB_ELEMENTS = frozenset(
+    {"resourceType", "id", "status", "code", "effectiveDateTime", "valueQuantity", "referenceRange"}
+)
+_STRICT_DATETIME = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,6})?(?:Z|[+-](\d{2}):(\d{2})))?$"
+)
+_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_FHIR_CODE = re.compile(r"^[^\s]+( [^\s]+)*$")
+_FHIR_URI = re.compile(r"^\S+$")
+_FINAL_STATUSES = frozenset({"final", "amended", "corrected"})
+_SIMPLE_QUANTITY_KEYS = frozenset({"value", "unit", "system", "code"})
+_QUANTITY_KEYS = _SIMPLE_QUANTITY_KEYS | {"comparator"}
+
+
+@dataclass(frozen=True)
+class _LabWindow:
+    """Skips lab Observations that validation would turn into nothing the protocol reads.
+
+    Labs are read only within `lab_lookback_months` before as_of (clinical.labs.latest). A lab dated
+    outside that window is skipped when skipping it is invisible downstream: every element it has
+    passes a strict check that implies FHIR validation succeeds (so it would not be counted as
+    unreadable), it has a date (else extraction adds a caveat), and its value, if any, has a unit
+    that extraction recognises (else it adds a caveat). Anything unusual is validated as before.
+    """
+
+    knowledge: Knowledge
+    start: date
+    end: date
+    wanted_kinds: frozenset[str]
+    lab_kinds: frozenset[str]
+    lab_factor: Any
+
+    @classmethod
+    def build(cls, knowledge: Knowledge, as_of: date) -> _LabWindow:
+        # Imported here: extraction imports this module. One source of truth for kinds and units.
+        from cds_service.clinical.dates import add_months  # noqa: PLC0415
+        from cds_service.clinical.extract_observations import (  # noqa: PLC0415
+            _LAB_KINDS,
+            _WANTED_KINDS,
+            _lab_factor,
+        )
+
+        start = add_months(as_of, -knowledge.w.lab_lookback_months)
+        return cls(knowledge, start, as_of, frozenset(_WANTED_KINDS), frozenset(_LAB_KINDS), _lab_factor)
+
+    def never_read(self, resource: dict[str, Any]) -> bool:
+        if relevance.has_modifier_extension(resource) or resource.get("resourceType") != "Observation":
+            return False
+        for key in resource:
+            if key not in _SKIPPABLE_LAB_ELEMENTS and key in relevance.READ_ELEMENTS["Observation"]:
+                return False
+        day = _strict_day(resource.get("effectiveDateTime"))
+        if day is None or self.start <= day <= self.end:
+            return False
+        kind = self._lab_kind(resource.get("code"))
+        if kind is None or not _valid_id(resource.get("id")) or resource.get("status") not in _FINAL_STATUSES:
+            return False
+        if not _valid_concept(resource.get("code")) or not _valid_ranges(resource.get("referenceRange")):
+            return False
+        quantity = resource.get("valueQuantity")
+        if quantity is None:
+            return "valueQuantity" not in resource
+        if not _valid_quantity(quantity, simple=False):
+            return False
+        units = [str(u).strip() for u in (quantity.get("code"), quantity.get("unit")) if u]
+        return "value" not in quantity or self.lab_factor(kind, units) is not None
+
+    def _lab_kind(self, concept: Any) -> str | None:
+        """The kind extraction would give the value (its first wanted table entry), if a lab kind."""
+        for system, code, _ in relevance.raw_codings(concept):
+            for entry in self.knowledge.observation_codes(system, code):
+                if entry.kind in self.wanted_kinds:
+                    return entry.kind if entry.kind in self.lab_kinds else None
+        return None
+
+
+def _strict_day(value: Any) -> date | None:
+    """The calendar date of a complete, valid FHIR date or dateTime with a zone; else None."""
+    match = _STRICT_DATETIME.match(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    year, month, day, hours, minutes, seconds, zone_hours, zone_minutes = match.groups()
+    if hours is not None and (int(hours) > 23 or int(minutes) > 59 or int(seconds) > 59):
+        return None
+    if zone_hours is not None and (int(zone_hours) > 14 or int(zone_minutes) > 59):
+        return None
+    try:
+        parsed = date(int(year), int(month), int(day))
+    except ValueError:
+        return None
+    return parsed if parsed.year >= 1 else None
+
+
+def _valid_id(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and _FHIR_ID.match(value) is not None)
+
+
+def _valid_string(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _valid_code(value: Any) -> bool:
+    return isinstance(value, str) and _FHIR_CODE.match(value) is not None
+
+
+def _valid_uri(value: Any) -> bool:
+    return isinstance(value, str) and _FHIR_URI.match(value) is not None
+
+
+def _valid_concept(concept: Any) -> bool:
+    """A CodeableConcept of codings with system, code and display only, every value well-formed."""
+    if not isinstance(concept, dict) or not concept or not set(concept) <= {"coding", "text"}:
+        return False
+    if "text" in concept and not _valid_string(concept["text"]):
+        return False
+    codings = concept.get("coding")
+    if not isinstance(codings, list) or not codings:
+        return False
+    for coding in codings:
+        if not isinstance(coding, dict) or not coding or not set(coding) <= {"system", "code", "display"}:
+            return False
+        if "system" in coding and not _valid_uri(coding["system"]):
+            return False
+        if "code" in coding and not _valid_code(coding["code"]):
+            return False
+        if "display" in coding and not _valid_string(coding["display"]):
+            return False
+    return True
+
+
+def _valid_quantity(quantity: Any, *, simple: bool) -> bool:
+    allowed = _SIMPLE_QUANTITY_KEYS if simple else _QUANTITY_KEYS
+    if not isinstance(quantity, dict) or not quantity or not set(quantity) <= allowed:
+        return False
+    value = quantity.get("value", 0)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if "comparator" in quantity and quantity["comparator"] not in ("<", "<=", ">=", ">"):
+        return False
+    if "code" in quantity and ("system" not in quantity or not _valid_code(quantity["code"])):
+        return False
+    if "system" in quantity and not _valid_uri(quantity["system"]):
+        return False
+    return "unit" not in quantity or _valid_string(quantity["unit"])
+
+
+def _valid_ranges(ranges: Any) -> bool:
+    if ranges is None:
+        return True
+    if not isinstance(ranges, list) or not ranges:
+        return False
+    for item in ranges:
+        if not isinstance(item, dict) or not item or not set(item) <= {"low", "high", "text"}:
+            return False
+        if "text" in item and not _valid_string(item["text"]):
+            return False
+        for bound in ("low", "high"):
+            if bound in item and not _valid_quantity(item[bound], simple=True):
+                return False
+    return True
+
+
+def parse_resources(
+    raw: Iterable[dict[str, Any]], knowledge: Knowledge, *, as_of: date | None = None
+) -> ParsedResources:
+    """Filter, then validate, raw resources, Bundle entries (`{fullUrl, resource}`) or Bundles.
+
+    `as_of` (optional, the evaluation date) lets lab Observations that can never be read be skipped
+    unvalidated: dated outside the lab look-back window, surely valid, and with a recognised unit,
+    so that validating them could yield neither a lab value, nor a caveat, nor an unreadable count
+    (see `_LabWindow`). Without it every relevant entry is validated.
+    """
+    items = _unique_items(raw)
+    reuse = _Reuse()
+    window = _LabWindow.build(knowledge, as_of) if as_of is not None else None
     referenced = relevance.ReferencedIndex.build(
-        (e.full_url, e.resource) for e in entries if e.resource_type in _REFERENCED_TYPES
+        (full_url, resource) for _, full_url, resource, rtype in items if rtype in _REFERENCED_TYPES
     )
     checker = relevance.RelevanceChecker(knowledge, referenced)
     ignored: dict[str, int] = defaultdict(int)
     any_medication = False
     wanted: list[_Entry] = []
-    for entry in entries:
-        rtype = entry.resource_type
+    ignored_by_status, is_relevant = relevance.ignored_by_status, checker.is_relevant
+    for index, full_url, resource, rtype in items:
         if rtype in _REFERENCED_TYPES:
             continue
-        if rtype in MEDICATION_USE_TYPES and entry.resource.get("status") != "entered-in-error":
+        if rtype in MEDICATION_USE_TYPES and resource.get("status") != "entered-in-error":
             any_medication = True
-        if relevance.ignored_by_status(entry.resource):
+        if ignored_by_status(resource):
             ignored[rtype] += 1
             continue
-        if checker.is_relevant(entry.resource):
-            wanted.append(entry)
-    wanted.extend(e for e in entries if _is_wanted_reference(e, checker))
+        if is_relevant(resource):
+            if window is not None and rtype == "Observation" and window.never_read(resource):
+                continue
+            wanted.append(_Entry(index, full_url, resource, reuse))
+    for index, full_url, resource, rtype in items:
+        if rtype in _REFERENCED_TYPES:
+            entry = _Entry(index, full_url, resource)
+            if _is_wanted_reference(entry, checker):
+                wanted.append(entry)
     return _validated(wanted, any_medication, dict(ignored), checker.unresolved_medication_references)
 
 
@@ -211,20 +443,25 @@ def _entry_resource(entry: Any) -> Iterator[tuple[str | None, dict[str, Any]]]:
         yield (full_url if isinstance(full_url, str) else None), resource
 
 
-def _unique_entries(items: Iterator[tuple[str | None, dict[str, Any]]]) -> list[_Entry]:
-    """Entries of the kept types, first occurrence of each (resourceType, id)."""
+def _unique_items(raw: Iterable[Any]) -> list[tuple[int, str | None, dict[str, Any], str]]:
+    """(position, fullUrl, resource, type) of the kept types, first occurrence of each (type, id).
+
+    The position counts every resource `_flatten` yields (kept type or not), as log lines report it.
+    """
     seen: set[tuple[str, str]] = set()
-    out: list[_Entry] = []
-    for index, (full_url, resource) in enumerate(items):
+    out: list[tuple[int, str | None, dict[str, Any], str]] = []
+    models = _MODELS
+    for index, (full_url, resource) in enumerate(_flatten(raw)):
         rtype = resource.get("resourceType")
-        if rtype not in _MODELS:
+        if rtype not in models:
             continue
         rid = resource.get("id")
         if isinstance(rid, str) and rid:
-            if (rtype, rid) in seen:
+            key = (rtype, rid)
+            if key in seen:
                 continue
-            seen.add((rtype, rid))
-        out.append(_Entry(index, full_url, resource))
+            seen.add(key)
+        out.append((index, full_url, resource, rtype))
     return out
 
 
@@ -264,6 +501,15 @@ def _validate_entry(entry: _Entry) -> Any | None:
         return None
     model = _MODELS[entry.resource_type]
     data = _with_top_level_datetimes_fixed(relevance.read_elements(entry.resource))
+    if entry.reuse is not None:
+        prepared, fresh = entry.reuse.prepared(model, entry.resource_type, data)
+        try:
+            validated = model.model_validate(prepared)
+        except Exception:  # noqa: S110 - validated again from the raw data below, as always
+            pass
+        else:
+            entry.reuse.remember(entry.resource_type, fresh, validated)
+            return validated
     for _ in range(_MAX_PATCH_ROUNDS):
         try:
             return model.model_validate(data)
