@@ -86,7 +86,8 @@ class PatientViewService:
         return self.settings.as_of or self._today()
 
     def decide(self, resources: Iterable[dict[str, Any]], patient_id: str, as_of: date) -> Decision:
-        parsed = parse_resources(scoped(resources, patient_id), self.knowledge)
+        # as_of lets parse skip lab results outside the look-back window that validation could not change.
+        parsed = parse_resources(scoped(resources, patient_id), self.knowledge, as_of=as_of)
         record = extract_record(parsed, self.knowledge)
         return evaluate(record, self.knowledge, as_of)
 
