@@ -20,6 +20,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from cds_service.fhir.prefetch import PREFETCH_RESOURCE_TYPES
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES_DIR = REPO_ROOT / "fhir_fixtures"
 SCENARIOS_DIR = FIXTURES_DIR / "scenarios"
@@ -45,15 +47,10 @@ _LAB_LOINC = """
 """.split()  # noqa: SIM905 - a readable block of codes
 LAB_CODES: frozenset[tuple[str, str]] = frozenset((LOINC, c) for c in _LAB_LOINC)
 
-# Prefetch key -> resource type, for the keys that hold one searchset Bundle of a single type.
+# Prefetch key -> resource type, for the keys that hold one searchset Bundle of a single type
+# (the service's own key table: one source of truth).
 PREFETCH_BY_TYPE: dict[str, str] = {
-    "conditions": "Condition",
-    "procedures": "Procedure",
-    "allergies": "AllergyIntolerance",
-    "medicationStatements": "MedicationStatement",
-    "medicationRequests": "MedicationRequest",
-    "medicationAdministrations": "MedicationAdministration",
-    "medicationDispenses": "MedicationDispense",
+    key: kind for key, kind in PREFETCH_RESOURCE_TYPES.items() if key not in ("patient", "dxa", "labs")
 }
 PREFETCH_KEYS: tuple[str, ...] = ("patient", "dxa", "labs", *PREFETCH_BY_TYPE)
 
