@@ -36,9 +36,12 @@ def build_app(env: Mapping[str, str]) -> Any:
     """The production Flask app (cds_service.app.create_app) under `env`."""
     from cds_service.app import create_app  # noqa: PLC0415
     from cds_service.config import load_settings  # noqa: PLC0415
+    from cds_service.gunicorn_conf import tune_gc_after_worker_init  # noqa: PLC0415
 
     with environment(env):
-        return create_app(load_settings())
+        app = create_app(load_settings())
+    tune_gc_after_worker_init()  # what every gunicorn worker does after loading the app
+    return app
 
 
 class WsgiCaller:

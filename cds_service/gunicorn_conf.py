@@ -3,6 +3,7 @@ that keep the Prometheus metrics correct across worker processes (see cds_servic
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import shutil
@@ -60,7 +61,12 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     if os.path.isdir(SHM_DIR):
         options["worker_tmp_dir"] = SHM_DIR
     hooks = MetricsDirHooks(settings.data_dir if "data_dir" in settings.model_fields_set else None)
-    options.update(on_starting=hooks.on_starting, child_exit=hooks.child_exit, on_exit=hooks.on_exit)
+    options.update(
+        on_starting=hooks.on_starting,
+        child_exit=hooks.child_exit,
+        on_exit=hooks.on_exit,
+        post_worker_init=tune_gc_after_worker_init,
+    )
     return options
 
 
@@ -102,6 +108,21 @@ class MetricsDirHooks:
             return self._data_dir / METRICS_SUBDIR
         self._temporary = Path(tempfile.mkdtemp(prefix="cds-metrics-"))
         return self._temporary
+
+
+# A hook call on a 1.6 MB record allocates ~10^5 short-lived objects: with CPython's default thresholds
+# the cyclic collector runs inside calls and rescans every object alive since start-up (measured on the
+# heavy record in-process: p50 32.5 -> 26.5 ms, p90 85.6 -> 27.5 ms with the settings below).
+GC_GEN0_THRESHOLD = 50_000
+GC_OLDER_THRESHOLDS = (20, 100)
+
+
+def tune_gc_after_worker_init(worker: Any = None) -> None:
+    """Freeze the objects of the loaded app (knowledge, code tables, models) out of the collector's
+    sight and collect young objects less often. Reference counting still frees almost everything."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *GC_OLDER_THRESHOLDS)
 
 
 def clear_metrics_dir(directory: Path) -> int:

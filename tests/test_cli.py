@@ -361,3 +361,18 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_help_exits_0() -> None:
     assert cli.main(["--help"]) == 0
+
+
+def test_workers_tune_the_garbage_collector() -> None:
+    import gc
+
+    options = gunicorn_options(load_settings({"CDS_AUTH_MODE": "off"}))
+    hook = options["post_worker_init"]
+    before = gc.get_threshold()
+    try:
+        hook(None)
+        assert gc.get_threshold()[0] == 50_000
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
