@@ -759,8 +759,9 @@ def render(r: dict[str, Any], mode: Mode) -> str:
     if variants:
         lines += [
             "",
-            "Variants (same calls, p50 ms; `as_of_hint` and `gc_freeze` are projections of changes proposed "
-            "below, applied in the benchmark process only):",
+            "Variants (same calls, p50 ms). The `as_of` hint and the workers' GC tuning are now part of "
+            "production (the production column has both); these columns re-apply them on top, so they show "
+            "only noise, and `auth off` shows what client-JWT verification costs:",
             "",
             "| size | production | auth off | as_of hint | gc.freeze | as_of hint + gc.freeze |",
             "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -775,7 +776,7 @@ def render(r: dict[str, Any], mode: Mode) -> str:
             best = variants["as_of_hint+gc_freeze"]["heavy"]["p50_ms"]
             lines += [
                 "",
-                f"Heavy with both proposals: {best} ms p50, {best / heavy['stdlib_floor']['p50_ms']:.2f}x the floor.",
+                f"Heavy with both re-applied: {best} ms p50, {best / heavy['stdlib_floor']['p50_ms']:.2f}x the floor.",
             ]
     sc = r.get("scaling")
     if sc:
@@ -915,8 +916,10 @@ NOTES = """
 ## What limits the rest (measured by profiling the heavy and realistic records)
 
 - Whole-body JSON: api.py parses the entire request with orjson (about 3 ms realistic, 8 ms heavy) and the
-  request's ~100,000 Python objects are freed after the call; the cyclic GC runs during the call too, but
-  `gc.freeze()` after start-up changes the medians little (see the variants), so it is not the limit.
+  request's ~100,000 Python objects are freed after the call. The cyclic GC used to run inside calls and
+  rescan every object alive since start-up (heavy p90 86 ms); each worker now freezes its start-up objects
+  and raises the gen0 threshold (`cds_service.gunicorn_conf.tune_gc_after_worker_init`), which brought the
+  heavy record to p50 ~30 ms / p90 ~32 ms.
 - fhir.resources validation: about 55 us per Observation before any element, even with the per-call reuse of
   identical elements; validated entries (table "Records") dominate parse time without the as_of hint.
 - Per-resource Python before validation: patient scope, Bundle flattening, status and code filters, about
@@ -927,10 +930,10 @@ NOTES = """
 - Under load the service is CPU-bound: two workers on two cores give at most 2 / (CPU time per call);
   250 calls/s on the realistic record needs under 8 ms of CPU per call including HTTP, which is about what
   the floor app alone costs on this body.
-- Worker balance (found while profiling on 2026-11-30, not part of the run): with gthread workers and
-  keep-alive, wrk's persistent connections all land on one worker (CPU 100 % / 0-30 %), so two cores serve
-  like one. An 8 s wrk run on the realistic record at 4 connections gave 20 calls/s with the current settings,
-  34 with `keepalive=0` and 38 with `worker_class="sync"` (both workers busy); see the report of this change.
+- Worker balance: with gthread workers and keep-alive, wrk's persistent connections all landed on one worker
+  (CPU 100 % / 0-30 %), so two cores served like one (20 calls/s at 4 connections). Keep-alive is now off
+  (`cds_service.gunicorn_conf.KEEPALIVE_S = 0`): both workers serve, which together with the GC tuning gave
+  the wrk figures above. A reverse proxy in front keeps client connections alive anyway.
 - Parse before and after this change (same production settings, realistic / heavy / broad, p50):
   44.2 / 89.0 / 45.6 ms before, 30.2 / 60.2 / 35.0 ms after (A/B in one process, 120 calls each).
 """

@@ -42,6 +42,8 @@ class Server:
 
     def start(self, timeout_s: float = 60.0, log_dir: Path | None = None) -> float:
         """Start and wait for a 200 on the health path; returns seconds from spawn to ready."""
+        if log_dir:
+            log_dir.mkdir(parents=True, exist_ok=True)
         log = open(log_dir / f"{self.name}.log", "wb") if log_dir else subprocess.DEVNULL  # noqa: SIM115
         if log_dir:
             self.log_file = log_dir / f"{self.name}.log"
