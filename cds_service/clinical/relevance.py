@@ -71,30 +71,26 @@ def _codes_of(concept: Any) -> set[str]:
     return {code for _, code, _ in raw_codings(concept)}
 
 
-def raw_codings(concept: Any) -> Iterator[tuple[str, str, str]]:
-    """(canonical system, code, display) of a raw CodeableConcept; codes normalised for ICD."""
+def _coding_dicts(concept: Any) -> Iterator[dict[str, Any]]:
+    """The well-formed Coding objects of a raw CodeableConcept (anything else is skipped)."""
     if not isinstance(concept, dict):
         return
     codings = concept.get("coding")
-    if not isinstance(codings, list):
-        return
-    for coding in codings:
-        if not isinstance(coding, dict):
-            continue
+    if isinstance(codings, list):
+        yield from (coding for coding in codings if isinstance(coding, dict))
+
+
+def raw_codings(concept: Any) -> Iterator[tuple[str, str, str]]:
+    """(canonical system, code, display) of a raw CodeableConcept; codes normalised for ICD."""
+    for coding in _coding_dicts(concept):
         system = canonical_system(_text(coding.get("system")))
         yield system, normalise_code(system, _text(coding.get("code"))), _text(coding.get("display"))
 
 
 def _raw_code_keys(concept: Any) -> Iterator[tuple[str, str]]:
     """(system, code) of each coding of a raw CodeableConcept exactly as written (for memo keys)."""
-    if not isinstance(concept, dict):
-        return
-    codings = concept.get("coding")
-    if not isinstance(codings, list):
-        return
-    for coding in codings:
-        if isinstance(coding, dict):
-            yield _text(coding.get("system")), _text(coding.get("code"))
+    for coding in _coding_dicts(concept):
+        yield _text(coding.get("system")), _text(coding.get("code"))
 
 
 def raw_texts(concept: Any) -> Iterator[str]:
