@@ -11,12 +11,8 @@ import pytest
 from cds_service.clinical.extract import extract_record
 from cds_service.clinical.facts import ClinicalFinding, MedicationRecord, PatientRecord, ScannerId
 from cds_service.fhir.parse import parse_resources
-from cds_service.knowledge.loader import Knowledge, packaged_knowledge
+from cds_service.knowledge.loader import ICD10CM, LOINC, RXNORM, SNOMED, Knowledge, packaged_knowledge
 
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 SUBJECT = {"reference": "Patient/p1"}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,11 +18,11 @@ from cds_service.errors import BadRequest, DataUnavailable, NotR4Server
 from cds_service.fhir import client as client_module
 from cds_service.fhir.client import (
     FhirClient,
-    clear_metadata_cache,
     is_read,
     shared_executor,
     shared_session,
 )
+from tests.support.http_mocks import fresh_metadata_cache_fixture, rsps_fixture  # noqa: F401 - fixtures
 
 BASE = "https://fhir.example.org/r4"
 OTHER = "https://elsewhere.example.com/r4"
@@ -31,19 +31,6 @@ PATIENT = "pat-42"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 Callback = Callable[[requests.PreparedRequest], tuple[int, dict[str, str], str]]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_metadata_cache() -> Iterator[None]:
-    clear_metadata_cache()
-    yield
-    clear_metadata_cache()
-
-
-@pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
 
 
 def make_client(base: str = BASE, token: str | None = TOKEN, **overrides: Any) -> FhirClient:

@@ -16,12 +16,8 @@ from cds_service.fhir.parse import (
     resolve_device,
     resolve_medication,
 )
-from cds_service.knowledge.loader import Knowledge, packaged_knowledge
+from cds_service.knowledge.loader import ICD10CM, LOINC, RXNORM, SNOMED, Knowledge, packaged_knowledge
 
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 SUBJECT = {"reference": "Patient/p1"}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ import responses
 from responses import matchers
 
 from cds_service.errors import BadRequest, DataUnavailable, NotR4Server
-from cds_service.fhir.client import FhirClient, clear_metadata_cache
+from cds_service.fhir.client import FhirClient
 from cds_service.fhir.prefetch import (
     PATIENT_ID_TOKEN,
     PREFETCH_RESOURCE_TYPES,
@@ -21,6 +20,7 @@ from cds_service.fhir.prefetch import (
     resolve_prefetch,
     substitute,
 )
+from tests.support.http_mocks import fresh_metadata_cache_fixture, rsps_fixture  # noqa: F401 - fixtures
 
 BASE = "https://fhir.example.org/r4"
 OTHER = "https://elsewhere.example.com/r4"
@@ -31,19 +31,6 @@ DXA_CODES = [(LOINC, "38263-7"), (LOINC, "80948-3")]
 LAB_CODES = [(LOINC, "2951-2")]
 TEMPLATES = build_prefetch_templates(DXA_CODES, LAB_CODES)
 SEARCH_TYPES = {key: t for key, t in PREFETCH_RESOURCE_TYPES.items() if key != "patient"}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_metadata_cache() -> Iterator[None]:
-    clear_metadata_cache()
-    yield
-    clear_metadata_cache()
-
-
-@pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
 
 
 def make_client(**overrides: Any) -> FhirClient:
