@@ -19,6 +19,7 @@ from cds_service.card_detail import (
     warning_detail,
 )
 from cds_service.clinical.decision import ANABOLICS, AgentAssessment, Decision, Outcome
+from cds_service.fhir_id import is_fhir_id
 from cds_service.knowledge.loader import Knowledge
 from cds_service.markdown_safe import one_line
 
@@ -29,7 +30,6 @@ DECISION_EXTENSION = "osteo-cds/decision"
 SUMMARY_LIMIT = 140  # CDS Hooks: summary < 140 characters
 ELLIPSIS = "…"
 
-_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 # Outcome cards by default (protocol §1); None = no card. Policy- and flag-dependent ones are resolved
@@ -217,7 +217,7 @@ def render_cards(
 
     Raises ValueError for an invalid `patient_id` (not a FHIR id) or `selection_behavior`.
     """
-    if not _FHIR_ID.match(patient_id):
+    if not is_fhir_id(patient_id):
         raise ValueError("patient_id is not a valid FHIR id")
     if selection_behavior not in ("at-most-one", "any"):
         raise ValueError(f"unsupported selectionBehavior {selection_behavior!r}")

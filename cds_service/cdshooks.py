@@ -10,13 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from cds_service.errors import BadRequest, Issue, ServiceError
+from cds_service.fhir_id import FHIR_ID_MAX_CHARS, FHIR_ID_PATTERN, is_fhir_id
 
 PATIENT_VIEW = "patient-view"
 
-# FHIR id charset; the length is relaxed beyond R4's 64 because some EHRs issue longer ids.
-_FHIR_ID = r"[A-Za-z0-9\-.]{1,256}"
-_FHIR_ID_RE = re.compile(rf"^{_FHIR_ID}$")
-_USER_ID_RE = re.compile(rf"^(Practitioner|PractitionerRole|Patient|RelatedPerson)/{_FHIR_ID}$")
+_USER_ID_RE = re.compile(rf"^(Practitioner|PractitionerRole|Patient|RelatedPerson)/{FHIR_ID_PATTERN}$")
 _HTTP_URL_RE = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
 _Model = TypeVar("_Model", bound=BaseModel)
 _PRE_1_0_FIELDS = {"user": "context.userId", "patient": "context.patientId"}
@@ -61,8 +59,8 @@ class PatientViewContext(_WireModel):
     @field_validator("patientId", "encounterId")
     @classmethod
     def _fhir_id(cls, value: str | None) -> str | None:
-        if value is not None and not _FHIR_ID_RE.match(value):
-            raise ValueError("must be a FHIR id (letters, digits, '-' and '.')")
+        if value is not None and not is_fhir_id(value):
+            raise ValueError(f"must be a FHIR id (1-{FHIR_ID_MAX_CHARS} letters, digits, '-' and '.')")
         return value
 
 

@@ -44,6 +44,7 @@ from pydantic import ValidationError
 
 from cds_service.clinical import relevance
 from cds_service.clinical.relevance import reference_key
+from cds_service.fhir_id import is_fhir_id
 from cds_service.knowledge.loader import Knowledge
 
 _LOG = logging.getLogger(__name__)
@@ -204,7 +205,6 @@ _SKIPPABLE_LAB_ELEMENTS = frozenset(
 _STRICT_DATETIME = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,6})?(?:Z|[+-](\d{2}):(\d{2})))?$"
 )
-_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _FHIR_CODE = re.compile(r"^[^\s]+( [^\s]+)*$")
 _FHIR_URI = re.compile(r"^\S+$")
 _FINAL_STATUSES = frozenset({"final", "amended", "corrected"})
@@ -292,7 +292,7 @@ def _strict_day(value: Any) -> date | None:
 
 
 def _valid_id(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and _FHIR_ID.match(value) is not None)
+    return value is None or is_fhir_id(value)
 
 
 def _valid_string(value: Any) -> bool:
