@@ -119,7 +119,16 @@ class Settings(BaseSettings):
             jwt_max_lifetime_s=self.jwt_max_lifetime_s,
             fhir_allowlist=self.fhir_allowlist,  # a comma list, split and checked by TrustSettings
             data_dir=self.data_dir,
+            listen_base_url=self.listen_base_url,
         )
+
+    @property
+    def listen_base_url(self) -> str:
+        """http://HOST:PORT as a local client reaches it (a wildcard bind is reached on 127.0.0.1)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104 - a comparison
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
 
     @field_validator("as_of", mode="before")
     @classmethod

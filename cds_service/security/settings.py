@@ -26,6 +26,9 @@ class TrustSettings(BaseModel):
     jwt_max_lifetime_s: int = Field(3600, ge=60, le=86_400)
     fhir_allowlist: tuple[str, ...] = ()
     data_dir: Path = Path("./.data")
+    # The URL the service itself listens on (config.py builds it from CDS_HOST and CDS_PORT): the dev/off
+    # default audience, so a local run on another port accepts its own dev tokens.
+    listen_base_url: str = DEV_DEFAULT_BASE_URL
 
     @field_validator("public_base_url", mode="before")
     @classmethod
@@ -70,7 +73,7 @@ class TrustSettings(BaseModel):
 
     @property
     def effective_base_url(self) -> str | None:
-        """CDS_PUBLIC_BASE_URL, or http://127.0.0.1:8000 in dev/off; None in required when unset."""
+        """CDS_PUBLIC_BASE_URL, or the listening URL (host and port) in dev/off; None in required when unset."""
         if self.public_base_url is not None:
             return self.public_base_url
-        return DEV_DEFAULT_BASE_URL if self.auth_mode != "required" else None
+        return self.listen_base_url if self.auth_mode != "required" else None
