@@ -73,7 +73,7 @@ class TrustSettings(BaseModel):
 
     @property
     def effective_base_url(self) -> str | None:
-        """CDS_PUBLIC_BASE_URL, or the listening URL (host and port) in dev/off; None in required when unset."""
+        """CDS_PUBLIC_BASE_URL, else the listening URL in dev/off; None in required when unset."""
         if self.public_base_url is not None:
             return self.public_base_url
         return self.listen_base_url if self.auth_mode != "required" else None
