@@ -43,6 +43,7 @@ CORS_MAX_AGE_S = "600"
 _READ_CHUNK = 64 * 1024
 ADMIN_PREFIX = "/admin/"
 _LOG_TEXT_MAX = 64
+_MAX_REFUSED_LOGGED = 100
 
 
 def create_blueprint(service: HookService, settings: Settings, runtime: Runtime) -> Blueprint:
@@ -54,7 +55,7 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
     """
     authn = runtime.authenticator
     bp = Blueprint("cds_hooks", __name__)
-    cors = _Cors(settings.cors_origins)
+    cors = _Cors(settings.cors_allowed_origins)
     bp.before_app_request(_answer_preflight)
     bp.after_app_request(cors.apply)
 
@@ -176,11 +177,28 @@ class _Cors:
     def __init__(self, origins: tuple[str, ...]) -> None:
         self._any = "*" in origins
         self._origins = frozenset(origins)
+        self._refused_logged: set[str] = set()
 
     def allowed(self, origin: str | None) -> str | None:
         if self._any:
             return "*"
-        return origin if origin is not None and origin.lower() in self._origins else None
+        if origin is None:
+            return None
+        if origin.lower() in self._origins:
+            return origin
+        self._log_refused(origin)
+        return None
+
+    def _log_refused(self, origin: str) -> None:
+        """One WARNING per refused origin (per worker, at most _MAX_REFUSED_LOGGED distinct ones)."""
+        key = origin.lower()[:_LOG_TEXT_MAX]
+        if key in self._refused_logged or len(self._refused_logged) >= _MAX_REFUSED_LOGGED:
+            return
+        self._refused_logged.add(key)
+        logger.warning(
+            "CORS: origin %r is not allowed (no CORS headers sent); add it to CDS_CORS_ORIGINS to allow it",
+            key,
+        )
 
     def apply(self, response: Response) -> Response:
         if request.path.startswith(ADMIN_PREFIX):

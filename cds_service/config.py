@@ -64,7 +64,10 @@ class Settings(BaseSettings):
     knowledge_file: Path | None = None
     as_of: date | None = None
     selection_behavior: Literal["at-most-one", "any"] = "at-most-one"
-    cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
+    # Allowed browser origins = CDS_CORS_DEFAULT_ORIGINS (replaces the built-in defaults; empty = none)
+    # + CDS_CORS_ORIGINS (added to them). Both empty: CORS off.
+    cors_default_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
+    cors_origins: tuple[str, ...] = ()
     fhir_connect_timeout_s: float = Field(1.0, gt=0, allow_inf_nan=False)
     fhir_read_timeout_s: float = Field(2.0, gt=0, allow_inf_nan=False)
     fhir_deadline_s: float = Field(2.0, gt=0, allow_inf_nan=False)
@@ -153,7 +156,7 @@ class Settings(BaseSettings):
             raise ValueError(f"expected one of {', '.join(_LOG_LEVELS)}")
         return value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "cors_default_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -171,8 +174,13 @@ class Settings(BaseSettings):
         return tuple(origins)
 
     @property
+    def cors_allowed_origins(self) -> tuple[str, ...]:
+        """The defaults (or their replacement) followed by the added origins, each once."""
+        return tuple(dict.fromkeys((*self.cors_default_origins, *self.cors_origins)))
+
+    @property
     def cors_any_origin(self) -> bool:
-        return "*" in self.cors_origins
+        return "*" in self.cors_allowed_origins
 
 
 @contextmanager

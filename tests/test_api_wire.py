@@ -617,7 +617,7 @@ def test_wildcard_origin(fake: FakeService) -> None:
 
 
 def test_cors_can_be_switched_off(fake: FakeService) -> None:
-    client = create_app(wire_settings({"CDS_CORS_ORIGINS": ""}), fake).test_client()
+    client = create_app(wire_settings({"CDS_CORS_DEFAULT_ORIGINS": ""}), fake).test_client()
     response = client.options(
         SERVICE_URL, headers={"Origin": SANDBOX, "Access-Control-Request-Method": "POST"}
     )
@@ -768,3 +768,19 @@ def test_drop_empty_leaves_extension_objects_untouched() -> None:
     extension: dict[str, Any] = {"com.example": {"missing": [], "x": None, "y": ""}}
     body = {"cards": [{"summary": "s", "extension": extension, "source": {"extension": {}}}]}
     assert drop_empty(body) == {"cards": [{"summary": "s", "extension": extension}]}
+
+
+def test_refused_origin_is_logged_once_per_origin(
+    fake: FakeService, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = create_app(wire_settings(), fake).test_client()
+    caplog.set_level(logging.WARNING, logger="cds_service.api")
+    for _ in range(3):
+        response = client.get("/cds-services", headers={"Origin": "https://unknown.example"})
+        assert "Access-Control-Allow-Origin" not in response.headers
+    client.get("/cds-services", headers={"Origin": SANDBOX})  # allowed: nothing logged
+    client.get("/cds-services", headers={"Origin": "https://other.example"})
+    refused = [r.getMessage() for r in caplog.records if "CORS: origin" in r.getMessage()]
+    assert len(refused) == 2
+    assert "https://unknown.example" in refused[0] and "CDS_CORS_ORIGINS" in refused[0]
+    assert "https://other.example" in refused[1]

@@ -19,12 +19,12 @@ def test_defaults() -> None:
     assert settings.knowledge_file is None
     assert settings.as_of is None
     assert settings.selection_behavior == "at-most-one"
-    assert settings.cors_origins == (
+    assert settings.cors_allowed_origins == (
         "https://sandbox.cds-hooks.org",
         "http://localhost:3000",
         "http://127.0.0.1:3000",
     )
-    assert settings.cors_origins == DEFAULT_CORS_ORIGINS
+    assert settings.cors_allowed_origins == DEFAULT_CORS_ORIGINS
     assert settings.fhir_connect_timeout_s == 1.0
     assert settings.fhir_read_timeout_s == 2.0
     assert settings.fhir_deadline_s == 2.0
@@ -133,8 +133,21 @@ def test_empty_optional_values_mean_unset() -> None:
     assert settings.knowledge_file is None
 
 
+def test_cors_origins_add_to_the_defaults_and_a_separate_setting_replaces_them() -> None:
+    added = load_settings({"CDS_CORS_ORIGINS": "https://ehr.example.org"})
+    assert added.cors_allowed_origins == (*DEFAULT_CORS_ORIGINS, "https://ehr.example.org")
+    replaced = load_settings(
+        {"CDS_CORS_DEFAULT_ORIGINS": "http://localhost:8080", "CDS_CORS_ORIGINS": "https://ehr.example.org"}
+    )
+    assert replaced.cors_allowed_origins == ("http://localhost:8080", "https://ehr.example.org")
+    twice = load_settings({"CDS_CORS_ORIGINS": "https://sandbox.cds-hooks.org/"})
+    assert twice.cors_allowed_origins == DEFAULT_CORS_ORIGINS
+
+
 def test_cors_origins_empty_disables_and_star_allows_any() -> None:
-    assert load_settings({"CDS_CORS_ORIGINS": ""}).cors_origins == ()
+    assert load_settings({"CDS_CORS_ORIGINS": ""}).cors_allowed_origins == DEFAULT_CORS_ORIGINS
+    off = load_settings({"CDS_CORS_DEFAULT_ORIGINS": "", "CDS_CORS_ORIGINS": ""})
+    assert off.cors_allowed_origins == ()
     settings = load_settings({"CDS_CORS_ORIGINS": "*"})
     assert settings.cors_any_origin
     assert not load_settings({}).cors_any_origin
