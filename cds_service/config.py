@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -23,6 +24,8 @@ DEFAULT_CORS_ORIGINS = ("https://sandbox.cds-hooks.org", "http://localhost:3000"
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-]+(:\d{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+# CDS_* variables that are not service settings: read by the test suite only.
+_NOT_SERVICE_SETTINGS = frozenset({"CDS_TEST_DATABASE_URL"})
 
 # The mapping load_settings() reads; None means os.environ.
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("cds_settings_environ", default=None)
@@ -203,7 +206,11 @@ def _one_line_reason(error: ValidationError) -> str:
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read settings from `env` (default os.environ); raise SettingsError with a one-line reason."""
+    """Read settings from `env` (default os.environ); raise SettingsError with a one-line reason.
+
+    An unknown `CDS_*` variable is an error naming the nearest valid one: a misspelt setting would
+    otherwise be ignored silently and the service would run on its default."""
+    _refuse_unknown_variables(os.environ if env is None else env)
     with _reading(env):
         try:
             settings = Settings()
@@ -214,6 +221,24 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     except ValidationError as error:
         raise SettingsError(_one_line_reason(error)) from None
     return settings
+
+
+def known_variables() -> list[str]:
+    """Every CDS_* variable that configures the service."""
+    return [ENV_PREFIX + name.upper() for name in Settings.model_fields]
+
+
+def _refuse_unknown_variables(environ: Mapping[str, str]) -> None:
+    known = known_variables()
+    reasons = []
+    for key in sorted(environ):
+        if not key.startswith(ENV_PREFIX) or key in known or key in _NOT_SERVICE_SETTINGS:
+            continue
+        nearest = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f" (did you mean {nearest[0]}?)" if nearest else " (see the README's settings table)"
+        reasons.append(f"unknown variable {key[:64]}{hint}")
+    if reasons:
+        raise SettingsError("; ".join(reasons))
 
 
 def operational_warnings(settings: Settings) -> list[str]:

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from cds_service.config import DEFAULT_CORS_ORIGINS, SettingsError, load_settings, operational_warnings
+from cds_service.config import (
+    DEFAULT_CORS_ORIGINS,
+    SettingsError,
+    known_variables,
+    load_settings,
+    operational_warnings,
+)
 
 
 def test_defaults() -> None:
@@ -79,8 +85,30 @@ def test_an_explicit_mapping_ignores_os_environ(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_unrelated_and_lower_case_variables_are_ignored() -> None:
-    settings = load_settings({"PORT": "1", "cds_port": "2", "CDS_SOMETHING_ELSE": "x"})
+    settings = load_settings({"PORT": "1", "cds_port": "2", "CDS_TEST_DATABASE_URL": "sqlite://"})
     assert settings.port == 8000
+
+
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        ("CDS_PROT", "unknown variable CDS_PROT (did you mean CDS_PORT?)"),
+        ("CDS_CORS_ORIGIN", "unknown variable CDS_CORS_ORIGIN (did you mean CDS_CORS_ORIGINS?)"),
+        ("CDS_AUTHMODE", "unknown variable CDS_AUTHMODE (did you mean CDS_AUTH_MODE?)"),
+        ("CDS_TRUSTED_ISSUER", "unknown variable CDS_TRUSTED_ISSUER (did you mean CDS_TRUSTED_ISSUERS?)"),
+        ("CDS_SOMETHING_ELSE", "unknown variable CDS_SOMETHING_ELSE (see the README's settings table)"),
+    ],
+)
+def test_unknown_cds_variable_stops_start_up_naming_the_nearest(variable: str, message: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings({variable: "x"})
+    assert str(error.value) == message
+
+
+def test_every_known_variable_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    missing = [name for name in known_variables() if f"`{name}`" not in readme]
+    assert missing == []
 
 
 @pytest.mark.parametrize(
