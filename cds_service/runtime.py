@@ -30,17 +30,21 @@ class Runtime:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    """Raises DatabaseConfigError, SecurityConfigError or PatientKeyError on invalid configuration."""
-    engine = make_engine(database_url(settings.database_url, settings.data_dir))
+    """Raises DatabaseConfigError, SecurityConfigError or PatientKeyError on invalid configuration.
+
+    The checks that need no writes (database URL, trust settings and issuers) run first, so a refused
+    start-up leaves no database file, schema or generated secret behind."""
+    engine = make_engine(database_url(settings.database_url, settings.data_dir))  # connects lazily
+    trust = settings.trust()
+    authenticator = build_authenticator(trust, DbReplayStore(engine), workers=settings.workers)
     if settings.db_auto_migrate and not is_initialised(engine):
         # `cds-service serve` migrates before forking; this covers in-process use (tests, benchmarks).
         upgrade(engine)
     secret = settings.patient_key_secret.get_secret_value() if settings.patient_key_secret else None
-    trust = settings.trust()
     return Runtime(
         engine=engine,
         store=FeedbackStore(engine),
         patient_key=load_patient_keyer(settings.data_dir, secret),
         trust=trust,
-        authenticator=build_authenticator(trust, DbReplayStore(engine), workers=settings.workers),
+        authenticator=authenticator,
     )

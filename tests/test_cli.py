@@ -376,3 +376,31 @@ def test_workers_tune_the_garbage_collector() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ({"CDS_AUTH_MODE": "required"}, "CDS_TRUSTED_ISSUERS"),
+        ({"CDS_AUTH_MODE": "required", "CDS_TRUSTED_ISSUERS": "/nonexistent/issuers.yaml"}, "issuers"),
+        ({"CDS_AUTH_MODE": "dev", "CDS_PROT": "8001"}, "CDS_PORT"),
+    ],
+)
+def test_refused_start_up_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    no_gunicorn: list[Any],
+    tmp_path: Path,
+    case: tuple[dict[str, str], str],
+) -> None:
+    """Start-up checks run before the database is migrated or a secret is generated."""
+    env, mentions = case
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    monkeypatch.setenv("CDS_DATA_DIR", str(data_dir))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert cli.main(["serve"]) == 2
+    assert mentions in one_line(capsys.readouterr().err)
+    assert sorted(p.name for p in data_dir.iterdir()) == []
+    assert no_gunicorn == []
