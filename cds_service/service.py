@@ -47,6 +47,15 @@ USAGE_REQUIREMENTS = (
 )
 
 
+# Why a missing prefetch key cannot be fetched (the 412's diagnostics).
+NO_AUTHORIZATION_REASON = (
+    "the EHR sent fhirServer without fhirAuthorization, so the service may not query it. Epic omits the "
+    "access token when the CDS service URL registered in the EHR does not match the called URL exactly: "
+    "check the registered endpoint URL (scheme, host, port, path, trailing slash)"
+)
+NO_SERVER_REASON = "the EHR sent no fhirServer to fetch it from"
+
+
 def today_utc() -> date:
     return datetime.now(UTC).date()
 
@@ -115,17 +124,14 @@ class PatientViewService:
     def handle(self, request: PatientViewRequest, auth: AuthContext) -> dict[str, Any]:
         patient_id = request.context.patientId
         client = self._client(request, auth)
-        reason = (
-            "no fhirAuthorization was given to query fhirServer with"
-            if client is None and request.fhirServer
-            else "no fhirServer was given to fetch it from"
-        )
+        reason = NO_AUTHORIZATION_REASON if client is None and request.fhirServer else NO_SERVER_REASON
         metrics = get_metrics()
         try:
             data = resolve_prefetch(self.templates, request.prefetch, patient_id, client, reason)
         except DataUnavailable as error:
             if client is not None:
                 metrics.record_fhir_fetch(fhir_fetch_result(error) or "unavailable")
+            _log_unavailable(request.hookInstance, error)
             raise
         if data.fetched_keys:
             metrics.record_fhir_fetch("ok", len(data.fetched_keys))
@@ -154,6 +160,19 @@ class PatientViewService:
         # attributes for structured handlers.
         log.info(orjson.dumps(fields).decode(), extra={"decision": fields})
         return {"cards": cards}
+
+
+def _log_unavailable(hook_instance: str, error: DataUnavailable) -> None:
+    """The decision log line of a 412: which key or query failed and why (no PHI, no token, no URL)."""
+    issue = error.issues[0] if error.issues else None
+    fields = {
+        "event": "cds_data_unavailable",
+        "hookInstance": hook_instance[:64],
+        "status": 412,
+        "expression": list(issue.expression) if issue else [],
+        "reason": issue.diagnostics[:400] if issue else "",
+    }
+    log.warning(orjson.dumps(fields).decode(), extra={"decision": fields})
 
 
 def build_service(settings: Settings) -> PatientViewService:
