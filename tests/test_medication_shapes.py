@@ -540,3 +540,15 @@ def test_implausible_period_dates_never_fail() -> None:
     )
     decision = decide([*resources_of("s12"), odd])
     assert "MedicationStatement date 0001-01-01 is implausible: ignored" in decision["caveats"]
+
+
+@pytest.mark.protocol("3c-statement-doses", "4-anabolic-course")
+def test_romosozumab_doses_recorded_as_statements() -> None:
+    subject = {"reference": "Patient/p"}
+    drug = concept(ROMOSOZUMAB, "romosozumab 210 mg SC")
+    start = date(2023, 1, 10)
+    statements = [statement(f"r{n}", subject, drug, day=add_months(start, n).isoformat()) for n in range(12)]
+    romo = agent_exposures(_medication_records(statements), AS_OF, KNOWLEDGE)["romosozumab"]
+    assert romo.dose_dates == tuple(add_months(start, n) for n in range(12))
+    assert romosozumab_doses(romo, AS_OF) == 12
+    assert not romo.verified  # a statement never makes exposure verified
