@@ -22,6 +22,7 @@ from cds_service.clinical.protocol import evaluate
 from cds_service.config import Settings
 from cds_service.errors import DataUnavailable
 from cds_service.fhir.client import FhirClient
+from cds_service.fhir.medication_fetch import fetch_missing_medications
 from cds_service.fhir.parse import parse_resources
 from cds_service.fhir.patient_scope import scoped
 from cds_service.fhir.prefetch import build_prefetch_templates, resolve_prefetch
@@ -136,6 +137,8 @@ class PatientViewService:
         if data.fetched_keys:
             metrics.record_fhir_fetch("ok", len(data.fetched_keys))
         resources = [r for found in data.resources.values() for r in found]
+        if client is not None:  # one extra batched round for referenced, unsupplied Medications (§3c)
+            resources.extend(fetch_missing_medications(client, resources))
         decision = self.decide(resources, patient_id, self.as_of())
         metrics.record_decision(decision.outcome, decision.rule)
         cards = render_cards(

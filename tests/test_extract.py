@@ -607,11 +607,11 @@ def test_medication_interval(
         ("MedicationStatement", "completed", {}, True),
         ("MedicationStatement", "unknown", {}, True),
         ("MedicationStatement", "stopped", {}, True),  # exposure that ended: kept (fail safe)
-        ("MedicationStatement", "on-hold", {}, False),
+        ("MedicationStatement", "on-hold", {}, True),  # §3c: past exposure ending at the stop
         ("MedicationRequest", "active", {"intent": "order"}, True),
         ("MedicationRequest", "completed", {"intent": "original-order"}, True),
         ("MedicationRequest", "on-hold", {"intent": "instance-order"}, True),
-        ("MedicationRequest", "stopped", {"intent": "order"}, False),
+        ("MedicationRequest", "stopped", {"intent": "order"}, True),  # §3c: past exposure
         ("MedicationRequest", "active", {"intent": "reflex-order"}, False),
         ("MedicationRequest", "active", {"intent": "filler-order"}, False),
     ],
@@ -713,7 +713,8 @@ def test_unresolved_medication_reference_caveat(knowledge: Knowledge) -> None:
     assert result.medications == ()
     assert result.any_medication_resource is True
     assert result.caveats == (
-        "1 medication entries reference a Medication that was not supplied: drug not identified",
+        "1 medication entries reference a Medication that could not be found or fetched and whose display"
+        " names no drug: drug not identified",
     )
     # An unidentified drug may be an osteoporosis drug: it counts as unreadable, which caps the outcome.
     assert result.unreadable == (("medication (unresolved reference)", 1),)

@@ -138,9 +138,7 @@ def is_osteoporotic_icd(system: str, code: str) -> bool:
 @lru_cache(maxsize=8)
 def _ingredient_pattern(knowledge: Knowledge) -> tuple[re.Pattern[str], dict[str, str]]:
     names: dict[str, str] = {}
-    for agent, words in knowledge.model.ingredient_names.items():
-        for word in words:
-            names[" ".join(word.lower().split())] = agent
+    names.update(knowledge.medication_names())
     alternatives = sorted(names, key=len, reverse=True)
     body = "|".join(re.escape(name).replace(r"\ ", r"\s+") for name in alternatives)
     return re.compile(rf"\b(?:{body})\b", re.IGNORECASE), names

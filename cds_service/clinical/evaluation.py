@@ -6,6 +6,7 @@ in order. A rule ends the evaluation by calling `Evaluation.done`, which raises 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from typing import NoReturn
 
@@ -23,7 +24,9 @@ from cds_service.clinical.decision import (
 from cds_service.clinical.exposure import (
     agent_exposures,
     anabolic_courses,
+    first_line_record_coverage,
     first_line_union,
+    plausible_medications,
     prior_denosumab_days,
     pth_use_days,
     romosozumab_doses,
@@ -46,10 +49,12 @@ class Evaluation:
     """State of one evaluation. Each rule function either returns or ends it by raising `Finished`."""
 
     def __init__(self, record: PatientRecord, knowledge: Knowledge, as_of: date) -> None:
+        medications, date_caveats = plausible_medications(record.medications, as_of)
+        record = replace(record, medications=medications)
         self.r = record
         self.k = knowledge
         self.as_of = as_of
-        self.caveats: list[str] = list(record.caveats)
+        self.caveats: list[str] = [*record.caveats, *date_caveats]
         self.missing: list[str] = []
         self.reasons: list[str] = []
         self.warnings: list[WarningDetail] = []
@@ -58,6 +63,7 @@ class Evaluation:
         self.exposures = agent_exposures(record.medications, as_of, knowledge)
         self.courses = anabolic_courses(self.exposures, as_of, knowledge)
         self.first_line = first_line_union(self.exposures)
+        self.first_line_records = first_line_record_coverage(record.medications, as_of, knowledge)
         self.labs = assess_labs(record.labs, as_of, knowledge)
         self.sex = record.demographics.sex if record.demographics else "unknown"
         self.first_line_agent: str | None = None
@@ -151,7 +157,7 @@ class Evaluation:
     def compute_warnings(self) -> None:
         warning, caveat = denosumab_overdue(
             self.exposures.get("denosumab"),
-            self.first_line,
+            self.first_line_records,
             self.as_of,
             self.k.w.denosumab_max_interval_days,
             self.k.w.denosumab_overdue_max_months,
@@ -161,7 +167,7 @@ class Evaluation:
         if caveat:
             self.caveat(caveat)
         missing = follow_on_missing(
-            self.courses, self.first_line, self.as_of, self.k.w.follow_on_missing_months
+            self.courses, self.first_line_records, self.as_of, self.k.w.follow_on_missing_months
         )
         if missing:
             self.warnings.append(missing)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -25,6 +25,17 @@ PTH_ANALOGUES = ("teriparatide", "abaloparatide")
 BISPHOSPHONATES = ("alendronate", "risedronate", "ibandronate", "zoledronic_acid")
 VERIFIED_SOURCES = ("administration", "dispense")
 REQUEST_INTENTS = ("order", "original-order", "instance-order")
+# Injectables: one dose per date (never per unit), and a statement's effectiveDateTime is a dose (§3c).
+PER_DATE_AGENTS = ("denosumab", "zoledronic_acid", "romosozumab")
+STOPPED_STATUSES = ("stopped", "on-hold")  # past exposure ending at the stop (§3c)
+_EARLIEST_PLAUSIBLE = date(1900, 1, 1)
+_DATE_FIELDS = ("event_date", "period_start", "period_end")
+_SOURCE_TYPES = {
+    "administration": "MedicationAdministration",
+    "dispense": "MedicationDispense",
+    "statement": "MedicationStatement",
+    "request": "MedicationRequest",
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,47 @@ def _one_interval(rec: MedicationRecord, start: date) -> Interval:
     return Interval(start, add_days(start, max(rec.interval_days or 1, 1) - 1))
 
 
+def plausible_medications(
+    medications: tuple[MedicationRecord, ...], as_of: date
+) -> tuple[tuple[MedicationRecord, ...], tuple[str, ...]]:
+    """Medication dates made usable (protocol §3c "Implausible values and dates").
+
+    A date before 1900 or after `as_of` + 1 year is ignored (set to None) with a caveat naming it; a
+    period end after `as_of` (e.g. the sentinel 9999-12-31) is an open end: it becomes `as_of`."""
+    latest = add_months(as_of, 12)
+    records: list[MedicationRecord] = []
+    caveats: list[str] = []
+    for rec in medications:
+        changes: dict[str, date | None] = {}
+        for name in _DATE_FIELDS:
+            value: date | None = getattr(rec, name)
+            if value is None:
+                continue
+            if name == "period_end" and value > as_of:
+                changes[name] = as_of
+            elif value < _EARLIEST_PLAUSIBLE or value > latest:
+                changes[name] = None
+                caveats.append(
+                    f"{_SOURCE_TYPES[rec.source]} date {value.isoformat()} is implausible: ignored"
+                )
+        records.append(replace(rec, **changes) if changes else rec)  # type: ignore[arg-type]
+    return tuple(records), tuple(dict.fromkeys(caveats))
+
+
+def is_dose_record(rec: MedicationRecord) -> bool:
+    """One dose on `event_date`: an administration or dispense, or a dated injectable statement."""
+    if rec.event_date is None:
+        return False
+    if rec.source in VERIFIED_SOURCES:
+        return True
+    return (
+        rec.source == "statement"
+        and rec.agent in PER_DATE_AGENTS
+        and rec.period_start is None
+        and rec.period_end is None
+    )
+
+
 def record_coverage(rec: MedicationRecord, as_of: date, knowledge: Knowledge) -> Interval | None:
     """Coverage of one record per protocol §4; None when the record cannot be dated."""
     if rec.source == "administration":
@@ -71,6 +123,8 @@ def record_coverage(rec: MedicationRecord, as_of: date, knowledge: Knowledge) ->
     if rec.source == "dispense":
         if rec.event_date is None:
             return None
+        if rec.agent in PER_DATE_AGENTS:  # one dose per date, never per unit (§3c)
+            return _one_interval(rec, rec.event_date)
         if rec.days_supply:
             return Interval(rec.event_date, add_days(rec.event_date, rec.days_supply - 1))
         if rec.quantity is not None and rec.quantity > 0:
@@ -92,11 +146,16 @@ def record_coverage(rec: MedicationRecord, as_of: date, knowledge: Knowledge) ->
             return _one_interval(rec, rec.period_start)
         return _one_interval(rec, rec.event_date) if rec.event_date else None
     # MedicationRequest
-    if rec.intent not in REQUEST_INTENTS or rec.status not in ("active", "completed"):
+    if rec.intent not in REQUEST_INTENTS or rec.status not in ("active", "completed", "stopped"):
         return None
     start = rec.event_date or rec.period_start
     if start is None:
         return None
+    if rec.status == "stopped":  # ends at the stop: the period's end, else one interval (§3c)
+        first = rec.period_start or start
+        if rec.period_end is not None:
+            return Interval(first, rec.period_end) if rec.period_end >= first else None
+        return _one_interval(rec, start)
     if rec.days_supply:
         return Interval(start, add_days(start, rec.days_supply * (1 + rec.repeats) - 1))
     if rec.period_start and rec.period_end and rec.period_end >= rec.period_start:
@@ -123,13 +182,15 @@ def agent_exposures(
     for agent, recs in by_agent.items():
         verified = [r for r in recs if r.source in VERIFIED_SOURCES and r.event_date]
         first_verified = min((r.event_date for r in verified if r.event_date), default=None)
+        doses = [r for r in recs if is_dose_record(r)]
         intervals: list[Interval] = []
         unverified_sources: set[str] = set()
         for rec in recs:
             iv = record_coverage(rec, as_of, knowledge)
             if iv is None:
                 continue
-            if rec.source not in VERIFIED_SOURCES and first_verified is not None:
+            dose_statement = rec.source == "statement" and is_dose_record(rec)
+            if rec.source not in VERIFIED_SOURCES and first_verified is not None and not dose_statement:
                 clipped = iv.clip(iv.start, first_verified - ONE_DAY)
                 if clipped is None:
                     continue
@@ -142,13 +203,27 @@ def agent_exposures(
             agent=agent,
             role=recs[0].role,
             intervals=tuple(merge(intervals)),
-            dose_dates=tuple(sorted({r.event_date for r in verified if r.event_date})),
+            dose_dates=tuple(sorted({r.event_date for r in doses if r.event_date})),
             verified=bool(verified),
             requests_only=not verified and unverified_sources == {"request"},
             first_request_date=min(requests, default=None),
             strength_unknown=any(r.strength == "unknown" for r in recs),
             by_name=any(r.matched_by_name for r in recs),
         )
+    return out
+
+
+def first_line_record_coverage(
+    medications: tuple[MedicationRecord, ...], as_of: date, knowledge: Knowledge
+) -> list[tuple[str, Interval]]:
+    """(agent, coverage) of each first-line record on its own, whatever its resource type: before the
+    administration/dispense priority and before merging (for the §1 warnings' "coverage since")."""
+    out: list[tuple[str, Interval]] = []
+    for rec in medications:
+        if _is_first_line(rec):
+            iv = record_coverage(rec, as_of, knowledge)
+            if iv is not None:
+                out.append((rec.agent, iv))
     return out
 
 

@@ -26,11 +26,12 @@ def extract_record(parsed: ParsedResources, knowledge: Knowledge) -> PatientReco
     observations = extract_observations(parsed, knowledge, caveats)
     unreadable = dict(parsed.unreadable)
     if parsed.unresolved_medication_references:
-        # The drug is unknown, so it may be an osteoporosis drug: as unreadable as a broken entry (§3a).
+        # Neither contained, supplied, fetched from fhirServer nor named by its display (§3c): the drug is
+        # unknown, so it may be an osteoporosis drug: as unreadable as a broken entry (§3a).
         unreadable["medication (unresolved reference)"] = parsed.unresolved_medication_references
         caveats.add(
             f"{parsed.unresolved_medication_references} medication entries reference a Medication "
-            "that was not supplied: drug not identified"
+            "that could not be found or fetched and whose display names no drug: drug not identified"
         )
     return PatientRecord(
         demographics=demographics,

@@ -7,8 +7,9 @@ Coverage is not computed here: it depends on `as_of` (exposure step).
 
 from __future__ import annotations
 
+import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -35,11 +36,13 @@ _ROLES: dict[str, MedicationRole] = {
 _STATUSES: dict[MedicationSource, frozenset[str]] = {
     "administration": frozenset({"completed", "in-progress"}),
     "dispense": frozenset({"completed"}),
-    # `stopped` is exposure that ended: kept (fail safe: prior anabolic courses and first-line history
-    # must not vanish); it never extends coverage past its recorded period (exposure.record_coverage).
-    "statement": frozenset({"active", "completed", "unknown", "stopped"}),
-    "request": frozenset({"active", "completed", "on-hold"}),  # on-hold kept, visible in `status`
+    # `stopped` / `on-hold` statements and `stopped` orders are past exposure (protocol §3c): kept, with
+    # coverage ending at the stop (exposure.record_coverage), so prior courses and history never vanish.
+    "statement": frozenset({"active", "completed", "unknown", "stopped", "on-hold"}),
+    "request": frozenset({"active", "completed", "on-hold", "stopped"}),  # on-hold kept, visible in `status`
 }
+# Dated doses that count for oncology-by-interval (protocol §4): not order dates.
+_DOSE_SOURCES = frozenset({"administration", "dispense", "statement"})
 _ORDER_INTENTS = frozenset({"order", "original-order", "instance-order"})
 _PEN_AGENTS = frozenset({"teriparatide", "abaloparatide"})
 _PEN = re.compile(r"\bpens?\b", re.IGNORECASE)
@@ -88,7 +91,37 @@ def extract_medications(parsed: ParsedResources, knowledge: Knowledge) -> tuple[
             record = _record(source, resource, parsed, knowledge)
             if record is not None:
                 records.append(record)
-    return tuple(records)
+    return tuple(oncology_by_interval(records, knowledge))
+
+
+def oncology_by_interval(records: list[MedicationRecord], knowledge: Knowledge) -> list[MedicationRecord]:
+    """Protocol §4: doses of one agent closer than `oncology_min_interval_days` are oncology use.
+
+    The dose dates are the distinct dated doses (administration, dispense, statement effectiveDateTime)
+    of records not already classed as oncology; when two are too close, every record of that agent
+    whose strength is unknown or osteoporosis is re-classed as an oncology dose (fail safe: R2)."""
+    flagged: set[str] = set()
+    for agent, min_days in knowledge.model.oncology_min_interval_days.items():
+        dates = sorted(
+            {
+                r.event_date
+                for r in records
+                if r.agent == agent
+                and r.source in _DOSE_SOURCES
+                and r.event_date
+                and r.strength != "oncology"
+            }
+        )
+        if any((later - earlier).days < min_days for earlier, later in itertools.pairwise(dates)):
+            flagged.add(agent)
+    if not flagged:
+        return records
+    return [
+        replace(r, role="oncology_dose", strength="oncology")
+        if r.agent in flagged and r.strength != "oncology"
+        else r
+        for r in records
+    ]
 
 
 def _record(

@@ -17,8 +17,6 @@ from cds_service.clinical.facts import StrengthClass
 from cds_service.knowledge.loader import Knowledge, MedicationCode
 
 STRENGTH_DEPENDENT = frozenset({"denosumab", "zoledronic_acid"})
-# Osteoporosis brands: not in the knowledge file (it lists only the oncology brands).
-_OSTEOPOROSIS_BRANDS = {"denosumab": ("prolia",), "zoledronic_acid": ("reclast", "aclasta")}
 # Concentrations (mg/mL) whose product, hence dose, is known: Prolia 60 mg/mL (1 mL), Xgeva 70 mg/mL
 # (1.7 mL = 120 mg), Reclast 0.05 mg/mL (100 mL = 5 mg), Zometa 0.04 mg/mL (100 mL) or 0.8 mg/mL (5 mL).
 _CONCENTRATION_DOSE = {
@@ -112,12 +110,11 @@ def strength_class(
         if product in osteoporosis_mg:
             return "osteoporosis"
     written = {decimal_text(dose) for dose in doses}
-    oncology = bool(written & oncology_mg) or _names_brand(
-        texts, knowledge.model.oncology_brand_words.get(agent, ())
-    )
-    if oncology:  # any oncology evidence wins: the safe reading of conflicting text
+    # A brand name decides the strength (knowledge file `medication_brands`, protocol §3c).
+    named = {brand.strength_mg for brand in knowledge.brands_of(agent) if _names_brand(texts, (brand.brand,))}
+    if (written | named) & oncology_mg:  # any oncology evidence wins: the safe reading of conflicting text
         return "oncology"
-    if written & osteoporosis_mg or _names_brand(texts, _OSTEOPOROSIS_BRANDS.get(agent, ())):
+    if (written | named) & osteoporosis_mg:
         return "osteoporosis"
     return "unknown"
 

@@ -220,6 +220,10 @@ def rule_first_line(ev: Evaluation) -> date:
         if not ev.r.any_medication_resource:
             ev.miss("medication_history")
             ev.done("INSUFFICIENT_DATA", "R6", "no medication records at all")
+        if any(kind.lower().startswith("medication") for kind, _ in ev.r.unreadable):
+            # An unreadable medication entry may be the first-line drug: never "no first-line" (§3a).
+            ev.miss("medication_history")
+            ev.done("INSUFFICIENT_DATA", "R6", "no readable first-line record; medication entries unreadable")
         ev.done("NOT_ELIGIBLE_NO_FIRST_LINE", "R6", "no first-line anti-resorptive in the record")
     if any(m.matched_by_name for m in records):
         ev.caveat("medication identified by name")

@@ -9,14 +9,18 @@ from cds_service.clinical.decision import WarningDetail
 from cds_service.clinical.exposure import AgentExposure, AnabolicCourse
 
 
-def _covered_since(first_line: list[Interval], since: date, as_of: date) -> bool:
-    """First-line coverage starting after `since` that covers `as_of`."""
-    return any(iv.start > since and iv.contains(as_of) for iv in first_line)
+def _covered_since(first_line: list[tuple[str, Interval]], since: date, as_of: date) -> bool:
+    """Coverage by another first-line agent starting after `since` that covers `as_of`.
+
+    Read per record (any resource type), never from the merged union: a bisphosphonate that follows
+    the last denosumab injection merges with that injection's coverage and would seem to start before
+    it. A later denosumab order is not coverage (the overdue injection itself is what is missing)."""
+    return any(agent != "denosumab" and iv.start > since and iv.contains(as_of) for agent, iv in first_line)
 
 
 def denosumab_overdue(
     denosumab: AgentExposure | None,
-    first_line: list[Interval],
+    first_line: list[tuple[str, Interval]],
     as_of: date,
     max_interval_days: int,
     max_months: int,
@@ -38,14 +42,15 @@ def denosumab_overdue(
 
 
 def follow_on_missing(
-    courses: list[AnabolicCourse], first_line: list[Interval], as_of: date, months: int
+    courses: list[AnabolicCourse], first_line: list[tuple[str, Interval]], as_of: date, months: int
 ) -> WarningDetail | None:
+    """An anabolic course ended within `months` and no first-line record (any type) covers past its end."""
     window_start = add_months(as_of, -months)
     for course in reversed(courses):
         end = course.interval.end
         if not (window_start <= end < as_of):
             continue
-        if any(iv.end > end for iv in first_line):
+        if any(iv.end > end for _, iv in first_line):
             continue
         return WarningDetail(
             "ANABOLIC_FOLLOW_ON_MISSING",

@@ -187,6 +187,15 @@ class Texts(_Strict):
         return value
 
 
+class BrandSpec(_Strict):
+    """A brand or biosimilar name: its ingredient, the dose per unit it decides, and where it is stated."""
+
+    brand: NonEmpty  # lower case, matched as whole words in text/display
+    ingredient: NonEmpty
+    strength_mg: str | None = None  # dose per unit (e.g. "60", "120"); None when it does not decide use
+    source: str = Field(min_length=5)
+
+
 class Interpretation(_Strict):
     topic: str
     choice: str
@@ -205,9 +214,9 @@ class KnowledgeModel(_Strict):
     lab_defaults: dict[Literal["calcium", "albumin", "alkaline_phosphatase"], LabDefault]
     dosing: dict[str, Dosing]
     oncology_strengths_mg: dict[str, list[str]]
-    oncology_brand_words: dict[str, list[str]]
     oncology_min_interval_days: dict[str, int]
     ingredient_names: dict[str, list[str]]
+    medication_brands: list[BrandSpec] = Field(default_factory=list)
     fracture_sites: FractureSites
     hyperparathyroidism_types: dict[
         Literal["primary_tertiary_familial", "renal", "secondary_non_renal", "unspecified"],
@@ -387,6 +396,19 @@ class Knowledge:
             if sys_ == system and any(e.kind in kinds for e in entries) and (sys_, code) not in out:
                 out.append((sys_, code))
         return out
+
+    def medication_names(self) -> dict[str, str]:
+        """Name (lower case, single spaces) -> agent: ingredient names and brand/biosimilar names."""
+        names: dict[str, str] = {}
+        for agent, words in self.model.ingredient_names.items():
+            for word in words:
+                names[" ".join(word.lower().split())] = agent
+        for brand in self.model.medication_brands:
+            names.setdefault(" ".join(brand.brand.lower().split()), brand.ingredient)
+        return names
+
+    def brands_of(self, agent: str) -> list[BrandSpec]:
+        return [brand for brand in self.model.medication_brands if brand.ingredient == agent]
 
     def dxa_codes(self) -> list[tuple[str, str]]:
         return self.codes_of_kinds(frozenset({"t_score", "bmd", "frax_mof", "frax_hip"}))
