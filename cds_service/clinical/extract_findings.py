@@ -114,7 +114,7 @@ def _finding(
         resource_id=resource.id or "",
         concepts=frozenset(concepts),
         codes=tuple((system, code) for system, code, _ in coded if system and code),
-        label=first_text(texts),
+        label=first_text(texts) or _table_display(coded, knowledge),
         onset=None if _only_history_codes(coded, knowledge) else calendar_date(onset),
         recorded=calendar_date(recorded),
         clinical_status=_status_code(clinical_status),
@@ -125,6 +125,15 @@ def _finding(
         or any(is_osteoporotic_icd(s, c) for s, c, _ in coded),
         vertebral_level=_vertebral_level(coded, texts + site_texts) if fracture_site == "vertebra" else None,
     )
+
+
+def _table_display(coded: list[Coding3], knowledge: Knowledge) -> str:
+    """The code table's display of the first known coding: a label when the resource sends none."""
+    for system, code, _ in coded:
+        display = knowledge.condition_display(system, code)
+        if display:
+            return display
+    return ""
 
 
 def _concepts(coded: list[Coding3], knowledge: Knowledge) -> set[str]:
