@@ -28,6 +28,8 @@ class AgentContext:
     radiotherapy_any: tuple[ClinicalFinding, ...] = ()
     bone_malignancy: tuple[ClinicalFinding, ...] = ()
     primary_hpt_active: bool = False
+    hypocalcaemia: tuple[ClinicalFinding, ...] = ()  # active coded hypocalcaemia
+    hypercalcaemia: tuple[ClinicalFinding, ...] = ()  # active coded hypercalcaemia
     denosumab_within_caution_window: bool = False
     prior_denosumab_12_months: bool = False
     hip_failing: bool = False
@@ -57,6 +59,7 @@ def romosozumab_findings(
         excluded.append(f"{ctx.romosozumab_doses} romosozumab doses already (limit 12)")
     if ctx.labs.calcium_low:
         excluded.append("corrected calcium below range")
+    excluded += [f"hypocalcaemia coded: {describe(f)}" for f in ctx.hypocalcaemia]
     if ctx.sex == "male" and knowledge.policy.romosozumab_in_men == "exclude":
         excluded.append("male: romosozumab is off-label in men")
     elif ctx.sex in ("other", "unknown"):
@@ -75,6 +78,7 @@ def pth_findings(
     excluded += [f"bone metastasis or skeletal malignancy: {describe(f)}" for f in ctx.bone_malignancy]
     if ctx.labs.calcium_high:
         excluded.append("hypercalcaemia (corrected calcium above range)")
+    excluded += [f"hypercalcaemia coded: {describe(f)}" for f in ctx.hypercalcaemia]
     if ctx.primary_hpt_active:
         excluded.append("active primary hyperparathyroidism")
     allowance = (

@@ -83,7 +83,7 @@ def icd_fracture_site(system: str, code: str, knowledge: Knowledge) -> str | Non
     if system not in ICD_SYSTEMS:
         return None
     for rule in knowledge.model.fracture_sites.icd_prefixes:
-        if code.startswith(rule.prefix):
+        if rule.matches(system, code):
             return rule.site
     return None
 
@@ -107,17 +107,24 @@ def site_of_fracture_concepts(concepts: frozenset[str]) -> str | None:
     return None
 
 
+# ICD-10-CM fracture 7th characters. A/B/C: initial encounter. D/G/K/P/S (closed or unspecified
+# fractures) and E/F/H/J/M/N/Q/R (the open-fracture variants of long-bone categories such as S52, S72,
+# S82): a subsequent encounter or sequela, i.e. the same fracture seen again (protocol §2).
+_INITIAL_ENCOUNTER = frozenset("ABC")
+_SEEN_AGAIN = frozenset("DEFGHJKMNPQRS")
+
+
 def icd_cm_initial_encounter(system: str, code: str) -> bool | None:
-    """ICD-10-CM 7th character: A/B/C initial encounter; D/G/K/P/S the same fracture seen again."""
+    """ICD-10-CM 7th character: True for an initial encounter, False for the same fracture seen again."""
     if system != ICD10CM:
         return None
     compact = code.replace(".", "")
     if len(compact) != 7:
         return None
     seventh = compact[6]
-    if seventh in "ABC":
+    if seventh in _INITIAL_ENCOUNTER:
         return True
-    if seventh in "DGKPS":
+    if seventh in _SEEN_AGAIN:
         return False
     return None
 

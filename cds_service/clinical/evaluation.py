@@ -134,6 +134,8 @@ class Evaluation:
             radiotherapy_any=tuple(history.with_concept(f, "radiotherapy_any")),
             bone_malignancy=tuple(history.with_concept(f, "bone_malignancy")),
             primary_hpt_active="primary_tertiary_familial" in hpt,
+            hypocalcaemia=tuple(history.active_with_concept(f, "hypocalcaemia")),
+            hypercalcaemia=tuple(history.active_with_concept(f, "hypercalcaemia")),
             denosumab_within_caution_window=den_recent,
             prior_denosumab_12_months=prior_denosumab_days(denosumab, self.k)
             >= self.k.w.prior_denosumab_min_days,
@@ -151,7 +153,11 @@ class Evaluation:
         fractures = history.assess_fractures(
             f, self.r.demographics.birth_date if self.r.demographics else None, self.as_of, self.k
         )
-        return not history.with_concept(f, "paget_disease_of_bone") and not fractures.within_months
+        return (
+            not history.with_concept(f, "paget_disease_of_bone")
+            and not history.active_with_concept(f, "liver_disease")
+            and not fractures.within_months
+        )
 
     # ----- warnings --------------------------------------------------------------------------
     def compute_warnings(self) -> None:

@@ -31,7 +31,19 @@ from cds_service.knowledge.loader import SNOMED, Knowledge
 
 _ACTIVE_ALLERGY = frozenset({"active"})
 _FRACTURE_SITES: frozenset[str] = frozenset(
-    {"hip_femur", "vertebra", "forearm", "humerus", "pelvis", "rib", "clavicle", "tibia_ankle", "other"}
+    {
+        "hip_femur",
+        "vertebra",
+        "forearm",
+        "humerus",
+        "pelvis",
+        "rib",
+        "clavicle",
+        "tibia_ankle",
+        "shoulder",
+        "unspecified",
+        "other",
+    }
 )
 _LEVEL = re.compile(r"\b([CTL])\s?(\d{1,2})\b")
 _LEVEL_MAX = {"C": 7, "T": 12, "L": 5}
@@ -93,6 +105,7 @@ def _finding(
     coded = codings(resource.code)
     concepts = _concepts(coded, knowledge)
     texts = concept_texts(resource.code)
+    site_texts = [text for site in getattr(resource, "bodySite", None) or () for text in concept_texts(site)]
     fracture_site = _fracture_site(coded, concepts, knowledge)
     if fracture_site is not None and fracture_site in SITE_CONCEPT:
         concepts |= {SITE_CONCEPT[fracture_site]}
@@ -101,7 +114,7 @@ def _finding(
         resource_id=resource.id or "",
         concepts=frozenset(concepts),
         codes=tuple((system, code) for system, code, _ in coded if system and code),
-        label=first_text(texts),
+        label=first_text(texts) or _table_display(coded, knowledge),
         onset=None if _only_history_codes(coded, knowledge) else calendar_date(onset),
         recorded=calendar_date(recorded),
         clinical_status=_status_code(clinical_status),
@@ -110,8 +123,17 @@ def _finding(
         fracture_initial=_fracture_initial(coded, knowledge) if fracture_site is not None else None,
         fracture_osteoporotic="osteoporotic_fracture" in concepts
         or any(is_osteoporotic_icd(s, c) for s, c, _ in coded),
-        vertebral_level=_vertebral_level(coded, texts) if fracture_site == "vertebra" else None,
+        vertebral_level=_vertebral_level(coded, texts + site_texts) if fracture_site == "vertebra" else None,
     )
+
+
+def _table_display(coded: list[Coding3], knowledge: Knowledge) -> str:
+    """The code table's display of the first known coding: a label when the resource sends none."""
+    for system, code, _ in coded:
+        display = knowledge.condition_display(system, code)
+        if display:
+            return display
+    return ""
 
 
 def _concepts(coded: list[Coding3], knowledge: Knowledge) -> set[str]:
@@ -163,7 +185,11 @@ def _fracture_site(coded: list[Coding3], concepts: set[str], knowledge: Knowledg
             site = snomed_fracture_site(text, knowledge)
             if site is not None:
                 return _as_site(site)
-    return _as_site(site_of_fracture_concepts(frozenset(concepts)) or "other")
+    by_concept = site_of_fracture_concepts(frozenset(concepts))
+    if by_concept is not None:
+        return _as_site(by_concept)
+    # Coded as osteoporotic but no site in the code: a fragility fracture at an unrecorded site (§3b).
+    return "unspecified" if "osteoporotic_fracture" in concepts else "other"
 
 
 def _as_site(site: str) -> FractureSite:

@@ -21,7 +21,17 @@ MedicationRole = Literal["first_line", "anabolic", "oncology_dose", "other_bone_
 StrengthClass = Literal["osteoporosis", "oncology", "unknown"]
 LabKind = Literal["egfr", "calcium", "albumin", "alkaline_phosphatase", "vitamin_d_25oh", "pth"]
 FractureSite = Literal[
-    "hip_femur", "vertebra", "forearm", "humerus", "pelvis", "rib", "clavicle", "tibia_ankle", "other"
+    "hip_femur",
+    "vertebra",
+    "forearm",
+    "humerus",
+    "pelvis",
+    "rib",
+    "clavicle",
+    "tibia_ankle",
+    "shoulder",  # osteoporotic fracture coded at the shoulder region (ICD M80.x1)
+    "unspecified",  # osteoporotic fracture whose site is not coded
+    "other",
 ]
 
 

@@ -14,6 +14,9 @@ ACTIVE_STATUSES = frozenset({"active", "recurrence", "relapse"})
 COUNTED_FRACTURE_SITES = frozenset(
     {"hip_femur", "vertebra", "forearm", "humerus", "pelvis", "rib", "clavicle", "tibia_ankle"}
 )
+# Sites that only osteoporotic codes produce (ICD M80 shoulder region, or no site coded): they count as
+# fragility fractures, since the code itself says osteoporotic (interpretation in the knowledge file).
+OSTEOPOROTIC_ONLY_SITES = frozenset({"shoulder", "unspecified"})
 
 
 def is_active(finding: ClinicalFinding) -> bool:
@@ -46,9 +49,21 @@ def _is_fracture(f: ClinicalFinding) -> bool:
     return f.fracture_site is not None or "osteoporotic_fracture" in f.concepts
 
 
+def _counts(f: ClinicalFinding) -> bool:
+    """A fracture at a site that counts for R4 (§3b)."""
+    osteoporotic = f.fracture_osteoporotic or "osteoporotic_fracture" in f.concepts
+    if f.fracture_site in COUNTED_FRACTURE_SITES:
+        return True
+    return osteoporotic and (f.fracture_site is None or f.fracture_site in OSTEOPOROTIC_ONLY_SITES)
+
+
 def _distinct_vertebral(vertebral: list[ClinicalFinding], knowledge: Knowledge) -> int:
-    """Initial-encounter (or SNOMED) vertebral fractures > 90 days apart or at different levels."""
-    candidates = [f for f in vertebral if f.fracture_initial is not False and f.onset is not None]
+    """Initial-encounter (or SNOMED) vertebral fractures > 90 days apart or at different named levels.
+
+    An undated fracture still counts by its named level (§3c "undated history"); it never starts a
+    cluster of its own, since without a date it cannot be told apart from a dated one.
+    """
+    candidates = [f for f in vertebral if f.fracture_initial is not False]
     levels = {f.vertebral_level for f in candidates if f.vertebral_level}
     dated = sorted({f.onset for f in candidates if f.onset is not None})
     clusters = 0
@@ -64,12 +79,7 @@ def assess_fractures(
     findings: tuple[ClinicalFinding, ...], birth_date: date | None, as_of: date, knowledge: Knowledge
 ) -> FractureStatus:
     fractures = [f for f in findings if _is_fracture(f) and f.resource_type != "AllergyIntolerance"]
-    counted = [
-        f
-        for f in fractures
-        if f.fracture_site in COUNTED_FRACTURE_SITES
-        or (f.fracture_site is None and "osteoporotic_fracture" in f.concepts)
-    ]
+    counted = [f for f in fractures if _counts(f)]
     vertebral = [f for f in counted if f.fracture_site == "vertebra"]
     window_start = add_months(as_of, -knowledge.w.recent_fracture_months)
     recent: ClinicalFinding | None = None
@@ -113,6 +123,15 @@ def assess_cv(findings: tuple[ClinicalFinding, ...], as_of: date, knowledge: Kno
     return CvStatus(tuple(recent), tuple(prior), tuple(undated), tuple(with_concept(findings, "tia")))
 
 
+def active_with_concept(findings: tuple[ClinicalFinding, ...], *concepts: str) -> list[ClinicalFinding]:
+    """Active (or status-less) Conditions and Procedures of the concepts; allergies excluded."""
+    return [
+        f
+        for f in with_concept(findings, *concepts)
+        if f.resource_type != "AllergyIntolerance" and is_active(f)
+    ]
+
+
 def hyperparathyroidism_types(findings: tuple[ClinicalFinding, ...], knowledge: Knowledge) -> set[str]:
     """Types of active hyperparathyroidism: primary_tertiary_familial, renal, secondary_non_renal,
     unspecified (a code of the concept without a mapped type counts as unspecified)."""
@@ -129,6 +148,7 @@ def hyperparathyroidism_types(findings: tuple[ClinicalFinding, ...], knowledge: 
 class RenalFindings:
     advanced_ckd: tuple[ClinicalFinding, ...]
     recent_dialysis: tuple[ClinicalFinding, ...]
+    kidney_transplant: tuple[ClinicalFinding, ...] = ()
 
 
 def assess_renal(findings: tuple[ClinicalFinding, ...], as_of: date, knowledge: Knowledge) -> RenalFindings:
@@ -138,7 +158,11 @@ def assess_renal(findings: tuple[ClinicalFinding, ...], as_of: date, knowledge: 
     dialysis = [
         f for f in renal if f.resource_type == "Procedure" and f.onset and dialysis_start <= f.onset <= as_of
     ]
-    return RenalFindings(tuple(ckd), tuple(dialysis))
+    # A transplant stays a transplant: any status or date, Condition or Procedure (fail safe, renal gate).
+    transplant = [
+        f for f in with_concept(findings, "kidney_transplant") if f.resource_type != "AllergyIntolerance"
+    ]
+    return RenalFindings(tuple(ckd), tuple(dialysis), tuple(transplant))
 
 
 def allergies_to(findings: tuple[ClinicalFinding, ...], agent: str) -> list[ClinicalFinding]:

@@ -313,6 +313,7 @@ READ_ELEMENTS: dict[str, frozenset[str]] = {
         {
             "subject",
             "code",
+            "bodySite",  # names a vertebral level (protocol §3c undated history)
             "clinicalStatus",
             "verificationStatus",
             "onsetDateTime",
@@ -320,7 +321,7 @@ READ_ELEMENTS: dict[str, frozenset[str]] = {
             "recordedDate",
         }
     ),
-    "Procedure": frozenset({"subject", "status", "code", "performedDateTime", "performedPeriod"}),
+    "Procedure": frozenset({"subject", "status", "code", "bodySite", "performedDateTime", "performedPeriod"}),
     "AllergyIntolerance": frozenset(
         {
             "patient",

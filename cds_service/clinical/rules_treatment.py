@@ -20,6 +20,9 @@ def rule_secondary_causes(ev: Evaluation) -> list[str]:
     _lab_gaps(ev, labs)
     if labs.calcium_high:
         ev.done("SPECIALIST_REVIEW", "R9a", f"corrected calcium {labs.corrected_calcium} mg/dL above range")
+    coded_high = history.active_with_concept(ev.r.findings, "hypercalcaemia")
+    if coded_high:
+        ev.done("SPECIALIST_REVIEW", "R9a", "hypercalcaemia coded: " + history.describe(coded_high[0]))
     if "primary_tertiary_familial" in hpt:
         ev.done("SPECIALIST_REVIEW", "R9a", "active primary, tertiary or familial hyperparathyroidism")
     if "renal" in hpt:
@@ -39,6 +42,13 @@ def rule_secondary_causes(ev: Evaluation) -> list[str]:
         flags.append(
             f"R9c: corrected calcium {labs.corrected_calcium} mg/dL below range: "
             "correct first (romosozumab excluded while low)"
+        )
+    coded_low = history.active_with_concept(ev.r.findings, "hypocalcaemia")
+    if coded_low:
+        flags.append(
+            "R9c: hypocalcaemia coded: "
+            + history.describe(coded_low[0])
+            + ": correct first (romosozumab excluded while low)"
         )
     return flags
 
@@ -82,11 +92,14 @@ def rule_renal_gate(ev: Evaluation, agents_ctx: AgentContext) -> None:
         reason = "CKD stage 4-5 / end-stage renal disease: " + history.describe(renal.advanced_ckd[0])
     elif renal.recent_dialysis:
         reason = "dialysis within 90 days: " + history.describe(renal.recent_dialysis[0])
+    elif renal.kidney_transplant:
+        reason = "kidney transplant: " + history.describe(renal.kidney_transplant[0])
     if reason:
         ev.reasons.append(
             "follow-on bisphosphonates not recommended; denosumab boxed warning in advanced CKD; "
             "PTH analogues "
             "contraindicated in severe renal impairment (EU label)"
+            + ("; post-transplant bone disease" if renal.kidney_transplant else "")
         )
         agents = rank_agents(agents_ctx, ev.k)
         ev.done(

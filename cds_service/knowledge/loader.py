@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PACKAGED_DIR = Path(__file__).resolve().parent
 PACKAGED_FILE = PACKAGED_DIR / "osteoporosis.yaml"
@@ -108,9 +108,42 @@ class Dosing(_Strict):
 
 
 class CodeAddition(_Strict):
+    """Codes added beyond the tables, each group with its cited source (protocol §2).
+
+    Either one full `row` (the table's columns), or a group of condition `codes` (pairs of code and
+    display as the source spells them) that share `system`, `concept` and `source`.
+    """
+
     table: Literal["conditions", "medications", "observations"]
-    row: dict[str, str]
     source: str = Field(min_length=5)
+    row: dict[str, str] | None = None
+    system: str | None = None
+    concept: str | None = None
+    codes: list[tuple[str, str]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> CodeAddition:
+        grouped = self.system is not None or self.concept is not None or bool(self.codes)
+        if (self.row is None) == (not grouped):
+            raise ValueError("give either `row`, or `system` + `concept` + `codes`")
+        if grouped and (self.table != "conditions" or not self.system or not self.concept or not self.codes):
+            raise ValueError("grouped codes need table conditions, `system`, `concept` and `codes`")
+        return self
+
+    def rows(self) -> list[dict[str, str]]:
+        """The table rows this addition stands for, each carrying its source."""
+        if self.row is not None:
+            return [{**self.row, "source": self.source}]
+        return [
+            {
+                "system": self.system or "",
+                "code": code,
+                "display": display,
+                "concept": self.concept or "",
+                "source": self.source,
+            }
+            for code, display in self.codes
+        ]
 
 
 class ConceptGap(_Strict):
@@ -119,8 +152,32 @@ class ConceptGap(_Strict):
 
 
 class PrefixRule(_Strict):
-    prefix: str
+    """An ICD fracture-site rule: a code `prefix` or a regular-expression `pattern` (matched at the start),
+    optionally for one ICD `system` only; `source` cites where the category was read."""
+
     site: str
+    prefix: str | None = None
+    pattern: str | None = None
+    system: Literal["http://hl7.org/fhir/sid/icd-10", "http://hl7.org/fhir/sid/icd-10-cm"] | None = None
+    source: str | None = None
+
+    @model_validator(mode="after")
+    def _prefix_or_pattern(self) -> PrefixRule:
+        if (self.prefix is None) == (self.pattern is None):
+            raise ValueError("give exactly one of `prefix` and `pattern`")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid pattern {self.pattern!r}: {exc}") from exc
+        return self
+
+    def matches(self, system: str, code: str) -> bool:
+        if self.system is not None and self.system != system:
+            return False
+        if self.prefix is not None:
+            return code.startswith(self.prefix)
+        return re.match(self.pattern or "", code) is not None
 
 
 class WordRule(_Strict):
@@ -337,7 +394,9 @@ class Knowledge:
                 break
         else:
             raise KnowledgeError(f"code table {table!r} not found: {rel}")
-        rows.extend(a.row for a in self.model.code_additions if a.table == table)
+        for addition in self.model.code_additions:
+            if addition.table == table:
+                rows.extend(addition.rows())
         return rows
 
     def _load_tables(self, base_dir: Path) -> None:
