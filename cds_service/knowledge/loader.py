@@ -7,14 +7,17 @@ here so that the hot path only does dictionary look-ups.
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import re
+import string
+import types
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -33,6 +36,55 @@ ICD_SYSTEMS = frozenset({ICD10, ICD10CM})
 
 class KnowledgeError(ValueError):
     """The knowledge file is missing or invalid; the message is one line."""
+
+
+# Agents whose exposure the protocol computes (dosing intervals are read only for these).
+FIRST_LINE_AGENTS = ("alendronate", "risedronate", "ibandronate", "zoledronic_acid", "denosumab")
+ANABOLIC_AGENTS = ("romosozumab", "teriparatide", "abaloparatide")
+EXPOSURE_AGENTS = FIRST_LINE_AGENTS + ANABOLIC_AGENTS
+PEN_AGENTS = ("teriparatide", "abaloparatide")
+# Agents whose strength separates oncology from osteoporosis use (protocol §4).
+STRENGTH_DEPENDENT_AGENTS = ("denosumab", "zoledronic_acid")
+FractureSiteName = Literal[
+    "hip_femur", "vertebra", "forearm", "humerus", "pelvis", "rib", "clavicle", "tibia_ankle", "other"
+]
+# Card summaries the renderer reads (outcomes that have a card, R11's variant, the warnings) and the
+# placeholders it fills in them.
+SUMMARY_KEYS = (
+    "ESCALATE",
+    "CONSIDER",
+    "CONSIDER_AT_TARGET",
+    "RESPONSE_MET",
+    "NOT_ELIGIBLE_DURATION",
+    "NOT_ELIGIBLE_ADHERENCE",
+    "VERY_HIGH_RISK_PATHWAY",
+    "SPECIALIST_REVIEW",
+    "INSUFFICIENT_DATA",
+    "ON_ANABOLIC",
+    "DENOSUMAB_OVERDUE",
+    "ANABOLIC_FOLLOW_ON_MISSING",
+)
+SUMMARY_PLACEHOLDERS = ("first_line", "agent", "reevaluate_from", "missing_list", "planned_end")
+# Canonical unit of each lab (the unit values are converted to, so the unit of the default range).
+LAB_UNITS = {"calcium": "mg/dL", "albumin": "g/dL", "alkaline_phosphatase": "U/L"}
+
+
+def nearest(key: str, valid: Any) -> str:
+    """The valid name closest to `key` (for one-line start-up errors)."""
+    names = sorted(str(v) for v in valid)
+    found = difflib.get_close_matches(key, names, n=1, cutoff=0.0)
+    return found[0] if found else "(none)"
+
+
+def unknown_key_error(where: str, key: str, valid: Any) -> KnowledgeError:
+    return KnowledgeError(
+        f"{where}: unknown key {key!r} is read by nothing (nearest valid: {nearest(key, valid)!r})"
+    )
+
+
+def placeholders(text: str) -> list[str]:
+    """`{name}` placeholders of a card text (`{{`/`}}` are literal braces)."""
+    return [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
 
 
 class _Strict(BaseModel):
@@ -97,7 +149,7 @@ class Policy(_Strict):
 class LabDefault(_Strict):
     low: Decimal
     high: Decimal
-    unit: str
+    unit: str  # must be the lab's canonical unit (LAB_UNITS): checked at load
 
 
 class Dosing(_Strict):
@@ -120,12 +172,12 @@ class ConceptGap(_Strict):
 
 class PrefixRule(_Strict):
     prefix: str
-    site: str
+    site: FractureSiteName
 
 
 class WordRule(_Strict):
     word: str
-    site: str
+    site: FractureSiteName
 
 
 class FractureSites(_Strict):
@@ -186,6 +238,11 @@ class Texts(_Strict):
                 raise ValueError(f"summary {key} is {len(text)} characters; CDS Hooks needs < 140")
         return value
 
+    def line(self, name: str, values: dict[str, str]) -> str:
+        """Card text `name` with its `{threshold}`/`{window}` placeholders filled from `values`."""
+        text: str = getattr(self, name)
+        return text.format_map(values) if placeholders(text) else text.replace("{{", "{").replace("}}", "}")
+
 
 class Interpretation(_Strict):
     topic: str
@@ -204,7 +261,7 @@ class KnowledgeModel(_Strict):
     policy: Policy
     lab_defaults: dict[Literal["calcium", "albumin", "alkaline_phosphatase"], LabDefault]
     dosing: dict[str, Dosing]
-    oncology_strengths_mg: dict[str, list[str]]
+    oncology_strengths_mg: dict[str, list[str]]  # keys: STRENGTH_DEPENDENT_AGENTS (checked at load)
     oncology_brand_words: dict[str, list[str]]
     oncology_min_interval_days: dict[str, int]
     ingredient_names: dict[str, list[str]]
@@ -274,6 +331,13 @@ _CONCENTRATION_DOSE = {
 }
 
 
+def plain_number(value: Decimal | int) -> str:
+    """A configured number as a card writes it: `3.0` -> `3`, `0.20` stays `0.20`, `-2.5` stays."""
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return str(int(value))
+    return str(value)
+
+
 def _strength_mg(ingredient: str, strength: str) -> Decimal | None:
     text = strength.strip()
     if not text:
@@ -316,6 +380,16 @@ class Knowledge:
         self.concept_gap_lines = tuple(
             f"{gap.concept}: not checked, no code list" for gap in model.concept_gaps
         )
+        _check_readers(model, frozenset(m.ingredient for m in self.medications.values()))
+        self.text_values: dict[str, str] = {
+            name: plain_number(value)
+            for section in (model.thresholds, model.windows)
+            for name, value in section.model_dump().items()
+        }
+
+    def line(self, name: str) -> str:
+        """A card line of `texts` with its threshold/window placeholders filled."""
+        return self.texts.line(name, self.text_values)
 
     # ----- loading -------------------------------------------------------------------------
     def _table_rows(self, base_dir: Path, table: str) -> list[dict[str, str]]:
@@ -397,6 +471,103 @@ class Knowledge:
         )
 
 
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """`X | None` -> X; `Annotated[X, ...]` -> X."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return _unwrap(args[0]) if len(args) == 1 else annotation
+    if origin is Annotated:
+        return _unwrap(get_args(annotation)[0])
+    return annotation
+
+
+def _check_value(value: Any, annotation: Any, where: str) -> None:
+    annotation = _unwrap(annotation)
+    model = _model_of(annotation)
+    if model is not None:
+        check_keys(value, model, where)
+        return
+    origin = get_origin(annotation)
+    if origin is dict and isinstance(value, dict):
+        key_type, value_type = get_args(annotation)
+        allowed = get_args(key_type) if get_origin(key_type) is Literal else None
+        for key, item in value.items():
+            if allowed is not None and key not in allowed:
+                raise unknown_key_error(where, str(key), allowed)
+            _check_value(item, value_type, f"{where}.{key}")
+    elif origin is list and isinstance(value, list):
+        (item_type,) = get_args(annotation)
+        for index, item in enumerate(value):
+            _check_value(item, item_type, f"{where}.{index}")
+
+
+def check_keys(data: Any, model: type[BaseModel], where: str = "") -> None:
+    """Refuse keys that no field (or no known agent, site, outcome) reads, naming the nearest valid one."""
+    if not isinstance(data, dict):
+        return  # pydantic reports the type error
+    fields = model.model_fields
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise unknown_key_error(where or "knowledge file", str(key), fields)
+        _check_value(value, fields[key].annotation, path)
+
+
+def _check_readers(model: KnowledgeModel, ingredients: frozenset[str]) -> None:
+    """Dict-valued sections keyed by agents or outcomes: every key must be one that code reads."""
+    for agent, dosing in model.dosing.items():
+        if agent not in EXPOSURE_AGENTS:
+            raise unknown_key_error("dosing", agent, EXPOSURE_AGENTS)
+        if dosing.pen_days is not None and agent not in PEN_AGENTS:
+            raise KnowledgeError(
+                f"dosing.{agent}.pen_days is read by nothing: only {', '.join(PEN_AGENTS)} have pens"
+            )
+        for strength in dosing.by_strength_mg:
+            try:
+                Decimal(strength)
+            except InvalidOperation:
+                raise KnowledgeError(
+                    f"dosing.{agent}.by_strength_mg: {strength!r} is not a dose in mg"
+                ) from None
+    for section in ("oncology_strengths_mg", "oncology_brand_words", "oncology_min_interval_days"):
+        for agent in getattr(model, section):
+            if agent not in STRENGTH_DEPENDENT_AGENTS:
+                raise unknown_key_error(section, agent, STRENGTH_DEPENDENT_AGENTS)
+    absent = [agent for agent in EXPOSURE_AGENTS if agent not in model.dosing]
+    if absent:
+        raise KnowledgeError(f"dosing: no entry for {', '.join(absent)} (its dosing interval is needed)")
+    for agent in model.ingredient_names:
+        if agent not in ingredients:
+            raise unknown_key_error("ingredient_names", agent, ingredients)
+    for key, template in model.texts.summaries.items():
+        if key not in SUMMARY_KEYS:
+            raise unknown_key_error("texts.summaries", key, SUMMARY_KEYS)
+        for name in placeholders(template):
+            if name not in SUMMARY_PLACEHOLDERS:
+                raise unknown_key_error(f"texts.summaries.{key} placeholder", name, SUMMARY_PLACEHOLDERS)
+    line_names = set(Thresholds.model_fields) | set(Windows.model_fields)
+    for name in Texts.model_fields:
+        if name == "summaries":
+            continue
+        for placeholder in placeholders(getattr(model.texts, name)):
+            if placeholder not in line_names:
+                raise unknown_key_error(f"texts.{name} placeholder", placeholder, line_names)
+    for lab, default in model.lab_defaults.items():
+        if default.unit != LAB_UNITS[lab]:
+            raise KnowledgeError(
+                f"lab_defaults.{lab}.unit: {default.unit!r} is not the unit results are converted to "
+                f"({LAB_UNITS[lab]!r}); give the default range in {LAB_UNITS[lab]}"
+            )
+    missing_labs = [lab for lab in LAB_UNITS if lab not in model.lab_defaults]
+    if missing_labs:
+        raise KnowledgeError(f"lab_defaults: no default range for {', '.join(missing_labs)}")
+
+
 def _read_yaml(path: Path) -> tuple[Any, bytes]:
     try:
         raw = path.read_bytes()
@@ -413,6 +584,10 @@ def load_knowledge(path: str | Path | None = None) -> Knowledge:
     file = Path(path) if path else PACKAGED_FILE
     data, raw = _read_yaml(file)
     try:
+        check_keys(data, KnowledgeModel)
+    except KnowledgeError as exc:
+        raise KnowledgeError(f"invalid knowledge file {file}: {exc}") from None
+    try:
         model = KnowledgeModel.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -420,7 +595,10 @@ def load_knowledge(path: str | Path | None = None) -> Knowledge:
         raise KnowledgeError(
             f"invalid knowledge file {file}: {where}: {first['msg']} ({exc.error_count()} error(s))"
         ) from exc
-    return Knowledge(model, hashlib.sha256(raw).hexdigest(), file.resolve().parent)
+    try:
+        return Knowledge(model, hashlib.sha256(raw).hexdigest(), file.resolve().parent)
+    except KnowledgeError as exc:
+        raise KnowledgeError(f"invalid knowledge file {file}: {exc}") from None
 
 
 @lru_cache(maxsize=1)
