@@ -127,8 +127,23 @@ def test_lab_default_in_another_unit_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.protocol("3b-labs")
 def test_missing_lab_default_is_refused(tmp_path: Path) -> None:
-    message = _refused(tmp_path, _drop("lab_defaults.albumin"))
-    assert "no default range for albumin" in message
+    message = _refused(tmp_path, _drop("lab_defaults.alkaline_phosphatase"))
+    assert "no default range for alkaline_phosphatase" in message
+
+
+@pytest.mark.protocol("3b-labs", "R9a", "R9b")
+def test_lab_bounds_no_rule_reads_are_refused(tmp_path: Path) -> None:
+    albumin = {"low": "3.5", "high": "5.0", "unit": "g/dL"}
+    assert "'albumin'" in _refused(tmp_path, _set("lab_defaults.albumin", albumin))
+    message = _refused(tmp_path, _set("lab_defaults.alkaline_phosphatase.low", "40"))
+    assert "lab_defaults.alkaline_phosphatase.low is read by nothing" in message
+    assert "lab_defaults.calcium.low: missing" in _refused(tmp_path, _drop("lab_defaults.calcium.low"))
+
+
+@pytest.mark.protocol("7-plan")
+def test_follow_on_kind_must_match_the_agent(tmp_path: Path) -> None:
+    message = _refused(tmp_path, _set("follow_on_agents.alendronate.kind", "denosumab"))
+    assert "follow_on_agents.alendronate.kind" in message
 
 
 @pytest.mark.protocol("R4", "3b-fractures")

@@ -65,8 +65,18 @@ SUMMARY_KEYS = (
     "ANABOLIC_FOLLOW_ON_MISSING",
 )
 SUMMARY_PLACEHOLDERS = ("first_line", "agent", "reevaluate_from", "missing_list", "planned_end")
-# Canonical unit of each lab (the unit values are converted to, so the unit of the default range).
-LAB_UNITS = {"calcium": "mg/dL", "albumin": "g/dL", "alkaline_phosphatase": "U/L"}
+# Labs whose default reference range a rule reads, with their canonical unit (the unit values are
+# converted to, so the unit of the default range) and the bounds read: calcium both (R9a high, R9c low),
+# alkaline phosphatase the upper one (R9b). No rule reads an albumin range.
+LAB_UNITS = {"calcium": "mg/dL", "alkaline_phosphatase": "U/L"}
+LAB_BOUNDS_READ = {"calcium": ("low", "high"), "alkaline_phosphatase": ("high",)}
+FOLLOW_ON_KINDS = {
+    "alendronate": "bisphosphonate",
+    "risedronate": "bisphosphonate",
+    "ibandronate": "bisphosphonate",
+    "zoledronic_acid": "bisphosphonate",
+    "denosumab": "denosumab",
+}
 
 
 def nearest(key: str, valid: Any) -> str:
@@ -147,7 +157,7 @@ class Policy(_Strict):
 
 
 class LabDefault(_Strict):
-    low: Decimal
+    low: Decimal | None = None  # calcium only: R9c reads the lower bound of calcium alone
     high: Decimal
     unit: str  # must be the lab's canonical unit (LAB_UNITS): checked at load
 
@@ -259,7 +269,7 @@ class KnowledgeModel(_Strict):
     thresholds: Thresholds
     windows: Windows
     policy: Policy
-    lab_defaults: dict[Literal["calcium", "albumin", "alkaline_phosphatase"], LabDefault]
+    lab_defaults: dict[Literal["calcium", "alkaline_phosphatase"], LabDefault]
     dosing: dict[str, Dosing]
     oncology_strengths_mg: dict[str, list[str]]  # keys: STRENGTH_DEPENDENT_AGENTS (checked at load)
     oncology_brand_words: dict[str, list[str]]
@@ -557,7 +567,18 @@ def _check_readers(model: KnowledgeModel, ingredients: frozenset[str]) -> None:
         for placeholder in placeholders(getattr(model.texts, name)):
             if placeholder not in line_names:
                 raise unknown_key_error(f"texts.{name} placeholder", placeholder, line_names)
+    for agent, spec in model.follow_on_agents.items():
+        if spec.kind != FOLLOW_ON_KINDS[agent]:
+            raise KnowledgeError(
+                f"follow_on_agents.{agent}.kind: {agent} is a {FOLLOW_ON_KINDS[agent]}, not a {spec.kind}"
+            )
     for lab, default in model.lab_defaults.items():
+        if default.low is not None and "low" not in LAB_BOUNDS_READ[lab]:
+            raise KnowledgeError(
+                f"lab_defaults.{lab}.low is read by nothing: only the upper bound is checked"
+            )
+        if default.low is None and "low" in LAB_BOUNDS_READ[lab]:
+            raise KnowledgeError(f"lab_defaults.{lab}.low: missing (the lower bound is checked)")
         if default.unit != LAB_UNITS[lab]:
             raise KnowledgeError(
                 f"lab_defaults.{lab}.unit: {default.unit!r} is not the unit results are converted to "
