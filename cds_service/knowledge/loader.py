@@ -589,13 +589,17 @@ def _check_readers(model: KnowledgeModel, ingredients: frozenset[str]) -> None:
         raise KnowledgeError(f"lab_defaults: no default range for {', '.join(missing_labs)}")
 
 
+# The C safe loader when libyaml is present (10x faster start-up), else the pure-Python safe loader.
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(path: Path) -> tuple[Any, bytes]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise KnowledgeError(f"cannot read knowledge file {path}: {exc.strerror}") from exc
     try:
-        return yaml.safe_load(raw), raw
+        return yaml.load(raw, Loader=_YAML_LOADER), raw  # noqa: S506 - a safe loader (C or pure Python)
     except yaml.YAMLError as exc:
         raise KnowledgeError(f"knowledge file {path} is not valid YAML: {exc}".replace("\n", " ")) from exc
 
