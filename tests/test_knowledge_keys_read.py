@@ -27,12 +27,14 @@ import pytest
 from cds_service.card_detail import AACE_LINE
 from cds_service.cards import render_cards, summary_for
 from cds_service.clinical import history
+from cds_service.clinical.agents import duration_text
 from cds_service.clinical.code_match import icd_fracture_site, ingredient_in_text, snomed_fracture_site
 from cds_service.clinical.dates import add_days, add_months
 from cds_service.clinical.decision import Decision
 from cds_service.clinical.exposure import agent_exposures
 from cds_service.clinical.extract import extract_record
 from cds_service.clinical.facts import Demographics, MedicationRecord, PatientRecord
+from cds_service.clinical.plan import phase_plan
 from cds_service.clinical.protocol import evaluate
 from cds_service.fhir.parse import parse_resources
 from cds_service.knowledge.loader import (
@@ -404,6 +406,10 @@ def check_allowance(record: PatientRecord, name: str) -> Callable[[Change], None
         was, now = agent(before, name), agent(after, name)
         assert (was["status"] == "excluded") != (now["status"] == "excluded")
         assert any(f"(limit {min(c.old, c.new)})" in r for r in (was["reasons"] + now["reasons"]))
+        plan_before = phase_plan(name, None, None, 0, c.default)
+        plan_after = phase_plan(name, None, None, 0, c.changed)
+        for plan, days in ((plan_before, c.old), (plan_after, c.new)):
+            assert f"up to {duration_text(days)}," in plan[0] and f"; {days} days remain)" in plan[0]
 
     return check
 
@@ -560,6 +566,12 @@ def check_by_strength(c: Change) -> None:
     resource = dispensed(f"{name_of(agent_name)} {strength} mg", 2)
     assert covered_days(resource, agent_name, c.default) == 2 * c.old
     assert covered_days(resource, agent_name, c.changed) == 2 * c.new
+    if (agent_name, strength) == ("denosumab", "60"):  # the phase plan's next-dose date
+        last = ON_DENOSUMAB.medications[-1].event_date
+        assert last is not None
+        before, after = outcomes(c, ON_DENOSUMAB)
+        assert f"next dose is due ({add_days(last, c.old).isoformat()};" in before.evidence.plan[0]
+        assert f"next dose is due ({add_days(last, c.new).isoformat()};" in after.evidence.plan[0]
 
 
 def check_months_per_dose(c: Change) -> None:

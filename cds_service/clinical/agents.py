@@ -35,10 +35,16 @@ class AgentContext:
     allergies: dict[str, tuple[ClinicalFinding, ...]] = field(default_factory=dict)
 
 
+_DAYS_PER_MONTH = Decimal("30.4375")  # 365.25 / 12
+
+
 def duration_text(days: int) -> str:
-    """A configured span in days as the card says it: 365 -> "12 months", 548 -> "548 days"."""
-    years, rest = divmod(days, 365)
-    return f"{years * 12} months" if years and not rest else f"{days} days"
+    """A configured span in days as the card says it: whole months when it is one (365 -> "12 months",
+    548 -> "18 months", 730 -> "24 months"), else days (300 -> "300 days")."""
+    months = int((Decimal(days) / _DAYS_PER_MONTH).to_integral_value())
+    if months and abs(months * _DAYS_PER_MONTH - days) <= 1:
+        return f"{months} months"
+    return f"{days} days"
 
 
 def prior_denosumab_text(knowledge: Knowledge) -> str:
