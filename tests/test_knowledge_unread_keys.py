@@ -91,7 +91,6 @@ UNKNOWN_KEYS = [
 ]
 
 
-@pytest.mark.protocol("R2", "4-oncology", "3c-brands")
 @pytest.mark.parametrize(("edit", "key", "nearest"), UNKNOWN_KEYS)
 def test_unknown_key_fails_start_up_naming_it_and_the_nearest_valid(
     tmp_path: Path, edit: Any, key: str, nearest: str
@@ -163,3 +162,8 @@ def test_packaged_file_passes_the_check() -> None:
 def test_literal_braces_in_a_line_stay(tmp_path: Path) -> None:
     knowledge = load_knowledge(_write(tmp_path, _set("texts.suggest_only_line", "Review {{each}} one.")))
     assert knowledge.line("suggest_only_line") == "Review {each} one."
+
+
+def test_unbalanced_brace_in_a_card_text_is_refused(tmp_path: Path) -> None:
+    message = _refused(tmp_path, _set("texts.supplements_line", "Confirm {calcium adequacy."))
+    assert "Confirm {calcium" in message

@@ -94,7 +94,12 @@ def unknown_key_error(where: str, key: str, valid: Any) -> KnowledgeError:
 
 def placeholders(text: str) -> list[str]:
     """`{name}` placeholders of a card text (`{{`/`}}` are literal braces)."""
-    return [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+    except ValueError as exc:
+        raise KnowledgeError(
+            f"card text {text[:40]!r}: {exc} (write a literal brace as {{{{ or }}}})"
+        ) from None
 
 
 class _Strict(BaseModel):
