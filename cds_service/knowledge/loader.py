@@ -369,6 +369,13 @@ def _strength_mg(ingredient: str, strength: str) -> Decimal | None:
     return None
 
 
+@lru_cache(maxsize=16)
+def _csv_rows(path: Path, _mtime_ns: int, _size: int) -> tuple[dict[str, str], ...]:
+    """Rows of a code table, read once per file version (the rows are never modified)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        return tuple(csv.DictReader(handle))
+
+
 class Knowledge:
     """The validated knowledge file plus indexed code tables. Immutable after construction."""
 
@@ -412,8 +419,8 @@ class Knowledge:
         for folder in (base_dir, PACKAGED_DIR):
             path = (folder / rel).resolve()
             if path.is_file():
-                with path.open(newline="", encoding="utf-8") as handle:
-                    rows = list(csv.DictReader(handle))
+                stat = path.stat()
+                rows = list(_csv_rows(path, stat.st_mtime_ns, stat.st_size))
                 break
         else:
             raise KnowledgeError(f"code table {table!r} not found: {rel}")
