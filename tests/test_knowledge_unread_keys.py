@@ -110,6 +110,10 @@ def test_pen_days_on_an_agent_without_pens_is_refused(tmp_path: Path) -> None:
 def test_strength_that_is_not_a_dose_is_refused(tmp_path: Path) -> None:
     message = _refused(tmp_path, _set("dosing.alendronate.by_strength_mg", {"seventy": 7}))
     assert "'seventy'" in message
+    message = _refused(tmp_path, _set("dosing.alendronate.by_strength_mg", {"70.0": 7}))
+    assert "'70.0'" in message
+    message = _refused(tmp_path, _set("oncology_strengths_mg.denosumab", ["120 mg"]))
+    assert "oncology_strengths_mg.denosumab: '120 mg'" in message
 
 
 @pytest.mark.protocol("R7a")

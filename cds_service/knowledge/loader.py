@@ -540,6 +540,12 @@ def check_keys(data: Any, model: type[BaseModel], where: str = "") -> None:
         _check_value(value, fields[key].annotation, path)
 
 
+def _is_mg(text: str) -> bool:
+    """A dose in mg as the extractors write it ("70", "0.05"; not "70.0", "070" or "70 mg"): the
+    strengths are compared as text, so any other spelling would never match."""
+    return re.fullmatch(r"(?:0|[1-9]\d*)(?:\.\d*[1-9])?", text) is not None
+
+
 def _check_readers(model: KnowledgeModel, ingredients: frozenset[str]) -> None:
     """Dict-valued sections keyed by agents or outcomes: every key must be one that code reads."""
     for agent, dosing in model.dosing.items():
@@ -550,16 +556,16 @@ def _check_readers(model: KnowledgeModel, ingredients: frozenset[str]) -> None:
                 f"dosing.{agent}.pen_days is read by nothing: only {', '.join(PEN_AGENTS)} have pens"
             )
         for strength in dosing.by_strength_mg:
-            try:
-                Decimal(strength)
-            except InvalidOperation:
-                raise KnowledgeError(
-                    f"dosing.{agent}.by_strength_mg: {strength!r} is not a dose in mg"
-                ) from None
+            if not _is_mg(strength):
+                raise KnowledgeError(f"dosing.{agent}.by_strength_mg: {strength!r} is not a dose in mg")
     for section in ("oncology_strengths_mg", "oncology_brand_words", "oncology_min_interval_days"):
         for agent in getattr(model, section):
             if agent not in STRENGTH_DEPENDENT_AGENTS:
                 raise unknown_key_error(section, agent, STRENGTH_DEPENDENT_AGENTS)
+    for agent, strengths in model.oncology_strengths_mg.items():
+        for strength in strengths:
+            if not _is_mg(strength):
+                raise KnowledgeError(f"oncology_strengths_mg.{agent}: {strength!r} is not a dose in mg")
     absent = [agent for agent in EXPOSURE_AGENTS if agent not in model.dosing]
     if absent:
         raise KnowledgeError(f"dosing: no entry for {', '.join(absent)} (its dosing interval is needed)")
