@@ -171,3 +171,16 @@ def test_literal_braces_in_a_line_stay(tmp_path: Path) -> None:
 def test_unbalanced_brace_in_a_card_text_is_refused(tmp_path: Path) -> None:
     message = _refused(tmp_path, _set("texts.supplements_line", "Confirm {calcium adequacy."))
     assert "Confirm {calcium" in message
+
+
+@pytest.mark.protocol("R4", "3b-fractures")
+def test_fracture_rules_that_never_match_are_refused(tmp_path: Path) -> None:
+    def lower_prefix(data: dict[str, Any]) -> None:
+        data["fracture_sites"]["icd_prefixes"][0]["prefix"] = "s72"
+
+    def upper_word(data: dict[str, Any]) -> None:
+        data["fracture_sites"]["snomed_words"][0]["word"] = "Vertebra"
+
+    assert "icd_prefixes.0.prefix: 's72' never matches" in _refused(tmp_path, lower_prefix)
+    assert "snomed_words.0.word: 'Vertebra' never matches" in _refused(tmp_path, upper_word)
+    assert "not_counted_words.0" in _refused(tmp_path, _set("fracture_sites.not_counted_words", ["Skull"]))

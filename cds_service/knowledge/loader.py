@@ -566,6 +566,20 @@ def _check_readers(model: KnowledgeModel, ingredients: frozenset[str]) -> None:
         for strength in strengths:
             if not _is_mg(strength):
                 raise KnowledgeError(f"oncology_strengths_mg.{agent}: {strength!r} is not a dose in mg")
+    sites = model.fracture_sites
+    for index, rule in enumerate(sites.icd_prefixes):
+        if not re.fullmatch(r"[A-Z]\d{2}(?:\.[0-9A-Z]*)?", rule.prefix):
+            raise KnowledgeError(
+                f"fracture_sites.icd_prefixes.{index}.prefix: {rule.prefix!r} never matches a code "
+                "(codes are compared upper case with the dot after the category, e.g. 'S72', 'M80.05')"
+            )
+    words = [(f"snomed_words.{i}.word", r.word) for i, r in enumerate(sites.snomed_words)]
+    words += [(f"not_counted_words.{i}", w) for i, w in enumerate(sites.not_counted_words)]
+    for where, word in words:
+        if word != word.lower() or not word.strip():
+            raise KnowledgeError(
+                f"fracture_sites.{where}: {word!r} never matches (displays are compared lower case)"
+            )
     absent = [agent for agent in EXPOSURE_AGENTS if agent not in model.dosing]
     if absent:
         raise KnowledgeError(f"dosing: no entry for {', '.join(absent)} (its dosing interval is needed)")
