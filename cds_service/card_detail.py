@@ -28,7 +28,8 @@ OBTAIN_EGFR_LINE = (
     "anti-resorptive."
 )
 
-# Missing-input codes of protocol §9: (short name for the summary, plain-language description).
+# Missing-input codes of protocol §9: (short name for the summary, plain-language description with
+# {window} placeholders filled from the knowledge file).
 MISSING_TEXT: dict[str, tuple[str, str]] = {
     "birth_date": ("birth date", "Birth date not recorded: age cannot be determined."),
     "bmd_or_frax": (
@@ -41,12 +42,13 @@ MISSING_TEXT: dict[str, tuple[str, str]] = {
     ),
     "baseline_dxa": (
         "baseline DXA",
-        "No baseline DXA (from 24 months before to 3 months after the start of therapy).",
+        "No baseline DXA (from {baseline_before_start_months} months before to {baseline_after_start_months} "
+        "months after the start of therapy).",
     ),
     "followup_dxa": (
         "follow-up DXA",
-        "No follow-up DXA with total hip at least 33 months after the start of therapy "
-        "and within the last 24 months.",
+        "No follow-up DXA with total hip at least {therapy_min_months} months after the start of therapy "
+        "and within the last {followup_max_age_months} months.",
     ),
     "total_hip_baseline": (
         "baseline total hip",
@@ -61,15 +63,17 @@ MISSING_TEXT: dict[str, tuple[str, str]] = {
         "No total-hip or femoral-neck T-score on the follow-up DXA: the personalised target "
         "cannot be assessed.",
     ),
-    "egfr": ("eGFR", "No eGFR in the look-back window."),
-    "calcium": ("calcium", "No calcium result in the look-back window."),
-    "alkaline_phosphatase": ("ALP", "No alkaline phosphatase result in the look-back window."),
+    "egfr": ("eGFR", "No eGFR in the last {lab_lookback_months} months."),
+    "calcium": ("calcium", "No calcium result in the last {lab_lookback_months} months."),
+    "alkaline_phosphatase": (
+        "ALP",
+        "No alkaline phosphatase result in the last {lab_lookback_months} months.",
+    ),
     "unreadable_resources": (
         "unreadable records",
         "Some record entries could not be read (see caveats).",
     ),
 }
-_LAB_CODES = frozenset({"egfr", "calcium", "alkaline_phosphatase"})
 _FOLLOWUP_REASON = re.compile(r"DXA with total hip on or after", re.IGNORECASE)
 
 _SITES = {
@@ -110,9 +114,9 @@ def missing_short(code: str) -> str:
 
 def _missing_line(code: str, decision: Decision, knowledge: Knowledge) -> str:
     entry = MISSING_TEXT.get(code)
-    text = entry[1] if entry else f"{escape(human_key(code))}: not available."
-    if code in _LAB_CODES:
-        text = text.replace("the look-back window", f"the last {knowledge.w.lab_lookback_months} months")
+    text = (
+        entry[1].format_map(knowledge.text_values) if entry else f"{escape(human_key(code))}: not available."
+    )
     if code == "followup_dxa":
         wanted = [escape(r) for r in decision.reasons if _FOLLOWUP_REASON.search(r)]
         if wanted:
@@ -250,7 +254,7 @@ def agents_section(decision: Decision, knowledge: Knowledge) -> str:
     ranked = sorted((a for a in decision.agents if a.status != "excluded"), key=lambda a: a.rank or 99)
     excluded = [a for a in decision.agents if a.status == "excluded"]
     section = _section("Agents", (_agent_line(a, knowledge) for a in ranked + excluded))
-    return f"{section}\n\n{knowledge.texts.no_contraindication_line}"
+    return f"{section}\n\n{knowledge.line('no_contraindication_line')}"
 
 
 def _follow_on_line(item: FollowOnAssessment, knowledge: Knowledge) -> str:
@@ -303,14 +307,13 @@ def reasons_section(decision: Decision) -> str:
 # ----- assembly ------------------------------------------------------------------------------
 def outcome_detail(decision: Decision, knowledge: Knowledge, *, with_suggestions: bool) -> str:
     """The outcome card's detail (without the pinned line)."""
-    texts = knowledge.texts
     ev = decision.evidence
     parts: list[str] = []
     escalation = decision.outcome in ("ESCALATE", "CONSIDER")
     if escalation:
         if decision.rule != "R11":  # at target (R11): escalation criteria are not claimed
-            parts.append(texts.criteria_line)
-        parts.append(texts.targets_line)
+            parts.append(knowledge.line("criteria_line"))
+        parts.append(knowledge.line("targets_line"))
     if decision.outcome == "NOT_ELIGIBLE_DURATION" and decision.reevaluate_from is not None:
         parts.append(f"Re-evaluate the response from {decision.reevaluate_from.isoformat()}.")
     parts.append(reasons_section(decision))
@@ -318,16 +321,16 @@ def outcome_detail(decision: Decision, knowledge: Knowledge, *, with_suggestions
         parts.append(missing_section(decision, knowledge))
     parts.append(evidence_section(decision, knowledge))
     agents = agents_section(decision, knowledge)
-    parts.append(agents or (texts.no_contraindication_line if escalation else ""))
+    parts.append(agents or (knowledge.line("no_contraindication_line") if escalation else ""))
     parts.append(_section("Phase plan", (escape(p) for p in ev.plan)))
     parts.append(follow_on_section(decision, knowledge))
     before = [escape(b) for b in ev.before_starting]
     if escalation and not any(_ANY_CALCIUM_LINE.search(t) for t in (*ev.before_starting, *decision.caveats)):
-        before.append(texts.supplements_line)
+        before.append(knowledge.line("supplements_line"))
     parts.append(_section("Before starting", before))
     parts.append(_section("Monitoring", (escape(m) for m in ev.monitoring)))
     if with_suggestions:
-        parts.append(texts.suggest_only_line)
+        parts.append(knowledge.line("suggest_only_line"))
     parts.append(caveats_section(decision, knowledge))
     if decision.outcome != "INSUFFICIENT_DATA":
         parts.append(missing_section(decision, knowledge))
@@ -337,10 +340,9 @@ def outcome_detail(decision: Decision, knowledge: Knowledge, *, with_suggestions
 
 def warning_detail(warning: WarningDetail, knowledge: Knowledge) -> str:
     """A warning card's detail: the evidence sentence and the fixed safety sentence."""
-    texts = knowledge.texts
     safety = (
-        texts.denosumab_overdue_detail
+        knowledge.line("denosumab_overdue_detail")
         if warning.code == "DENOSUMAB_OVERDUE"
-        else texts.follow_on_missing_detail
+        else knowledge.line("follow_on_missing_detail")
     )
     return "\n\n".join(p for p in (escape(warning.text), safety) if p)

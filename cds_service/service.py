@@ -34,9 +34,11 @@ from cds_service.security.jwt_verify import AuthContext
 log = logging.getLogger(__name__)
 
 DESCRIPTION = (
-    "For adults aged 50 or more at high fracture risk without very-high-risk features whose first-line "
-    "anti-resorptive (alendronate, risedronate, ibandronate, zoledronic acid 5 mg, denosumab 60 mg) did not "
-    "reach the 3-year BMD targets (total hip +0.20 T / +3 %, lumbar spine +0.50 T / +6 %): suggests "
+    "For adults aged {min_age_years} or more at high fracture risk without very-high-risk features "
+    "whose first-line anti-resorptive (alendronate, risedronate, ibandronate, zoledronic acid 5 mg, "
+    "denosumab 60 mg) did not reach the 3-year BMD targets (total hip +{target_delta_t_total_hip} T / "
+    "+{target_pct_total_hip} %, lumbar spine +{target_delta_t_lumbar_spine} T / "
+    "+{target_pct_lumbar_spine} %): suggests "
     "sequential anabolic, then anti-resorptive, therapy with agent choice, phase plan and monitoring. "
     "Also warns when a denosumab dose is overdue or an anabolic course ended without a follow-on."
 )
@@ -86,8 +88,8 @@ class PatientViewService:
         return {
             "hook": "patient-view",
             "id": self.service_id,
-            "title": "Osteoporosis: escalation to sequential anabolic therapy",
-            "description": DESCRIPTION,
+            "title": self.knowledge.model.title,
+            "description": DESCRIPTION.format_map(self.knowledge.text_values),
             "prefetch": dict(self.templates),
             "usageRequirements": USAGE_REQUIREMENTS,
         }

@@ -489,7 +489,7 @@ def test_invalid_inputs_rejected() -> None:
 def test_escalate_detail_sections() -> None:
     detail = render(make("ESCALATE"))[0]["detail"]
     assert detail.startswith(KNOWLEDGE.texts.criteria_line)
-    assert KNOWLEDGE.texts.targets_line in detail
+    assert KNOWLEDGE.line("targets_line") in detail
     for title in (
         "Reasons",
         "Evidence",
@@ -523,7 +523,7 @@ def test_escalate_detail_sections() -> None:
 def test_at_target_consider_does_not_claim_criteria() -> None:
     detail = render(make("CONSIDER", rule="R11"))[0]["detail"]
     assert KNOWLEDGE.texts.criteria_line not in detail
-    assert KNOWLEDGE.texts.targets_line in detail
+    assert KNOWLEDGE.line("targets_line") in detail
 
 
 def test_follow_on_obtain_egfr() -> None:

@@ -37,11 +37,27 @@ class AgentContext:
     allergies: dict[str, tuple[ClinicalFinding, ...]] = field(default_factory=dict)
 
 
-def _cv_texts(cv: CvStatus) -> tuple[list[str], list[str]]:
-    exclude = [f"MI or stroke within 12 months: {describe(f)}" for f in cv.recent]
+_DAYS_PER_MONTH = Decimal("30.4375")  # 365.25 / 12
+
+
+def duration_text(days: int) -> str:
+    """A configured span in days as the card says it: whole months when it is one (365 -> "12 months",
+    548 -> "18 months", 730 -> "24 months"), else days (300 -> "300 days")."""
+    months = int((Decimal(days) / _DAYS_PER_MONTH).to_integral_value())
+    if months and abs(months * _DAYS_PER_MONTH - days) <= 1:
+        return f"{months} months"
+    return f"{days} days"
+
+
+def prior_denosumab_text(knowledge: Knowledge) -> str:
+    return f"prior denosumab for {duration_text(knowledge.w.prior_denosumab_min_days)} or more"
+
+
+def _cv_texts(cv: CvStatus, months: int) -> tuple[list[str], list[str]]:
+    exclude = [f"MI or stroke within {months} months: {describe(f)}" for f in cv.recent]
     caution: list[str] = [f"prior MI or stroke: {describe(f)}" for f in cv.prior]
     caution += [
-        f"MI/stroke history without an event date ({f.label}): confirm none in the past 12 months"
+        f"MI/stroke history without an event date ({f.label}): confirm none in the past {months} months"
         for f in cv.undated
     ]
     caution += [f"TIA on record: {describe(f)}" for f in cv.tia]
@@ -51,7 +67,7 @@ def _cv_texts(cv: CvStatus) -> tuple[list[str], list[str]]:
 def romosozumab_findings(
     ctx: AgentContext, knowledge: Knowledge, usage_limits: bool
 ) -> tuple[list[str], list[str]]:
-    excluded, caution = _cv_texts(ctx.cv)
+    excluded, caution = _cv_texts(ctx.cv, knowledge.w.cv_event_exclusion_months)
     if knowledge.policy.romosozumab_prior_cv_event == "exclude" and ctx.cv.prior:
         excluded += [c for c in caution if c.startswith("prior MI")]
         caution = [c for c in caution if not c.startswith("prior MI")]
@@ -94,7 +110,8 @@ def pth_findings(
     caution: list[str] = []
     if ctx.denosumab_within_caution_window:
         caution.append(
-            "denosumab within 18 months: switching causes transient hip bone loss; "
+            f"denosumab within {knowledge.w.pth_caution_denosumab_months} months: switching causes "
+            "transient hip bone loss; "
             "only with specialist-planned overlap"
         )
     caution += [
@@ -118,7 +135,7 @@ def rank_agents(ctx: AgentContext, knowledge: Knowledge) -> tuple[AgentAssessmen
     base_order = WOMEN_ORDER if ctx.sex == "female" else MEN_ORDER
     rule_reason: str | None = None
     if ctx.prior_denosumab_12_months:
-        rule_reason = "prior denosumab for 12 months or more"
+        rule_reason = prior_denosumab_text(knowledge)
     elif ctx.hip_failing and ctx.bisphosphonate_before_followup:
         rule_reason = "total hip failing after a bisphosphonate"
     order = list(base_order)

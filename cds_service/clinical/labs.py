@@ -35,7 +35,7 @@ def latest(labs: tuple[LabResult, ...], kind: str, as_of: date, months: int) -> 
     return max(found, key=lambda lab: lab.date) if found else None
 
 
-def _bounds(lab: LabResult, kind: str, knowledge: Knowledge) -> tuple[Decimal, Decimal]:
+def _bounds(lab: LabResult, kind: str, knowledge: Knowledge) -> tuple[Decimal | None, Decimal]:
     default = knowledge.model.lab_defaults[kind]  # type: ignore[index]
     low = lab.ref_low if lab.ref_low is not None else default.low
     high = lab.ref_high if lab.ref_high is not None else default.high
@@ -56,7 +56,7 @@ def assess_labs(labs: tuple[LabResult, ...], as_of: date, knowledge: Knowledge) 
         if albumin is not None:
             corrected = calcium.value + _CA_ALBUMIN_FACTOR * (_NORMAL_ALBUMIN_G_DL - albumin.value)
         ca_low, ca_high = _bounds(calcium, "calcium", knowledge)
-        high, low = corrected > ca_high, corrected < ca_low
+        high, low = corrected > ca_high, ca_low is not None and corrected < ca_low
     alp_high = False
     if alp is not None:
         alp_high = alp.value > _bounds(alp, "alkaline_phosphatase", knowledge)[1]

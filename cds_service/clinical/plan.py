@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import date
 
-from cds_service.clinical.dates import add_months
+from cds_service.clinical.agents import duration_text
+from cds_service.clinical.dates import add_days, add_months
 from cds_service.clinical.facts import Sex
 from cds_service.knowledge.loader import Knowledge
 
@@ -23,7 +24,7 @@ def phase_plan(
     name = knowledge.model.agents[agent].display  # type: ignore[index]
     lines: list[str] = []
     if current_first_line == "denosumab" and last_denosumab is not None:
-        due = add_months(last_denosumab, 6)
+        due = add_days(last_denosumab, denosumab_interval_days(knowledge))
         latest = add_months(last_denosumab, knowledge.w.denosumab_transition_months)
         lines.append(
             f"Transition: on denosumab, start {name} when the next dose is due ({due.isoformat()}; "
@@ -42,13 +43,18 @@ def phase_plan(
             else knowledge.w.pth_allowance_days
         )
         remaining = max(allowance - pth_use_days, 0)
-        span = "up to 24 months" if agent == "teriparatide" else "18-24 months"
         lines.append(
-            f"Anabolic phase: {name} {span}, minus prior PTH-analogue use "
+            f"Anabolic phase: {name} up to {duration_text(allowance)}, minus prior PTH-analogue use "
             f"({pth_use_days} days used; {remaining} days remain)."
         )
     lines.append("Follow-on: an anti-resorptive starts as soon as the anabolic ends, with no gap.")
     return tuple(lines)
+
+
+def denosumab_interval_days(knowledge: Knowledge) -> int:
+    """Days from one denosumab 60 mg injection to the next (the configured dosing interval)."""
+    dosing = knowledge.model.dosing["denosumab"]
+    return dosing.by_strength_mg.get("60", dosing.default_days)
 
 
 def before_starting(sex: Sex, agent: str | None) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ from dataclasses import replace
 from decimal import Decimal
 
 from cds_service.clinical import bmd, history
-from cds_service.clinical.agents import AgentContext, rank_agents
+from cds_service.clinical.agents import AgentContext, prior_denosumab_text, rank_agents
 from cds_service.clinical.decision import Decision, Outcome, SiteResponse
 from cds_service.clinical.evaluation import CAPPING_MISSING, Evaluation
 from cds_service.clinical.exposure import BISPHOSPHONATES
@@ -62,11 +62,11 @@ def _lab_gaps(ev: Evaluation, labs: LabStatus) -> None:
         if value is None:
             ev.miss(code)
     if labs.vitamin_d is None:
-        ev.caveat("25-OH vitamin D not on record within 12 months")
+        ev.caveat(f"25-OH vitamin D not on record within {ev.k.w.lab_lookback_months} months")
     if labs.calcium is not None and labs.albumin is None:
         ev.caveat("albumin not on record: calcium not corrected")
     if not any(m.role == "supplement" for m in ev.r.medications):
-        ev.caveat(ev.k.texts.supplements_line)
+        ev.caveat(ev.k.line("supplements_line"))
     lines = []
     for label, lab in (
         ("eGFR", labs.egfr),
@@ -91,7 +91,9 @@ def rule_renal_gate(ev: Evaluation, agents_ctx: AgentContext) -> None:
     elif renal.advanced_ckd:
         reason = "CKD stage 4-5 / end-stage renal disease: " + history.describe(renal.advanced_ckd[0])
     elif renal.recent_dialysis:
-        reason = "dialysis within 90 days: " + history.describe(renal.recent_dialysis[0])
+        reason = f"dialysis within {ev.k.w.dialysis_lookback_days} days: " + history.describe(
+            renal.recent_dialysis[0]
+        )
     elif renal.kidney_transplant:
         reason = "kidney transplant: " + history.describe(renal.kidney_transplant[0])
     if reason:
@@ -154,7 +156,7 @@ def rule_treatment(
         ev.done(
             "SPECIALIST_REVIEW",
             "R13",
-            "prior denosumab for 12 months or more and romosozumab excluded; options a specialist may weigh: "
+            f"{prior_denosumab_text(ev.k)} and romosozumab excluded; options a specialist may weigh: "
             "continue denosumab and add teriparatide, or continue denosumab",
             agents=agents,
             follow_on=follow,

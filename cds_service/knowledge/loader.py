@@ -7,14 +7,17 @@ here so that the hot path only does dictionary look-ups.
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import re
+import string
+import types
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -33,6 +36,80 @@ ICD_SYSTEMS = frozenset({ICD10, ICD10CM})
 
 class KnowledgeError(ValueError):
     """The knowledge file is missing or invalid; the message is one line."""
+
+
+# Agents whose exposure the protocol computes (dosing intervals are read only for these).
+FIRST_LINE_AGENTS = ("alendronate", "risedronate", "ibandronate", "zoledronic_acid", "denosumab")
+ANABOLIC_AGENTS = ("romosozumab", "teriparatide", "abaloparatide")
+EXPOSURE_AGENTS = FIRST_LINE_AGENTS + ANABOLIC_AGENTS
+PEN_AGENTS = ("teriparatide", "abaloparatide")
+# Agents whose strength separates oncology from osteoporosis use (protocol §4).
+STRENGTH_DEPENDENT_AGENTS = ("denosumab", "zoledronic_acid")
+FractureSiteName = Literal[
+    "hip_femur",
+    "vertebra",
+    "forearm",
+    "humerus",
+    "pelvis",
+    "rib",
+    "clavicle",
+    "tibia_ankle",
+    "shoulder",  # osteoporotic (M80) codes only
+    "unspecified",  # osteoporotic (M80) codes only
+    "other",
+]
+# Card summaries the renderer reads (outcomes that have a card, R11's variant, the warnings) and the
+# placeholders it fills in them.
+SUMMARY_KEYS = (
+    "ESCALATE",
+    "CONSIDER",
+    "CONSIDER_AT_TARGET",
+    "RESPONSE_MET",
+    "NOT_ELIGIBLE_DURATION",
+    "NOT_ELIGIBLE_ADHERENCE",
+    "VERY_HIGH_RISK_PATHWAY",
+    "SPECIALIST_REVIEW",
+    "INSUFFICIENT_DATA",
+    "ON_ANABOLIC",
+    "DENOSUMAB_OVERDUE",
+    "ANABOLIC_FOLLOW_ON_MISSING",
+)
+SUMMARY_PLACEHOLDERS = ("first_line", "agent", "reevaluate_from", "missing_list", "planned_end")
+# Labs whose default reference range a rule reads, with their canonical unit (the unit values are
+# converted to, so the unit of the default range) and the bounds read: calcium both (R9a high, R9c low),
+# alkaline phosphatase the upper one (R9b). No rule reads an albumin range.
+LAB_UNITS = {"calcium": "mg/dL", "alkaline_phosphatase": "U/L"}
+LAB_BOUNDS_READ = {"calcium": ("low", "high"), "alkaline_phosphatase": ("high",)}
+FOLLOW_ON_KINDS = {
+    "alendronate": "bisphosphonate",
+    "risedronate": "bisphosphonate",
+    "ibandronate": "bisphosphonate",
+    "zoledronic_acid": "bisphosphonate",
+    "denosumab": "denosumab",
+}
+
+
+def nearest(key: str, valid: Any) -> str:
+    """The valid name closest to `key` (for one-line start-up errors)."""
+    names = sorted(str(v) for v in valid)
+    found = difflib.get_close_matches(key, names, n=1, cutoff=0.0)
+    return found[0] if found else "(none)"
+
+
+def unknown_key_error(where: str, key: str, valid: Any) -> KnowledgeError:
+    return KnowledgeError(
+        f"{where}: unknown key {key!r} is read by nothing (nearest valid: {nearest(key, valid)!r})"
+    )
+
+
+def placeholders(text: str) -> list[str]:
+    """`{name}` placeholders of a card text (`{{`/`}}` are literal braces)."""
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+    except ValueError as exc:
+        raise KnowledgeError(
+            f"card text {text[:40]!r}: {exc} (write a literal brace as {{{{ or }}}})"
+        ) from None
 
 
 class _Strict(BaseModel):
@@ -95,9 +172,9 @@ class Policy(_Strict):
 
 
 class LabDefault(_Strict):
-    low: Decimal
+    low: Decimal | None = None  # calcium only: R9c reads the lower bound of calcium alone
     high: Decimal
-    unit: str
+    unit: str  # must be the lab's canonical unit (LAB_UNITS): checked at load
 
 
 class Dosing(_Strict):
@@ -155,7 +232,7 @@ class PrefixRule(_Strict):
     """An ICD fracture-site rule: a code `prefix` or a regular-expression `pattern` (matched at the start),
     optionally for one ICD `system` only; `source` cites where the category was read."""
 
-    site: str
+    site: FractureSiteName
     prefix: str | None = None
     pattern: str | None = None
     system: Literal["http://hl7.org/fhir/sid/icd-10", "http://hl7.org/fhir/sid/icd-10-cm"] | None = None
@@ -182,7 +259,7 @@ class PrefixRule(_Strict):
 
 class WordRule(_Strict):
     word: str
-    site: str
+    site: FractureSiteName
 
 
 class FractureSites(_Strict):
@@ -243,6 +320,11 @@ class Texts(_Strict):
                 raise ValueError(f"summary {key} is {len(text)} characters; CDS Hooks needs < 140")
         return value
 
+    def line(self, name: str, values: dict[str, str]) -> str:
+        """Card text `name` with its `{threshold}`/`{window}` placeholders filled from `values`."""
+        text: str = getattr(self, name)
+        return text.format_map(values) if placeholders(text) else text.replace("{{", "{").replace("}}", "}")
+
 
 class BrandSpec(_Strict):
     """A brand or biosimilar name: its ingredient, the dose per unit it decides, and where it is stated."""
@@ -268,9 +350,9 @@ class KnowledgeModel(_Strict):
     thresholds: Thresholds
     windows: Windows
     policy: Policy
-    lab_defaults: dict[Literal["calcium", "albumin", "alkaline_phosphatase"], LabDefault]
+    lab_defaults: dict[Literal["calcium", "alkaline_phosphatase"], LabDefault]
     dosing: dict[str, Dosing]
-    oncology_strengths_mg: dict[str, list[str]]
+    oncology_strengths_mg: dict[str, list[str]]  # keys: STRENGTH_DEPENDENT_AGENTS (checked at load)
     oncology_min_interval_days: dict[str, int]
     ingredient_names: dict[str, list[str]]
     medication_brands: list[BrandSpec] = Field(default_factory=list)
@@ -340,6 +422,13 @@ _CONCENTRATION_DOSE = {
 }
 
 
+def plain_number(value: Decimal | int) -> str:
+    """A configured number as a card writes it: `3.0` -> `3`, `0.20` stays `0.20`, `-2.5` stays."""
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return str(int(value))
+    return str(value)
+
+
 def _strength_mg(ingredient: str, strength: str) -> Decimal | None:
     text = strength.strip()
     if not text:
@@ -354,6 +443,13 @@ def _strength_mg(ingredient: str, strength: str) -> Decimal | None:
         except InvalidOperation:  # pragma: no cover - regex guarantees a number
             return None
     return None
+
+
+@lru_cache(maxsize=16)
+def _csv_rows(path: Path, _mtime_ns: int, _size: int) -> tuple[dict[str, str], ...]:
+    """Rows of a code table, read once per file version (the rows are never modified)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        return tuple(csv.DictReader(handle))
 
 
 class Knowledge:
@@ -382,6 +478,16 @@ class Knowledge:
         self.concept_gap_lines = tuple(
             f"{gap.concept}: not checked, no code list" for gap in model.concept_gaps
         )
+        _check_readers(model, frozenset(m.ingredient for m in self.medications.values()))
+        self.text_values: dict[str, str] = {
+            name: plain_number(value)
+            for section in (model.thresholds, model.windows)
+            for name, value in section.model_dump().items()
+        }
+
+    def line(self, name: str) -> str:
+        """A card line of `texts` with its threshold/window placeholders filled."""
+        return self.texts.line(name, self.text_values)
 
     # ----- loading -------------------------------------------------------------------------
     def _table_rows(self, base_dir: Path, table: str) -> list[dict[str, str]]:
@@ -389,8 +495,8 @@ class Knowledge:
         for folder in (base_dir, PACKAGED_DIR):
             path = (folder / rel).resolve()
             if path.is_file():
-                with path.open(newline="", encoding="utf-8") as handle:
-                    rows = list(csv.DictReader(handle))
+                stat = path.stat()
+                rows = list(_csv_rows(path, stat.st_mtime_ns, stat.st_size))
                 break
         else:
             raise KnowledgeError(f"code table {table!r} not found: {rel}")
@@ -478,13 +584,145 @@ class Knowledge:
         )
 
 
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """`X | None` -> X; `Annotated[X, ...]` -> X."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return _unwrap(args[0]) if len(args) == 1 else annotation
+    if origin is Annotated:
+        return _unwrap(get_args(annotation)[0])
+    return annotation
+
+
+def _check_value(value: Any, annotation: Any, where: str) -> None:
+    annotation = _unwrap(annotation)
+    model = _model_of(annotation)
+    if model is not None:
+        check_keys(value, model, where)
+        return
+    origin = get_origin(annotation)
+    if origin is dict and isinstance(value, dict):
+        key_type, value_type = get_args(annotation)
+        allowed = get_args(key_type) if get_origin(key_type) is Literal else None
+        for key, item in value.items():
+            if allowed is not None and key not in allowed:
+                raise unknown_key_error(where, str(key), allowed)
+            _check_value(item, value_type, f"{where}.{key}")
+    elif origin is list and isinstance(value, list):
+        (item_type,) = get_args(annotation)
+        for index, item in enumerate(value):
+            _check_value(item, item_type, f"{where}.{index}")
+
+
+def check_keys(data: Any, model: type[BaseModel], where: str = "") -> None:
+    """Refuse keys that no field (or no known agent, site, outcome) reads, naming the nearest valid one."""
+    if not isinstance(data, dict):
+        return  # pydantic reports the type error
+    fields = model.model_fields
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise unknown_key_error(where or "knowledge file", str(key), fields)
+        _check_value(value, fields[key].annotation, path)
+
+
+def _is_mg(text: str) -> bool:
+    """A dose in mg as the extractors write it ("70", "0.05"; not "70.0", "070" or "70 mg"): the
+    strengths are compared as text, so any other spelling would never match."""
+    return re.fullmatch(r"(?:0|[1-9]\d*)(?:\.\d*[1-9])?", text) is not None
+
+
+def _check_readers(model: KnowledgeModel, ingredients: frozenset[str]) -> None:
+    """Dict-valued sections keyed by agents or outcomes: every key must be one that code reads."""
+    for agent, dosing in model.dosing.items():
+        if agent not in EXPOSURE_AGENTS:
+            raise unknown_key_error("dosing", agent, EXPOSURE_AGENTS)
+        if dosing.pen_days is not None and agent not in PEN_AGENTS:
+            raise KnowledgeError(
+                f"dosing.{agent}.pen_days is read by nothing: only {', '.join(PEN_AGENTS)} have pens"
+            )
+        for strength in dosing.by_strength_mg:
+            if not _is_mg(strength):
+                raise KnowledgeError(f"dosing.{agent}.by_strength_mg: {strength!r} is not a dose in mg")
+    for section in ("oncology_strengths_mg", "oncology_min_interval_days"):
+        for agent in getattr(model, section):
+            if agent not in STRENGTH_DEPENDENT_AGENTS:
+                raise unknown_key_error(section, agent, STRENGTH_DEPENDENT_AGENTS)
+    for agent, strengths in model.oncology_strengths_mg.items():
+        for strength in strengths:
+            if not _is_mg(strength):
+                raise KnowledgeError(f"oncology_strengths_mg.{agent}: {strength!r} is not a dose in mg")
+    sites = model.fracture_sites
+    for index, rule in enumerate(sites.icd_prefixes):
+        if rule.prefix is not None and not re.fullmatch(r"[A-Z]\d{2}(?:\.[0-9A-Z]*)?", rule.prefix):
+            raise KnowledgeError(
+                f"fracture_sites.icd_prefixes.{index}.prefix: {rule.prefix!r} never matches a code "
+                "(codes are compared upper case with the dot after the category, e.g. 'S72', 'M80.05')"
+            )
+    words = [(f"snomed_words.{i}.word", r.word) for i, r in enumerate(sites.snomed_words)]
+    words += [(f"not_counted_words.{i}", w) for i, w in enumerate(sites.not_counted_words)]
+    for where, word in words:
+        if word != word.lower() or not word.strip():
+            raise KnowledgeError(
+                f"fracture_sites.{where}: {word!r} never matches (displays are compared lower case)"
+            )
+    absent = [agent for agent in EXPOSURE_AGENTS if agent not in model.dosing]
+    if absent:
+        raise KnowledgeError(f"dosing: no entry for {', '.join(absent)} (its dosing interval is needed)")
+    for agent in model.ingredient_names:
+        if agent not in ingredients:
+            raise unknown_key_error("ingredient_names", agent, ingredients)
+    for key, template in model.texts.summaries.items():
+        if key not in SUMMARY_KEYS:
+            raise unknown_key_error("texts.summaries", key, SUMMARY_KEYS)
+        for name in placeholders(template):
+            if name not in SUMMARY_PLACEHOLDERS:
+                raise unknown_key_error(f"texts.summaries.{key} placeholder", name, SUMMARY_PLACEHOLDERS)
+    line_names = set(Thresholds.model_fields) | set(Windows.model_fields)
+    for name in Texts.model_fields:
+        if name == "summaries":
+            continue
+        for placeholder in placeholders(getattr(model.texts, name)):
+            if placeholder not in line_names:
+                raise unknown_key_error(f"texts.{name} placeholder", placeholder, line_names)
+    for agent, spec in model.follow_on_agents.items():
+        if spec.kind != FOLLOW_ON_KINDS[agent]:
+            raise KnowledgeError(
+                f"follow_on_agents.{agent}.kind: {agent} is a {FOLLOW_ON_KINDS[agent]}, not a {spec.kind}"
+            )
+    for lab, default in model.lab_defaults.items():
+        if default.low is not None and "low" not in LAB_BOUNDS_READ[lab]:
+            raise KnowledgeError(
+                f"lab_defaults.{lab}.low is read by nothing: only the upper bound is checked"
+            )
+        if default.low is None and "low" in LAB_BOUNDS_READ[lab]:
+            raise KnowledgeError(f"lab_defaults.{lab}.low: missing (the lower bound is checked)")
+        if default.unit != LAB_UNITS[lab]:
+            raise KnowledgeError(
+                f"lab_defaults.{lab}.unit: {default.unit!r} is not the unit results are converted to "
+                f"({LAB_UNITS[lab]!r}); give the default range in {LAB_UNITS[lab]}"
+            )
+    missing_labs = [lab for lab in LAB_UNITS if lab not in model.lab_defaults]
+    if missing_labs:
+        raise KnowledgeError(f"lab_defaults: no default range for {', '.join(missing_labs)}")
+
+
+# The C safe loader when libyaml is present (10x faster start-up), else the pure-Python safe loader.
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(path: Path) -> tuple[Any, bytes]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise KnowledgeError(f"cannot read knowledge file {path}: {exc.strerror}") from exc
     try:
-        return yaml.safe_load(raw), raw
+        return yaml.load(raw, Loader=_YAML_LOADER), raw  # noqa: S506 - a safe loader (C or pure Python)
     except yaml.YAMLError as exc:
         raise KnowledgeError(f"knowledge file {path} is not valid YAML: {exc}".replace("\n", " ")) from exc
 
@@ -494,6 +732,10 @@ def load_knowledge(path: str | Path | None = None) -> Knowledge:
     file = Path(path) if path else PACKAGED_FILE
     data, raw = _read_yaml(file)
     try:
+        check_keys(data, KnowledgeModel)
+    except KnowledgeError as exc:
+        raise KnowledgeError(f"invalid knowledge file {file}: {exc}") from None
+    try:
         model = KnowledgeModel.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -501,7 +743,10 @@ def load_knowledge(path: str | Path | None = None) -> Knowledge:
         raise KnowledgeError(
             f"invalid knowledge file {file}: {where}: {first['msg']} ({exc.error_count()} error(s))"
         ) from exc
-    return Knowledge(model, hashlib.sha256(raw).hexdigest(), file.resolve().parent)
+    try:
+        return Knowledge(model, hashlib.sha256(raw).hexdigest(), file.resolve().parent)
+    except KnowledgeError as exc:
+        raise KnowledgeError(f"invalid knowledge file {file}: {exc}") from None
 
 
 @lru_cache(maxsize=1)
