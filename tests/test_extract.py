@@ -569,7 +569,7 @@ def test_referenced_medication_by_absolute_url(knowledge: Knowledge) -> None:
             False,
         ),
         (rx("993449"), {"timing": {"repeat": {"period": 4, "periodUnit": "wk"}}}, 28, None, False),
-        (rx("2123184"), None, 30, 1, False),
+        (rx("2123184"), None, None, 1, False),  # romosozumab: coverage in months per dose
         (rx("1435115"), None, 1, None, True),  # teriparatide pen injector
         ({"text": "Forteo pen 600 mcg/2.4 mL"}, None, 1, None, True),
         ({"text": "teriparatide 20 mcg daily"}, None, 1, None, False),
@@ -579,7 +579,7 @@ def test_medication_interval(
     *,
     concept: dict[str, Any],
     dosage: dict[str, Any] | None,
-    interval_days: int,
+    interval_days: int | None,
     interval_months: int | None,
     per_pen: bool,
     knowledge: Knowledge,

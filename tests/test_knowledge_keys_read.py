@@ -28,16 +28,22 @@ from cds_service.card_detail import AACE_LINE
 from cds_service.cards import render_cards, summary_for
 from cds_service.clinical import history
 from cds_service.clinical.agents import duration_text
-from cds_service.clinical.code_match import icd_fracture_site, ingredient_in_text, snomed_fracture_site
+from cds_service.clinical.code_match import (
+    canonical_system,
+    icd_fracture_site,
+    ingredient_in_text,
+    snomed_fracture_site,
+)
 from cds_service.clinical.dates import add_days, add_months
 from cds_service.clinical.decision import Decision
-from cds_service.clinical.exposure import agent_exposures
+from cds_service.clinical.exposure import PER_DATE_AGENTS, agent_exposures
 from cds_service.clinical.extract import extract_record
 from cds_service.clinical.facts import Demographics, MedicationRecord, PatientRecord
 from cds_service.clinical.plan import phase_plan
 from cds_service.clinical.protocol import evaluate
 from cds_service.fhir.parse import parse_resources
 from cds_service.knowledge.loader import (
+    ICD10,
     ICD10CM,
     PACKAGED_DIR,
     SNOMED,
@@ -60,7 +66,7 @@ from tests.clinical_builders import (
     lab,
     statement,
 )
-from tests.knowledge_variants import PACKAGED_DATA, get, leaves, setter, table_folder, variant, write_variant
+from tests.knowledge_variants import PACKAGED_DATA, get, leaves, table_folder, variant, write_variant
 from tests.support.app_settings import test_settings
 
 DEFAULT = packaged_knowledge()
@@ -554,18 +560,25 @@ def name_of(agent_name: str) -> str:
     return str(PACKAGED_DATA["ingredient_names"][agent_name][0])
 
 
+def units_covered(agent_name: str) -> int:
+    """Intervals covered by a dispense of 2 units: injectables are one dose per date (§3c)."""
+    return 1 if agent_name in PER_DATE_AGENTS else 2
+
+
 def check_default_days(c: Change) -> None:
     agent_name = c.path.split(".")[1]
     resource = dispensed(name_of(agent_name), 2)  # no strength: the agent's default interval
-    assert covered_days(resource, agent_name, c.default) == 2 * c.old
-    assert covered_days(resource, agent_name, c.changed) == 2 * c.new
+    units = units_covered(agent_name)
+    assert covered_days(resource, agent_name, c.default) == units * c.old
+    assert covered_days(resource, agent_name, c.changed) == units * c.new
 
 
 def check_by_strength(c: Change) -> None:
     _, agent_name, _, strength = c.path.split(".")
     resource = dispensed(f"{name_of(agent_name)} {strength} mg", 2)
-    assert covered_days(resource, agent_name, c.default) == 2 * c.old
-    assert covered_days(resource, agent_name, c.changed) == 2 * c.new
+    units = units_covered(agent_name)
+    assert covered_days(resource, agent_name, c.default) == units * c.old
+    assert covered_days(resource, agent_name, c.changed) == units * c.new
     if (agent_name, strength) == ("denosumab", "60"):  # the phase plan's next-dose date
         last = ON_DENOSUMAB.medications[-1].event_date
         assert last is not None
@@ -601,6 +614,27 @@ def check_oncology_marker(text_of: Callable[[Change], str]) -> Callable[[Change]
     return check
 
 
+def _doses_apart(agent_name: str, days: int) -> list[dict[str, Any]]:
+    """Two administrations of unknown strength (name only), `days` apart, the last 2025-03-01."""
+    last = d("2025-03-01")
+    return [
+        {
+            **_medication("MedicationAdministration", name_of(agent_name), effectiveDateTime=day.isoformat()),
+            "id": f"ma-{index}",
+        }
+        for index, day in enumerate((add_days(last, -days), last))
+    ]
+
+
+def check_oncology_interval(c: Change) -> None:
+    agent_name = c.path.split(".")[1]
+    resources = _doses_apart(agent_name, c.old - 10)  # closer than the packaged interval
+    before = decide(with_meds(*extracted(resources, c.default)), c.default)
+    after = decide(with_meds(*extracted(resources, c.changed)), c.changed)
+    assert (before.outcome, before.rule) == ("SPECIALIST_REVIEW", "R2")
+    assert after.rule != "R2"
+
+
 def check_ingredient_names(c: Change) -> None:
     agent_name = c.path.split(".")[1]
     for name in c.old:
@@ -610,14 +644,134 @@ def check_ingredient_names(c: Change) -> None:
 
 
 # ----- checks: code lists and tables --------------------------------------------------------------------
-def check_icd_prefix(c: Change) -> None:
-    index = int(c.path.split(".")[2])
+def _pattern_examples(pattern: str) -> list[str]:
+    """Codes a fracture-site pattern matches: each character class and `\\d` expanded (the patterns are
+    plain sequences of literals, escaped dots, classes and digits)."""
+    parts: list[list[str]] = []
+    for token in re.findall(r"\\d|\\.|\[[^\]]+\]|.", pattern):
+        if token == r"\d":
+            parts.append(list("0123456789"))
+        elif token.startswith("["):
+            parts.append(list(token[1:-1]))
+        else:
+            parts.append([token.removeprefix("\\")])
+    return ["".join(chars) for chars in itertools.product(*parts)]
+
+
+def _rule_example(index: int) -> tuple[str, str, str]:
+    """(system, code, site): a code the rule at `index` decides with the packaged file (first match)."""
     rule = get(f"fracture_sites.icd_prefixes.{index}")
-    code = rule["prefix"] + ("0" if "." in rule["prefix"] else ".0")
-    assert icd_fracture_site(ICD10CM, code, c.default) == rule["site"]
-    assert icd_fracture_site(ICD10CM, code, c.changed) != rule["site"]
+    system = rule.get("system", ICD10CM)
+    if "prefix" in rule:
+        prefix = rule["prefix"]
+        tails = [str(digit) for digit in range(10)] + [""]
+        candidates = [prefix + tail if "." in prefix else f"{prefix}.{tail}".rstrip(".") for tail in tails]
+    else:
+        candidates = [
+            code + "XA" if system == ICD10CM else code for code in _pattern_examples(rule["pattern"])
+        ]
+    for code in candidates:
+        if icd_fracture_site(system, code, DEFAULT) == rule["site"]:
+            return system, code, rule["site"]
+    raise AssertionError(f"no code reaches fracture-site rule {index}: {rule}")
+
+
+def check_icd_prefix(c: Change) -> None:
+    system, code, site = _rule_example(int(c.path.split(".")[2]))
+    assert icd_fracture_site(system, code, c.default) == site
+    assert icd_fracture_site(system, code, c.changed) != site
     if c.path.endswith(".site"):
-        assert icd_fracture_site(ICD10CM, code, c.changed) == c.new
+        assert icd_fracture_site(system, code, c.changed) == c.new
+
+
+def other_icd_system(_path: str, old: str) -> str:
+    return ICD10 if old == ICD10CM else ICD10CM
+
+
+# ----- checks: code additions and brands -----------------------------------------------------------------
+def _addition(c: Change) -> dict[str, Any]:
+    addition: dict[str, Any] = get(".".join(c.path.split(".")[:2]))
+    return addition
+
+
+def _concepts_of_first_code(addition: dict[str, Any], knowledge: Knowledge) -> frozenset[str]:
+    return knowledge.condition_concepts(canonical_system(addition["system"]), addition["codes"][0][0])
+
+
+def check_addition_code(c: Change) -> None:
+    """The code is looked up with its display and concept only while the addition lists it (ICD codes
+    may also reach the concept through a category the tables share, §3b: the display tells them apart)."""
+    addition = _addition(c)
+    system = canonical_system(addition["system"])
+    (old_code, old_display), (new_code, new_display) = c.old, c.new
+    assert c.default.condition_display(system, old_code) == old_display
+    assert c.changed.condition_display(system, old_code) != old_display
+    assert c.changed.condition_display(system, new_code) == new_display
+    assert addition["concept"] not in c.default.condition_concepts(system, new_code)
+    assert addition["concept"] in c.changed.condition_concepts(system, new_code)
+
+
+def check_addition_concept(c: Change) -> None:
+    addition = _addition(c)
+    assert c.old in _concepts_of_first_code(addition, c.default)
+    assert c.new not in _concepts_of_first_code(addition, c.default)
+    assert c.new in _concepts_of_first_code(addition, c.changed)
+
+
+def check_addition_system(c: Change) -> None:
+    addition = _addition(c)
+    old_system, new_system = canonical_system(c.old), canonical_system(c.new)
+    code, display = addition["codes"][0]
+    assert c.default.condition_display(old_system, code) == display
+    assert c.changed.condition_display(old_system, code) != display
+    assert c.changed.condition_display(new_system, code) == display
+    assert addition["concept"] in c.changed.condition_concepts(new_system, code)
+
+
+def another_concept(_path: str, old: str) -> str:
+    return "osteoporosis" if old != "osteoporosis" else "paget_disease_of_bone"
+
+
+def another_system(_path: str, old: str) -> str:
+    return SNOMED if old != SNOMED else ICD10CM
+
+
+def _brand(c: Change) -> dict[str, Any]:
+    brand: dict[str, Any] = get(".".join(c.path.split(".")[:2]))
+    return brand
+
+
+def check_brand_name(c: Change) -> None:
+    ingredient = _brand(c)["ingredient"]
+    assert ingredient_in_text(f"{c.old} injection", c.default) == ingredient
+    assert ingredient_in_text(f"{c.old} injection", c.changed) != ingredient
+    assert ingredient_in_text(f"{c.new} injection", c.changed) == ingredient
+
+
+def another_ingredient(_path: str, old: str) -> str:
+    return "zoledronic_acid" if old != "zoledronic_acid" else "denosumab"
+
+
+def check_brand_ingredient(c: Change) -> None:
+    name = _brand(c)["brand"]
+    assert ingredient_in_text(f"{name} injection", c.default) == c.old
+    assert ingredient_in_text(f"{name} injection", c.changed) == c.new
+
+
+ONCOLOGY_FLIP = {"60": "120", "120": "60", "5": "4", "4": "5"}
+
+
+def check_brand_strength(c: Change) -> None:
+    """The brand decides the strength: a 120 mg denosumab / 4 mg zoledronic acid brand is an oncology dose."""
+    brand = _brand(c)
+    resource = _medication(
+        "MedicationStatement", f"{brand['brand']} injection", effectiveDateTime="2024-01-10"
+    )
+    oncology = set(PACKAGED_DATA["oncology_strengths_mg"][brand["ingredient"]])
+    before = extracted([resource], c.default)[-1]
+    after = extracted([resource], c.changed)[-1]
+    assert (before.role == "oncology_dose") is (c.old in oncology)
+    assert (after.role == "oncology_dose") is (c.new in oncology)
 
 
 def check_snomed_word(c: Change) -> None:
@@ -669,12 +823,6 @@ def check_code_table(c: Change) -> None:
     assert _looked_up(table, row, c.default) and not _looked_up(table, row, c.changed)
 
 
-def check_code_additions(c: Change) -> None:
-    key = ("urn:test:local-codes", "OSTEO-1")
-    assert c.default.condition_concepts(*key) == frozenset()
-    assert c.changed.condition_concepts(*key) == {"osteoporosis"}
-
-
 # ----- checks: card wording -----------------------------------------------------------------------------
 def check_in_card(record: PatientRecord) -> Callable[[Change], None]:
     def check(c: Change) -> None:
@@ -719,7 +867,19 @@ CASES: list[Case] = [
     Case("version", to("9.9.9"), check_version, ()),
     Case("title", to("Changed service title"), check_title, ()),
     Case("code_tables.*", lambda path, old: old, check_code_table, ()),
-    Case("code_additions", to([]), check_code_additions, ()),
+    Case(
+        "code_additions.*.codes.*",
+        lambda path, _old: [
+            "ZZ9.9" if "icd" in get(path.rsplit(".", 2)[0] + ".system") else "999999999",
+            "changed test code",
+        ],
+        check_addition_code,
+        (),
+    ),
+    Case("code_additions.*.concept", another_concept, check_addition_concept, ()),
+    Case("code_additions.*.system", another_system, check_addition_system, ()),
+    Case("code_additions.*.table", to("unknown_table"), check_refused, (), refused=True),
+    Case("code_additions.*.source", marked("Changed source"), check_documentation, ()),
     Case("concept_gaps.*.concept", marked("Changed gap"), check_in_card(BASE), ("3a-caveat",)),
     Case("concept_gaps.*.note", marked("Changed note"), check_documentation, ("3a-caveat",)),
     Case("interpretations.*.topic", marked("Changed topic"), check_documentation, ("3a-caveat",)),
@@ -862,14 +1022,26 @@ CASES: list[Case] = [
         ("R2", "4-oncology"),
     ),
     Case(
-        "oncology_brand_words.*",
-        to(["unusedbrandword"]),
-        check_oncology_marker(lambda c: str(c.old[0]).capitalize()),
-        ("R2", "4-oncology", "3c-brands"),
+        "oncology_min_interval_days.*",
+        lambda _p, old: old - 20,
+        check_oncology_interval,
+        ("R2", "4-oncology"),
     ),
+    Case("medication_brands.*.brand", to("unusedbrandword"), check_brand_name, ("3c-brands",)),
+    Case("medication_brands.*.ingredient", another_ingredient, check_brand_ingredient, ("3c-brands",)),
+    Case(
+        "medication_brands.*.strength_mg",
+        lambda _p, old: ONCOLOGY_FLIP[old],
+        check_brand_strength,
+        ("3c-brands", "4-oncology", "R2"),
+    ),
+    Case("medication_brands.*.source", marked("Changed source"), check_documentation, ("3c-brands",)),
     Case("ingredient_names.*", to(["unusedingredientname"]), check_ingredient_names, ("3c-brands",)),
     # code lists
     Case("fracture_sites.icd_prefixes.*.prefix", to("Q99.9"), check_icd_prefix, ("R4", "3b-fractures")),
+    Case("fracture_sites.icd_prefixes.*.pattern", to("Q99\\.9"), check_icd_prefix, ("R4", "3b-fractures")),
+    Case("fracture_sites.icd_prefixes.*.system", other_icd_system, check_icd_prefix, ("R4", "3b-fractures")),
+    Case("fracture_sites.icd_prefixes.*.source", marked("Changed source"), check_documentation, ("R4",)),
     Case(
         "fracture_sites.icd_prefixes.*.site",
         lambda _p, old: "rib" if old != "rib" else "pelvis",
@@ -925,9 +1097,6 @@ CASES: list[Case] = [
     Case("texts.targets_line", marked("Changed line"), check_in_card(BASE), ("5-dxa",)),
     Case("texts.*", marked("Changed line"), check_in_card(BASE), ()),
 ]
-# Keys read only in the medication modules, being wired by the medication developer; their cases are
-# ready in tests/pending_knowledge_cases.py (not collected) and move here once that work is merged.
-PENDING = ("oncology_min_interval_days.*",)
 
 
 def case_for(path: str) -> Case | None:
@@ -937,22 +1106,14 @@ def case_for(path: str) -> Case | None:
     return None
 
 
-def _pending(path: str) -> bool:
-    return any(re.match("^" + re.escape(p).replace(r"\*", r"[^.]+") + "$", path) for p in PENDING)
-
-
 LEAVES = [(path, value) for path, value in leaves(PACKAGED_DATA)]
 
 
 def test_every_key_has_a_case() -> None:
-    uncovered = [path for path, _ in LEAVES if case_for(path) is None and not _pending(path)]
+    uncovered = [path for path, _ in LEAVES if case_for(path) is None]
     assert uncovered == [], f"knowledge keys without a case proving they are read: {uncovered}"
     unused = [c.pattern for c in CASES if not any(c.matches(path) for path, _ in LEAVES)]
     assert unused == [], f"cases for keys that no longer exist: {unused}"
-
-
-def test_pending_keys_still_exist() -> None:
-    assert all(any(_pending(path) for path, _ in LEAVES) for _ in PENDING)
 
 
 def _params() -> list[Any]:
@@ -976,18 +1137,6 @@ def _changed_knowledge(path: str, old: Any, case: Case) -> tuple[Any, Knowledge]
         with target.open("w", newline="", encoding="utf-8") as handle:
             csv.writer(handle).writerows([rows[0], *rows[2:]])  # the first code row left out
         return old, load_knowledge(write_variant(lambda _data: None, folder))
-    if case.pattern == "code_additions":
-        addition = {
-            "table": "conditions",
-            "row": {
-                "system": "urn:test:local-codes",
-                "code": "OSTEO-1",
-                "display": "local test code",
-                "concept": "osteoporosis",
-            },
-            "source": "test fixture: a local code system, not a clinical code",
-        }
-        return [addition], load_knowledge(write_variant(setter(path, [addition])))
     new = case.new_value(path, old)
     return new, variant(path, new)
 
@@ -1007,6 +1156,6 @@ def test_changed_value_is_read(path: str, old: Any, case: Case) -> None:
 @pytest.mark.parametrize(("path", "old", "case"), [p for p in _params() if not p.values[2].refused])
 def test_check_fails_when_the_value_is_not_read(path: str, old: Any, case: Case) -> None:
     """Each case can fail: with the packaged file in place of the changed one its check fails."""
-    new = case.new_value(path, old) if case.pattern not in ("code_tables.*", "code_additions") else old
+    new = case.new_value(path, old) if case.pattern != "code_tables.*" else old
     with pytest.raises(AssertionError):
         case.check(Change(path, old, new, DEFAULT, DEFAULT))

@@ -64,7 +64,7 @@ UNKNOWN_KEYS = [
     (_set("oncology_min_interval_days.denosumab_", 90), "denosumab_", "denosumab"),
     (_set("oncology_min_interval_days.romosozumab", 30), "romosozumab", "denosumab"),
     (_set("oncology_strengths_mg.zoledronate", ["4"]), "zoledronate", "zoledronic_acid"),
-    (_set("oncology_brand_words.denosumab_biosimilar", ["x"]), "denosumab_biosimilar", "denosumab"),
+    (_set("oncology_min_interval_days.denosumab_biosimilar", 90), "denosumab_biosimilar", "denosumab"),
     (_set("ingredient_names.alendronat", ["alendronat"]), "alendronat", "alendronate"),
     (_set("lab_defaults.calcum", {"low": "8.5", "high": "10.2", "unit": "mg/dL"}), "calcum", "calcium"),
     (_set("lab_defaults.calcium.units", "mg/dL"), "units", "unit"),
@@ -175,12 +175,15 @@ def test_unbalanced_brace_in_a_card_text_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.protocol("R4", "3b-fractures")
 def test_fracture_rules_that_never_match_are_refused(tmp_path: Path) -> None:
+    rules = yaml.safe_load(PACKAGED_FILE.read_text(encoding="utf-8"))["fracture_sites"]["icd_prefixes"]
+    first_prefix = next(index for index, rule in enumerate(rules) if "prefix" in rule)
+
     def lower_prefix(data: dict[str, Any]) -> None:
-        data["fracture_sites"]["icd_prefixes"][0]["prefix"] = "s72"
+        data["fracture_sites"]["icd_prefixes"][first_prefix]["prefix"] = "s72"
 
     def upper_word(data: dict[str, Any]) -> None:
         data["fracture_sites"]["snomed_words"][0]["word"] = "Vertebra"
 
-    assert "icd_prefixes.0.prefix: 's72' never matches" in _refused(tmp_path, lower_prefix)
+    assert f"icd_prefixes.{first_prefix}.prefix: 's72' never matches" in _refused(tmp_path, lower_prefix)
     assert "snomed_words.0.word: 'Vertebra' never matches" in _refused(tmp_path, upper_word)
     assert "not_counted_words.0" in _refused(tmp_path, _set("fracture_sites.not_counted_words", ["Skull"]))

@@ -54,7 +54,9 @@ def phase_plan(
 def denosumab_interval_days(knowledge: Knowledge) -> int:
     """Days from one denosumab 60 mg injection to the next (the configured dosing interval)."""
     dosing = knowledge.model.dosing["denosumab"]
-    return dosing.by_strength_mg.get("60", dosing.default_days)
+    days = dosing.by_strength_mg.get("60", dosing.default_days)
+    assert days is not None, "the loader requires default_days for every agent but romosozumab"
+    return days
 
 
 def before_starting(sex: Sex, agent: str | None) -> tuple[str, ...]:

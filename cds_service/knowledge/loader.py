@@ -178,10 +178,22 @@ class LabDefault(_Strict):
 
 
 class Dosing(_Strict):
-    default_days: int = Field(ge=1)
+    """Dosing interval of an agent: days (by strength, else the default), or months per dose (romosozumab,
+    whose coverage is counted in calendar months): exactly one of `default_days` and `months_per_dose`."""
+
+    default_days: int | None = Field(None, ge=1)
     by_strength_mg: dict[str, int] = Field(default_factory=dict)
-    months_per_dose: int | None = None
+    months_per_dose: int | None = Field(None, ge=1)
     pen_days: int | None = None
+
+    @model_validator(mode="after")
+    def _one_interval(self) -> Dosing:
+        if (self.default_days is None) == (self.months_per_dose is None):
+            raise ValueError(
+                "give exactly one of default_days and months_per_dose (a monthly agent's coverage is "
+                "counted in months; default_days would be read by nothing)"
+            )
+        return self
 
 
 class CodeAddition(_Strict):
@@ -642,6 +654,10 @@ def _check_readers(model: KnowledgeModel, ingredients: frozenset[str]) -> None:
     for agent, dosing in model.dosing.items():
         if agent not in EXPOSURE_AGENTS:
             raise unknown_key_error("dosing", agent, EXPOSURE_AGENTS)
+        if dosing.months_per_dose is not None and agent != "romosozumab":
+            raise KnowledgeError(
+                f"dosing.{agent}.months_per_dose is read by nothing: only romosozumab is dosed per month"
+            )
         if dosing.pen_days is not None and agent not in PEN_AGENTS:
             raise KnowledgeError(
                 f"dosing.{agent}.pen_days is read by nothing: only {', '.join(PEN_AGENTS)} have pens"
