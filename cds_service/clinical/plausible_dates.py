@@ -113,7 +113,9 @@ def _medication(record: MedicationRecord, window: _Range, caveats: list[str]) ->
             changes[name] = None
     end = record.period_end
     if end is not None and end > window.latest:
-        changes["period_end"] = window.as_of  # an open end: still running on as_of
+        start = changes.get("period_start", record.period_start)
+        # An open end: still running on as_of (never before its own start).
+        changes["period_end"] = max(window.as_of, start) if start is not None else window.as_of
     elif end is not None and end < EARLIEST_PLAUSIBLE:
         caveats.append(_caveat(label, end))
         changes["period_end"] = None
