@@ -44,11 +44,31 @@ strings = st.one_of(
     st.text(max_size=12),
 )
 comparators = st.sampled_from([None, "<", "<=", ">", ">="])
+units = st.sampled_from([None, "mmol/L", "mg/dL", "g/L", "nmol/L", "g/cm2", "SD", "%", "mL/min"])
+
+
+def _quantity(value: Any, comparator: str | None, unit: str | None) -> dict[str, Any]:
+    quantity: dict[str, Any] = {"value": value}
+    if comparator:
+        quantity["comparator"] = comparator
+    if unit:
+        quantity["unit"] = unit
+    return quantity
+
+
 value_shapes = st.one_of(
-    st.builds(
-        lambda v, c: {"valueQuantity": {"value": v, **({"comparator": c} if c else {})}}, numbers, comparators
-    ),
+    st.builds(lambda v, c, u: {"valueQuantity": _quantity(v, c, u)}, numbers, comparators, units),
     st.builds(lambda s: {"valueString": s}, strings),
+    st.builds(
+        lambda v, low, high, u: {
+            "valueQuantity": _quantity(v, None, u),
+            "referenceRange": [{"low": _quantity(low, None, u), "high": _quantity(high, None, u)}],
+        },
+        numbers,
+        numbers,
+        numbers,
+        units,
+    ),
 )
 
 

@@ -544,3 +544,18 @@ def test_lab_status_keeps_undecided_gates_apart(knowledge: Knowledge) -> None:
     assert status.egfr_below_gate is False
     assert status.egfr_follow_on is None
     assert status.undecided == ("egfr",)
+
+
+@pytest.mark.protocol("3c-implausible", "3b-labs")
+@pytest.mark.parametrize("limit", [1e300, -1e300, 1e10])
+def test_absurd_reference_limit_falls_back_to_the_default(limit: float, knowledge: Knowledge) -> None:
+    """A converted (mmol/L) absurd limit used to overflow decimal rounding (HTTP 500)."""
+    calcium = observation(
+        "17861-6",
+        valueQuantity={"value": 2.3, "unit": "mmol/L"},
+        referenceRange=[
+            {"low": {"value": limit, "unit": "mmol/L"}, "high": {"value": 2.6, "unit": "mmol/L"}}
+        ],
+    )
+    [result] = record_of([calcium], knowledge).labs
+    assert (result.value, result.ref_low, result.ref_high) == (Decimal("9.22"), None, Decimal("10.42"))

@@ -19,6 +19,7 @@ from cds_service.clinical.extract_common import (
 from cds_service.clinical.extract_dxa import scanner_of, site_and_side, unit_accepted
 from cds_service.clinical.facts import BmdResult, FraxResult, LabKind, LabResult, ScannerId
 from cds_service.clinical.observation_values import (
+    MAX_MAGNITUDE,
     Implausible,
     Measured,
     ObservedValue,
@@ -382,8 +383,8 @@ def _reference_bounds(
 
 def _bound(kind: LabKind, quantity: Any, value_factor: tuple[Decimal, Decimal]) -> Decimal | None:
     value = _quantity_value(quantity)
-    if value is None:
-        return None
+    if value is None or not value.is_finite() or abs(value) > MAX_MAGNITUDE:
+        return None  # an absurd range limit is no limit: the configured default applies
     units = units_of(quantity)
     factor = _lab_factor(kind, units) if units else value_factor
     return _convert(value, factor) if factor is not None else None
