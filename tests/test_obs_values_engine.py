@@ -559,3 +559,20 @@ def test_absurd_reference_limit_falls_back_to_the_default(limit: float, knowledg
     )
     [result] = record_of([calcium], knowledge).labs
     assert (result.value, result.ref_low, result.ref_high) == (Decimal("9.22"), None, Decimal("10.42"))
+
+
+@pytest.mark.protocol("3c-panels", "3b-dates")
+@pytest.mark.parametrize(
+    ("period", "expected"),
+    [
+        ({"start": "2021-02-15T23:10:00-05:00", "end": "2021-02-16T00:10:00-05:00"}, date(2021, 2, 15)),
+        ({"end": "2021-02-15T23:50:00+14:00"}, date(2021, 2, 15)),
+        ({"start": "2021-02-15"}, date(2021, 2, 15)),
+    ],
+)
+def test_effective_period_dates_a_dxa_as_written(
+    period: dict[str, str], expected: date, knowledge: Knowledge
+) -> None:
+    dxa = observation("38264-8", valueQuantity={"value": -2.6, "unit": "SD"}, effectivePeriod=period)
+    dxa.pop("effectiveDateTime")
+    assert [b.date for b in record_of([dxa], knowledge).bmd] == [expected]
