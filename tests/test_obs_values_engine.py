@@ -576,3 +576,20 @@ def test_effective_period_dates_a_dxa_as_written(
     dxa = observation("38264-8", valueQuantity={"value": -2.6, "unit": "SD"}, effectivePeriod=period)
     dxa.pop("effectiveDateTime")
     assert [b.date for b in record_of([dxa], knowledge).bmd] == [expected]
+
+
+@pytest.mark.protocol("3c-duplicates", "R8", "5-dxa")
+@pytest.mark.parametrize("copy_value", ["-2.5", "-2.45", "-2.3"])
+def test_scannerless_copy_never_hides_a_scanner_change(copy_value: str, knowledge: Knowledge) -> None:
+    """Baseline on scanner A, follow-up on scanner B, plus a transcribed copy of the follow-up without a
+    device (hip rounded differently or not): still a scanner change (it was 'assumed same scanner')."""
+    from tests.clinical_builders import dxa
+
+    scanner_b = ScannerId("identifier", "sn:2002", "DXA-2 (SN 2002)")
+    values = (
+        *dxa("2021-02-15", th="-2.6", ls="-2.9", fn="-2.7"),
+        *dxa("2024-05-20", th="-2.5", ls="-2.7", fn="-2.6", scanner=scanner_b),
+        *dxa("2024-05-20", th=copy_value, ls="-2.7", scanner=None),
+    )
+    decision = evaluate(base_record(bmd=values), knowledge, AS_OF)
+    assert (decision.outcome, decision.rule) == ("SPECIALIST_REVIEW", "R8"), decision
