@@ -238,3 +238,17 @@ def test_panels_are_found_on_the_real_fhir_server(
     assert logged["outcome"] == "ESCALATE"
     plain_body, _ = call_with_prefetch(client, load_scenario_bundle("s01"), caplog)
     assert decision_of(resp.get_json()) == decision_of(plain_body)
+
+
+@pytest.mark.protocol("3c-comparators")
+def test_unreadable_text_is_escaped_on_the_card(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    body, _ = call_with_prefetch(
+        client, s01_with(egfr_as({"valueString": "<b>see</b> [x](http://e.org)"})), caplog
+    )
+    detail = body["cards"][0]["detail"]
+    assert "not readable" in detail
+    assert "&lt;b&gt;see&lt;/b&gt;" in detail
+    assert "<b>" not in detail
+    assert "[x](http://e.org)" not in detail
