@@ -28,7 +28,9 @@ SERVICE_ID = "osteoporosis-escalation"
 URL = f"{DISCOVERY}/{SERVICE_ID}"
 PATIENT_VIEW_CONTEXT = {"userId", "patientId", "encounterId"}  # all root-level primitives (LIB)
 USER_TOKENS = {"userPractitionerId", "userPractitionerRoleId", "userPatientId", "userRelatedPersonId"}
-ALLOWED_PARAMS = {"patient", "subject", "code", "date", "_count", "_sort"}  # rows 58, T2 (our use)
+# rows 58, T2 (our use). `combo-code` is a token parameter searched by equality (FHIR R4 base parameter
+# Observation.code | Observation.component.code): inside the prefetch subset; it finds panels (§3c).
+ALLOWED_PARAMS = {"patient", "subject", "code", "combo-code", "date", "_count", "_sort"}
 ABSOLUTE_URL = re.compile(r"^https?://[^\s/?#]+\S*$")
 
 

@@ -81,11 +81,11 @@ def test_templates_have_the_fixed_keys_and_shapes() -> None:
     assert TEMPLATES["patient"] == "Patient/{{context.patientId}}"
     assert TEMPLATES["dxa"] == (
         "Observation?patient={{context.patientId}}"
-        "&code=http://loinc.org|38263-7,http://loinc.org|80948-3&_sort=-date"
+        "&combo-code=http://loinc.org|38263-7,http://loinc.org|80948-3&_sort=-date"
     )
     assert (
         TEMPLATES["labs"]
-        == "Observation?patient={{context.patientId}}&code=http://loinc.org|2951-2&_sort=-date"
+        == "Observation?patient={{context.patientId}}&combo-code=http://loinc.org|2951-2&_sort=-date"
     )
     assert TEMPLATES["conditions"] == "Condition?patient={{context.patientId}}"
     assert TEMPLATES["medicationDispenses"] == "MedicationDispense?patient={{context.patientId}}"
@@ -105,7 +105,7 @@ def test_templates_have_the_fixed_keys_and_shapes() -> None:
 def test_template_codes_are_deduplicated_in_order_and_encoded() -> None:
     codes = [(LOINC, "b"), ("urn:oid:1.2.3", "a b&c"), (LOINC, "b"), ("http://x.org/cs", "x,y|z$w\\v")]
     template = build_prefetch_templates(codes, LAB_CODES)["dxa"]
-    code_param = template.split("&code=")[1].split("&_sort")[0]
+    code_param = template.split("&combo-code=")[1].split("&_sort")[0]
     assert code_param == (
         "http://loinc.org|b,urn:oid:1.2.3|a%20b%26c,http://x.org/cs|x%5C%2Cy%5C%7Cz%5C%24w%5C%5Cv"
     )

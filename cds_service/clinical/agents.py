@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from cds_service.clinical.decision import AgentAssessment, AgentStatus, FollowOnAssessment
-from cds_service.clinical.facts import ClinicalFinding, Sex
+from cds_service.clinical.facts import ClinicalFinding, LabResult, Sex
 from cds_service.clinical.history import CvStatus, describe
 from cds_service.clinical.labs import LabStatus
+from cds_service.clinical.labs import below as lab_below
 from cds_service.knowledge.loader import Knowledge
 
 WOMEN_ORDER = ("romosozumab", "abaloparatide", "teriparatide")
@@ -156,22 +157,24 @@ def rank_agents(ctx: AgentContext, knowledge: Knowledge) -> tuple[AgentAssessmen
 
 
 def follow_on(
-    egfr: Decimal | None, sex: Sex, prior_denosumab: bool, knowledge: Knowledge
+    egfr: LabResult | None, sex: Sex, prior_denosumab: bool, knowledge: Knowledge
 ) -> tuple[FollowOnAssessment, ...]:
-    """Follow-on anti-resorptives (protocol §7); empty without an eGFR."""
+    """Follow-on anti-resorptives (protocol §7); empty without an eGFR whose band is decided."""
     if egfr is None:
         return ()
     t = knowledge.t
+    below_gate = lab_below(egfr, t.egfr_renal_gate) is True
+    below_bisphosphonate = lab_below(egfr, t.egfr_follow_on_bisphosphonate) is True
     out: list[FollowOnAssessment] = []
     for agent, spec in knowledge.model.follow_on_agents.items():
         excluded: list[str] = []
-        if egfr < t.egfr_renal_gate:
-            excluded.append(f"eGFR {egfr} < {t.egfr_renal_gate}: specialist decision")
-        elif egfr < t.egfr_follow_on_bisphosphonate and agent in ("alendronate", "zoledronic_acid"):
-            excluded.append(f"eGFR {egfr} < {t.egfr_follow_on_bisphosphonate}")
-        elif egfr >= t.egfr_follow_on_bisphosphonate and agent in ("risedronate", "ibandronate"):
+        if below_gate:
+            excluded.append(f"eGFR {egfr.shown} < {t.egfr_renal_gate}: specialist decision")
+        elif below_bisphosphonate and agent in ("alendronate", "zoledronic_acid"):
+            excluded.append(f"eGFR {egfr.shown} < {t.egfr_follow_on_bisphosphonate}")
+        elif not below_bisphosphonate and agent in ("risedronate", "ibandronate"):
             excluded.append(
-                f"eGFR {egfr} >= {t.egfr_follow_on_bisphosphonate}: "
+                f"eGFR {egfr.shown} >= {t.egfr_follow_on_bisphosphonate}: "
                 "alendronate or zoledronic acid listed instead"
             )
         if agent == "ibandronate" and sex != "female":

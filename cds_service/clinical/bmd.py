@@ -36,14 +36,28 @@ class Scan:
 
 
 def group_scans(results: tuple[BmdResult, ...], as_of: date) -> list[Scan]:
+    """Scans: the values with the same date and scanner (§5).
+
+    A value without a scanner on a date when exactly one scanner was recorded belongs to that scan (one
+    visit, one machine: e.g. a transcribed copy of some of its values). Kept apart it would look like a
+    scan of unknown scanner and could hide a real scanner change ("assumed same scanner").
+    """
     groups: dict[tuple[date, tuple[str, str] | None], list[BmdResult]] = {}
     scanners: dict[tuple[date, tuple[str, str] | None], ScannerId | None] = {}
+    known: dict[date, dict[tuple[str, str], ScannerId]] = {}
+    for r in results:
+        if r.scanner is not None:
+            known.setdefault(r.date, {}).setdefault((r.scanner.kind, r.scanner.value), r.scanner)
     for r in results:
         if r.date > as_of:
             continue
-        key = (r.date, (r.scanner.kind, r.scanner.value) if r.scanner else None)
+        scanner = r.scanner
+        same_day = known.get(r.date, {})
+        if scanner is None and len(same_day) == 1:
+            scanner = next(iter(same_day.values()))
+        key = (r.date, (scanner.kind, scanner.value) if scanner else None)
         groups.setdefault(key, []).append(r)
-        scanners[key] = r.scanner
+        scanners[key] = scanner
     scans = [Scan(day, scanners[(day, sk)], tuple(vals)) for (day, sk), vals in groups.items()]
     return sorted(scans, key=lambda s: (s.date, s.scanner.value if s.scanner else ""))
 

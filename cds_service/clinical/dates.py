@@ -15,15 +15,37 @@ ONE_DAY = timedelta(days=1)
 
 
 def add_months(day: date, months: int) -> date:
-    """Same day `months` later (negative: earlier), clamped to the month's last day."""
+    """Same day `months` later (negative: earlier), clamped to the month's last day.
+
+    Total: a result before 0001-01-01 or after 9999-12-31 (a sentinel date plus a window) is clamped
+    to `date.min` / `date.max` instead of raising, so no input date can fail a call.
+    """
     index = day.year * 12 + (day.month - 1) + months
     year, month = divmod(index, 12)
+    if year < date.min.year:
+        return date.min
+    if year > date.max.year:
+        return date.max
     last = calendar.monthrange(year, month + 1)[1]
     return date(year, month + 1, min(day.day, last))
 
 
 def add_days(day: date, days: int) -> date:
-    return day + timedelta(days=days)
+    """`day` + `days`, clamped to `date.min` / `date.max` (total, like `add_months`)."""
+    ordinal = day.toordinal() + days
+    if ordinal < date.min.toordinal():
+        return date.min
+    if ordinal > date.max.toordinal():
+        return date.max
+    return date.fromordinal(ordinal)
+
+
+def next_day(day: date) -> date:
+    return add_days(day, 1)
+
+
+def previous_day(day: date) -> date:
+    return add_days(day, -1)
 
 
 def days_between(start: date, end: date) -> int:
@@ -61,7 +83,7 @@ def merge(intervals: Iterable[Interval]) -> list[Interval]:
     """Union of intervals: sorted, overlapping or adjacent ones joined (no day counted twice)."""
     out: list[Interval] = []
     for iv in sorted(intervals):
-        if out and iv.start <= out[-1].end + ONE_DAY:
+        if out and iv.start <= next_day(out[-1].end):
             if iv.end > out[-1].end:
                 out[-1] = Interval(out[-1].start, iv.end)
         else:
@@ -88,8 +110,10 @@ def gaps(merged: list[Interval], lo: date, hi: date) -> list[Interval]:
         if iv.start > hi:
             break
         if iv.start > cursor:
-            out.append(Interval(cursor, min(iv.start - ONE_DAY, hi)))
-        cursor = max(cursor, iv.end + ONE_DAY)
+            out.append(Interval(cursor, min(previous_day(iv.start), hi)))
+        if iv.end >= hi or iv.end == date.max:
+            return out
+        cursor = max(cursor, next_day(iv.end))
         if cursor > hi:
             break
     if cursor <= hi:

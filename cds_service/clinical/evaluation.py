@@ -184,7 +184,7 @@ class Evaluation:
         """Follow-on anti-resorptives when agents are listed; `egfr` goes to missing without one."""
         if not agents:
             return ()
-        egfr = self.labs.egfr.value if self.labs.egfr else None
+        egfr = self.labs.egfr_follow_on  # None without an eGFR, or when its bound leaves the band open
         if egfr is None:
             self.miss("egfr")
         return follow_on(egfr, self.sex, "denosumab" in self.exposures, self.k)

@@ -9,13 +9,14 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 
 from cds_service.clinical.dates import (
-    ONE_DAY,
     Interval,
     add_days,
     add_months,
     covered_days,
     gaps,
     merge,
+    next_day,
+    previous_day,
 )
 from cds_service.clinical.facts import MedicationRecord
 from cds_service.knowledge.loader import Knowledge
@@ -71,7 +72,7 @@ class Adherence:
 
 def _one_interval(rec: MedicationRecord, start: date) -> Interval:
     if rec.interval_months:
-        return Interval(start, add_months(start, rec.interval_months) - ONE_DAY)
+        return Interval(start, previous_day(add_months(start, rec.interval_months)))
     return Interval(start, add_days(start, max(rec.interval_days or 1, 1) - 1))
 
 
@@ -191,7 +192,7 @@ def agent_exposures(
                 continue
             dose_statement = rec.source == "statement" and is_dose_record(rec)
             if rec.source not in VERIFIED_SOURCES and first_verified is not None and not dose_statement:
-                clipped = iv.clip(iv.start, first_verified - ONE_DAY)
+                clipped = iv.clip(iv.start, previous_day(first_verified))
                 if clipped is None:
                     continue
                 iv = clipped
@@ -246,7 +247,7 @@ def first_line_union(exposures: dict[str, AgentExposure]) -> list[Interval]:
 def _whole_months(iv: Interval, until: date) -> int:
     end = min(iv.end, until)
     months = 0
-    while add_months(iv.start, months + 1) - ONE_DAY <= end:
+    while previous_day(add_months(iv.start, months + 1)) <= end:
         months += 1
     return months
 
@@ -289,7 +290,7 @@ def anabolic_courses(
                     if agent == "abaloparatide"
                     else knowledge.w.pth_allowance_days
                 )
-                prior = pth_use_days(exposures, iv.start - ONE_DAY)
+                prior = pth_use_days(exposures, previous_day(iv.start))
                 planned = add_days(iv.start, max(allowance - prior, 0))
                 doses = covered_days([iv], iv.start, min(iv.end, as_of))
             courses.append(
@@ -318,7 +319,7 @@ def therapy_start(
     start = blocks[0].start
     previous_end = blocks[0].end
     for iv in blocks[1:]:
-        long_gap = iv.start > add_months(previous_end, knowledge.w.episode_gap_months) + ONE_DAY
+        long_gap = iv.start > next_day(add_months(previous_end, knowledge.w.episode_gap_months))
         anabolic_between = any(previous_end < c.interval.end < iv.start for c in courses)
         if long_gap or anabolic_between:
             start = iv.start
@@ -329,7 +330,7 @@ def therapy_start(
         if course.interval.end < as_of and start <= course.interval.end:
             after = [iv for iv in blocks if iv.end > course.interval.end]
             if after:
-                start = max(after[0].start, course.interval.end + ONE_DAY)
+                start = max(after[0].start, next_day(course.interval.end))
     return start
 
 

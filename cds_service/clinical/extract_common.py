@@ -88,10 +88,10 @@ def units_of(quantity: Any) -> list[str]:
 
 
 def effective_date(resource: Any) -> date | None:
-    """effectiveDateTime, else effectivePeriod.start, else effectiveInstant (raw value)."""
+    """effectiveDateTime, else effectivePeriod.start (else its end), else effectiveInstant (raw value)."""
     value = getattr(resource, "effectiveDateTime", None)
     if value is None and getattr(resource, "effectivePeriod", None) is not None:
-        value = resource.effectivePeriod.start
+        value = resource.effectivePeriod.start or resource.effectivePeriod.end
     if value is None:
         value = getattr(resource, "effectiveInstant", None)
     return calendar_date(value)

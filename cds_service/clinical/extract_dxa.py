@@ -7,6 +7,7 @@ from typing import Any
 
 from cds_service.clinical.extract_common import codings, concept_texts
 from cds_service.clinical.facts import BmdSite, ScannerId, Side
+from cds_service.clinical.relevance import reference_key
 from cds_service.fhir.parse import ParsedResources, resolve_device
 from cds_service.knowledge.loader import Knowledge
 
@@ -172,11 +173,22 @@ def normalise_display(text: str) -> str:
 
 
 def _from_performer(performers: Any) -> ScannerId | None:
-    """The performing organisation (preferred) or first performer, as a display-kind scanner."""
-    candidates = [p for p in performers or () if (p.display or p.reference)]
-    organisations = [p for p in candidates if (p.reference or "").split("/")[-2:-1] == ["Organization"]]
-    chosen = (organisations or candidates or [None])[0]
-    if chosen is None:
-        return None
-    label = (chosen.display or chosen.reference or "").strip()
-    return ScannerId("display", normalise_display(label), label) if label else None
+    """The performing Organization, as a display-kind scanner (protocol §3c Duplicates).
+
+    A Practitioner (the reading radiologist), or a performer whose type cannot be told, is never a
+    scanner: it would turn a change of reader into a false scanner change.
+    """
+    for performer in performers or ():
+        if not _is_organization(performer):
+            continue
+        label = (performer.display or performer.reference or "").strip()
+        if label:
+            return ScannerId("display", normalise_display(label), label)
+    return None
+
+
+def _is_organization(reference: Any) -> bool:
+    if reference.type == "Organization":
+        return True
+    key = reference_key((reference.reference or "").strip())
+    return key is not None and key.split("/", 1)[0] == "Organization"

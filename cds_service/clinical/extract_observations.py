@@ -18,6 +18,14 @@ from cds_service.clinical.extract_common import (
 )
 from cds_service.clinical.extract_dxa import scanner_of, site_and_side, unit_accepted
 from cds_service.clinical.facts import BmdResult, FraxResult, LabKind, LabResult, ScannerId
+from cds_service.clinical.observation_values import (
+    MAX_MAGNITUDE,
+    Implausible,
+    Measured,
+    ObservedValue,
+    Unreadable,
+    observed_value,
+)
 from cds_service.fhir.parse import ParsedResources
 from cds_service.knowledge.loader import Knowledge, ObservationCode
 
@@ -58,6 +66,14 @@ _LAB_LABELS = {
     "pth": "PTH",
 }
 _MAX_UNIT_SHOWN = 24
+# Plausible ranges (protocol §3c); a value outside is ignored with a caveat naming it. FRAX is a
+# probability in %, and no lab concentration is negative (our reading, recorded in `interpretations`).
+_T_SCORE_RANGE = (Decimal(-8), Decimal(8))
+_BMD_MAX = Decimal(3)
+_EGFR_RANGE = (Decimal(0), Decimal(250))
+_FRAX_RANGE = (Decimal(0), Decimal(100))
+_KIND_LABELS = {"t_score": "T-score", "bmd": "BMD (g/cm²)", "frax_mof": "FRAX MOF", "frax_hip": "FRAX hip"}
+_SCANNER_RANK = {"identifier": 2, "display": 1}
 
 
 @dataclass(frozen=True)
@@ -74,8 +90,13 @@ class _Measurement:
 
     entry: ObservationCode
     code: Any
-    quantity: Any
+    value: ObservedValue
     reference_range: Any
+
+    @property
+    def label(self) -> str:
+        kind = self.entry.kind
+        return _KIND_LABELS.get(kind) or _LAB_LABELS.get(kind, kind)
 
 
 @dataclass(frozen=True)
@@ -115,14 +136,43 @@ class _Collector:
             self._scanners[key] = scanner_of(observation, self.parsed)
         return self._scanners[key]
 
+    def _readable(self, measurement: _Measurement) -> Measured | None:
+        """The measured value, or None after reporting an unreadable or implausible one."""
+        value = measurement.value
+        if isinstance(value, Unreadable):
+            self.caveats.add(f"{measurement.label} reported as '{value.text}': not readable")
+            return None
+        if isinstance(value, Implausible):
+            self.caveats.add(f"ignored implausible {measurement.label} value {value.text}")
+            return None
+        return value
+
+    def _implausible(self, measurement: _Measurement, measured: Measured) -> bool:
+        if _plausible(measurement.entry.kind, measured.value):
+            return False
+        shown = f"{measured.comparator or ''}{measured.value}"
+        self.caveats.add(f"ignored implausible {measurement.label} value {shown}")
+        return True
+
+    def _bound_not_used(self, measurement: _Measurement, measured: Measured) -> bool:
+        """A DXA or FRAX value given only as a bound is not a measurement the protocol can use."""
+        if measured.comparator is None:
+            return False
+        shown = f"{measured.comparator}{measured.value}"
+        self.caveats.add(f"{measurement.label} reported as '{shown}': a bound, not used")
+        return True
+
     def _bmd(self, measurement: _Measurement, context: _Context) -> None:
-        value = _quantity_value(measurement.quantity)
-        if value is None:
+        measured = self._readable(measurement)
+        if measured is None:
             return
+        value = measured.value
         kind = measurement.entry.kind
-        units = units_of(measurement.quantity)
+        units = measured.units
         if not unit_accepted(kind, units):
             self.caveats.add(f"ignored DXA value with unit {_shown_unit(units)}")
+            return
+        if self._bound_not_used(measurement, measured) or self._implausible(measurement, measured):
             return
         if context.day is None:
             self.caveats.add("ignored DXA value without a date")
@@ -150,12 +200,14 @@ class _Collector:
         )
 
     def _frax(self, measurement: _Measurement, context: _Context) -> None:
-        value = _quantity_value(measurement.quantity)
-        if value is None:
+        measured = self._readable(measurement)
+        if measured is None:
             return
-        units = units_of(measurement.quantity)
+        value, units = measured.value, measured.units
         if units and "%" not in units:
             self.caveats.add(f"ignored FRAX value with unit {_shown_unit(units)}")
+            return
+        if self._bound_not_used(measurement, measured) or self._implausible(measurement, measured):
             return
         if context.day is None:
             self.caveats.add("ignored FRAX value without a date")
@@ -167,14 +219,19 @@ class _Collector:
         )
 
     def _lab(self, measurement: _Measurement, context: _Context) -> None:
-        value = _quantity_value(measurement.quantity)
-        if value is None:
-            return
         kind: LabKind = measurement.entry.kind  # type: ignore[assignment]
-        units = units_of(measurement.quantity)
+        if isinstance(measurement.value, Unreadable):
+            self._unreadable_lab(kind, measurement.value, context)
+            return
+        measured = self._readable(measurement)
+        if measured is None:
+            return
+        value, units = measured.value, measured.units
         factor = _lab_factor(kind, units)
         if factor is None:
             self.caveats.add(f"ignored {_LAB_LABELS[kind]} value with unit {_shown_unit(units)}")
+            return
+        if self._implausible(measurement, measured):
             return
         if context.day is None:
             self.caveats.add(f"ignored {_LAB_LABELS[kind]} value without a date")
@@ -189,6 +246,26 @@ class _Collector:
                 ref_low=low,
                 ref_high=high,
                 resource_id=context.resource_id,
+                comparator=measured.comparator,
+            )
+        )
+
+    def _unreadable_lab(self, kind: LabKind, value: Unreadable, context: _Context) -> None:
+        """Kept as an unreadable result: when it is the latest, the lab counts as missing (§3c)."""
+        if context.day is None:
+            self.caveats.add(f"{_LAB_LABELS[kind]} reported as '{value.text}': not readable")
+            return
+        self.labs.append(
+            LabResult(
+                kind=kind,
+                date=context.day,
+                value=Decimal(0),
+                unit=_CANONICAL_UNIT[kind],
+                ref_low=None,
+                ref_high=None,
+                resource_id=context.resource_id,
+                readable=False,
+                text=value.text,
             )
         )
 
@@ -197,7 +274,7 @@ def extract_observations(parsed: ParsedResources, knowledge: Knowledge, caveats:
     collector = _Collector(parsed, knowledge, caveats)
     for observation in parsed.observations:
         collector.observation(observation)
-    bmd = tuple(collector.bmd)
+    bmd = _without_duplicates(collector.bmd)
     return ObservationFacts(
         bmd=bmd,
         frax=tuple(collector.frax),
@@ -208,14 +285,47 @@ def extract_observations(parsed: ParsedResources, knowledge: Knowledge, caveats:
 
 def _measurements(observation: Any, knowledge: Knowledge) -> Iterator[_Measurement]:
     """The observation's own value, then every component, each with its first wanted table entry."""
-    parts = [(observation.code, observation.valueQuantity, observation.referenceRange)]
-    parts.extend(
-        (c.code, c.valueQuantity, c.referenceRange) for c in observation.component or () if c.code is not None
-    )
-    for code, quantity, ranges in parts:
-        entry = _table_entry(code, knowledge)
-        if entry is not None and quantity is not None:
-            yield _Measurement(entry, code, quantity, ranges)
+    parts = [observation]
+    parts.extend(c for c in observation.component or () if c.code is not None)
+    for part in parts:
+        entry = _table_entry(part.code, knowledge)
+        if entry is None:
+            continue
+        value = observed_value(part.valueQuantity, part.valueString)
+        if value is not None:
+            yield _Measurement(entry, part.code, value, part.referenceRange)
+
+
+def _plausible(kind: str, value: Decimal) -> bool:
+    if kind == "t_score":
+        return _T_SCORE_RANGE[0] <= value <= _T_SCORE_RANGE[1]
+    if kind == "bmd":
+        return Decimal(0) < value <= _BMD_MAX
+    if kind == "egfr":
+        return _EGFR_RANGE[0] <= value <= _EGFR_RANGE[1]
+    if kind in _FRAX_KINDS:
+        return _FRAX_RANGE[0] <= value <= _FRAX_RANGE[1]
+    return value >= 0
+
+
+def _without_duplicates(results: list[BmdResult]) -> tuple[BmdResult, ...]:
+    """One result per measurement (date, site, side, kind, value) (protocol §3c Duplicates).
+
+    An interface copy and a transcribed copy of the same value are one measurement: the copy with the
+    strongest scanner identity (identifier, then display, then none) is kept, so a copy without a
+    device never forms a scan of its own nor a scanner change.
+    """
+    best: dict[tuple[Any, ...], BmdResult] = {}
+    for result in results:
+        key = (result.date, result.site, result.side, result.kind, result.value)
+        kept = best.get(key)
+        if kept is None or _scanner_rank(result) > _scanner_rank(kept):
+            best[key] = result
+    return tuple(best.values())
+
+
+def _scanner_rank(result: BmdResult) -> int:
+    return _SCANNER_RANK[result.scanner.kind] if result.scanner is not None else 0
 
 
 def _table_entry(code: Any, knowledge: Knowledge) -> ObservationCode | None:
@@ -236,6 +346,8 @@ def _shown_unit(units: list[str]) -> str:
 
 
 def _lab_factor(kind: LabKind, units: list[str]) -> tuple[Decimal, Decimal] | None:
+    if kind == "egfr" and not units:
+        return _ONE, _ONE  # eGFR has one unit: a bare number (often a string like "<15") is in it
     for unit in units:
         compact = unit.replace(" ", "").lower()
         if kind == "egfr":
@@ -271,8 +383,8 @@ def _reference_bounds(
 
 def _bound(kind: LabKind, quantity: Any, value_factor: tuple[Decimal, Decimal]) -> Decimal | None:
     value = _quantity_value(quantity)
-    if value is None:
-        return None
+    if value is None or not value.is_finite() or abs(value) > MAX_MAGNITUDE:
+        return None  # an absurd range limit is no limit: the configured default applies
     units = units_of(quantity)
     factor = _lab_factor(kind, units) if units else value_factor
     return _convert(value, factor) if factor is not None else None

@@ -136,6 +136,19 @@ class LabResult:
     ref_low: Decimal | None  # from referenceRange, converted; None = use the configured default
     ref_high: Decimal | None
     resource_id: str
+    # A bound, not an exact value (valueQuantity.comparator or "<15" as a string, protocol §3c):
+    # the true value is `comparator value`. Rules decide only when the bound decides.
+    comparator: Literal["<", "<=", ">", ">="] | None = None
+    # False: a string that is not a number (`text`); the latest result of its kind is then missing.
+    readable: bool = True
+    text: str = ""
+
+    @property
+    def shown(self) -> str:
+        """The value as reported: `<15`, `62`, or the unreadable text in quotes."""
+        if not self.readable:
+            return f"'{self.text}'"
+        return f"{self.comparator or ''}{self.value}"
 
 
 @dataclass(frozen=True)

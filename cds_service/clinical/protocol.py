@@ -13,6 +13,7 @@ from cds_service.clinical import bmd
 from cds_service.clinical.decision import Decision
 from cds_service.clinical.evaluation import Evaluation, Finished
 from cds_service.clinical.facts import PatientRecord
+from cds_service.clinical.plausible_dates import plausible_record
 from cds_service.clinical.rules_eligibility import (
     rule_anabolic,
     rule_demographics,
@@ -46,7 +47,7 @@ def _run(ev: Evaluation) -> Decision:
 
 def evaluate(record: PatientRecord, knowledge: Knowledge, as_of: date) -> Decision:
     """Apply the protocol to one patient's record on `as_of`."""
-    ev = Evaluation(record, knowledge, as_of)
+    ev = Evaluation(plausible_record(record, as_of), knowledge, as_of)
     try:
         return _run(ev)
     except Finished as finished:

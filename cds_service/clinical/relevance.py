@@ -301,6 +301,7 @@ READ_ELEMENTS: dict[str, frozenset[str]] = {
             "effectivePeriod",
             "effectiveInstant",
             "valueQuantity",
+            "valueString",
             "bodySite",
             "device",
             "performer",

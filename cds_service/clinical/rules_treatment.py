@@ -19,7 +19,8 @@ def rule_secondary_causes(ev: Evaluation) -> list[str]:
     labs, hpt = ev.labs, history.hyperparathyroidism_types(ev.r.findings, ev.k)
     _lab_gaps(ev, labs)
     if labs.calcium_high:
-        ev.done("SPECIALIST_REVIEW", "R9a", f"corrected calcium {labs.corrected_calcium} mg/dL above range")
+        shown = labs.corrected_calcium_shown
+        ev.done("SPECIALIST_REVIEW", "R9a", f"corrected calcium {shown} mg/dL above range")
     coded_high = history.active_with_concept(ev.r.findings, "hypercalcaemia")
     if coded_high:
         ev.done("SPECIALIST_REVIEW", "R9a", "hypercalcaemia coded: " + history.describe(coded_high[0]))
@@ -32,7 +33,7 @@ def rule_secondary_causes(ev: Evaluation) -> list[str]:
         flags.append("R9b: work up raised alkaline phosphatase first; PTH analogues excluded pending work-up")
     if labs.vitamin_d_low and labs.vitamin_d:
         flags.append(
-            f"R9c: 25-OH vitamin D {labs.vitamin_d.value} ng/mL < {ev.k.t.vitamin_d_low_ng_ml}: correct first"
+            f"R9c: 25-OH vitamin D {labs.vitamin_d.shown} ng/mL < {ev.k.t.vitamin_d_low_ng_ml}: correct first"
         )
     if "secondary_non_renal" in hpt:
         flags.append("R9c: secondary (non-renal) hyperparathyroidism: correct the cause first")
@@ -40,7 +41,7 @@ def rule_secondary_causes(ev: Evaluation) -> list[str]:
         flags.append("R9c: hyperparathyroidism, type not recorded: clarify and correct first")
     if labs.calcium_low:
         flags.append(
-            f"R9c: corrected calcium {labs.corrected_calcium} mg/dL below range: "
+            f"R9c: corrected calcium {labs.corrected_calcium_shown} mg/dL below range: "
             "correct first (romosozumab excluded while low)"
         )
     coded_low = history.active_with_concept(ev.r.findings, "hypocalcaemia")
@@ -61,6 +62,10 @@ def _lab_gaps(ev: Evaluation, labs: LabStatus) -> None:
     ):
         if value is None:
             ev.miss(code)
+    for code in labs.undecided:  # a bound that cannot decide its gate counts as missing (§3c)
+        ev.miss(code)
+    for note in labs.notes:
+        ev.caveat(note)
     if labs.vitamin_d is None:
         ev.caveat(f"25-OH vitamin D not on record within {ev.k.w.lab_lookback_months} months")
     if labs.calcium is not None and labs.albumin is None:
@@ -76,7 +81,7 @@ def _lab_gaps(ev: Evaluation, labs: LabStatus) -> None:
         ("25-OH vitamin D", labs.vitamin_d),
     ):
         if lab is not None:
-            lines.append((label, f"{lab.value} {lab.unit} ({lab.date.isoformat()})"))
+            lines.append((label, f"{lab.shown} {lab.unit} ({lab.date.isoformat()})"))
     if labs.calcium_corrected_with_albumin and labs.corrected_calcium is not None:
         lines.append(("Corrected calcium", f"{labs.corrected_calcium.quantize(Decimal('0.01'))} mg/dL"))
     ev.evidence = replace(ev.evidence, labs=tuple(lines))
@@ -86,8 +91,8 @@ def rule_renal_gate(ev: Evaluation, agents_ctx: AgentContext) -> None:
     labs = ev.labs
     renal = history.assess_renal(ev.r.findings, ev.as_of, ev.k)
     reason: str | None = None
-    if labs.egfr is not None and labs.egfr.value < ev.k.t.egfr_renal_gate:
-        reason = f"eGFR {labs.egfr.value} ({labs.egfr.date.isoformat()}) < {ev.k.t.egfr_renal_gate}"
+    if labs.egfr is not None and labs.egfr_below_gate is True:
+        reason = f"eGFR {labs.egfr.shown} ({labs.egfr.date.isoformat()}) < {ev.k.t.egfr_renal_gate}"
     elif renal.advanced_ckd:
         reason = "CKD stage 4-5 / end-stage renal disease: " + history.describe(renal.advanced_ckd[0])
     elif renal.recent_dialysis:

@@ -71,7 +71,9 @@ def build_prefetch_templates(
             templates[key] = f"Patient/{PATIENT_ID_TOKEN}"
         elif key in _CODED_KEYS:
             codes = dxa_codes if key == "dxa" else lab_codes
-            templates[key] = f"{resource_type}?{patient}&code={_token_list(codes, key)}&_sort=-date"
+            # `combo-code` (FHIR R4: Observation.code | Observation.component.code) also finds a panel
+            # whose values are only in components (protocol §3c Panels), e.g. one DXA panel per scan.
+            templates[key] = f"{resource_type}?{patient}&combo-code={_token_list(codes, key)}&_sort=-date"
         else:
             templates[key] = f"{resource_type}?{patient}"
     return templates

@@ -95,8 +95,11 @@ def load_scenario_bundle(scenario_id: str) -> dict[str, Any]:
 
 
 def observation_group(observation: dict[str, Any]) -> str:
-    """``"dxa"`` or ``"labs"`` for an Observation, from its codes; ValueError if in neither list."""
-    codings = observation.get("code", {}).get("coding", [])
+    """``"dxa"`` or ``"labs"`` for an Observation, from its codes (a panel's: its components' codes);
+    ValueError if in neither list."""
+    codings = list(observation.get("code", {}).get("coding", []))
+    for component in observation.get("component", []):
+        codings.extend(component.get("code", {}).get("coding", []))
     keys = {(c.get("system"), c.get("code")) for c in codings}
     if keys & DXA_CODES:
         return "dxa"

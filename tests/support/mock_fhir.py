@@ -1,7 +1,7 @@
 """A `responses`-mocked FHIR R4 server that answers the service's searches from a scenario Bundle.
 
-It implements just what the service sends (read, and search by `patient`, `code` token lists and
-`_sort=-date`) and records every request so tests can assert where the bearer token went.
+It implements just what the service sends (read, and search by `patient`, `code` and `combo-code`
+token lists and `_sort=-date`) and records every request so tests can assert where the bearer token went.
 """
 
 from __future__ import annotations
@@ -22,8 +22,17 @@ def _codes(resource: dict[str, Any]) -> set[str]:
     return {f"{c.get('system')}|{c.get('code')}" for c in codings}
 
 
+def _combo_codes(resource: dict[str, Any]) -> set[str]:
+    """`combo-code`: the codes of the Observation and of each of its components."""
+    found = _codes(resource)
+    for component in resource.get("component") or []:
+        found |= _codes(component)
+    return found
+
+
 def _date(resource: dict[str, Any]) -> str:
-    return str(resource.get("effectiveDateTime") or "")
+    period = resource.get("effectivePeriod") or {}
+    return str(resource.get("effectiveDateTime") or period.get("start") or "")
 
 
 class MockFhirServer:
@@ -66,6 +75,9 @@ class MockFhirServer:
         if "code" in query:
             wanted = set(query["code"][0].split(","))
             matches = [r for r in matches if _codes(r) & wanted]
+        if "combo-code" in query:
+            wanted = set(query["combo-code"][0].split(","))
+            matches = [r for r in matches if _combo_codes(r) & wanted]
         if query.get("_sort") == ["-date"]:
             matches.sort(key=_date, reverse=True)
         bundle = {
