@@ -363,6 +363,8 @@ BODY_SITE_PROBE = ("http://loinc.org", "46383-6")  # DXA BMD, site not in the co
 
 def _observation(index: int, code: tuple[str, str], kind: str, **extra: Any) -> dict[str, Any]:
     value, unit = _VALUE[kind]
+    if kind in ("t_score", "bmd"):  # a distinct value per row: equal values on one date are one measurement
+        value += Decimal(index) / (1000 if kind == "bmd" else 100)
     resource = {
         "resourceType": "Observation",
         "id": f"obs{index}",
