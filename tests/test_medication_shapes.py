@@ -522,7 +522,7 @@ def test_sentinel_period_end_is_an_open_end() -> None:
 def test_implausible_medication_dates_are_ignored_with_a_caveat(day: str, ignored: bool) -> None:
     extra = administration("odd", {"reference": "Patient/s12"}, concept(DENOSUMAB_60), day)
     decision = decide([*resources_of("s12"), extra])
-    caveat = f"MedicationAdministration date {day} is implausible: ignored"
+    caveat = f"ignored denosumab record dated {day}: implausible date"
     assert (caveat in decision["caveats"]) is ignored
     if ignored:
         assert without(decision, "caveats") == without(decide(resources_of("s12")), "caveats")
@@ -539,7 +539,7 @@ def test_implausible_period_dates_never_fail() -> None:
         end="9999-12-31",
     )
     decision = decide([*resources_of("s12"), odd])
-    assert "MedicationStatement date 0001-01-01 is implausible: ignored" in decision["caveats"]
+    assert "ignored alendronate record dated 0001-01-01: implausible date" in decision["caveats"]
 
 
 @pytest.mark.protocol("3c-statement-doses", "4-anabolic-course")

@@ -6,7 +6,6 @@ in order. A rule ends the evaluation by calling `Evaluation.done`, which raises 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import date
 from typing import NoReturn
 
@@ -26,7 +25,6 @@ from cds_service.clinical.exposure import (
     anabolic_courses,
     first_line_record_coverage,
     first_line_union,
-    plausible_medications,
     prior_denosumab_days,
     pth_use_days,
     romosozumab_doses,
@@ -49,12 +47,10 @@ class Evaluation:
     """State of one evaluation. Each rule function either returns or ends it by raising `Finished`."""
 
     def __init__(self, record: PatientRecord, knowledge: Knowledge, as_of: date) -> None:
-        medications, date_caveats = plausible_medications(record.medications, as_of)
-        record = replace(record, medications=medications)
         self.r = record
         self.k = knowledge
         self.as_of = as_of
-        self.caveats: list[str] = [*record.caveats, *date_caveats]
+        self.caveats: list[str] = list(record.caveats)
         self.missing: list[str] = []
         self.reasons: list[str] = []
         self.warnings: list[WarningDetail] = []

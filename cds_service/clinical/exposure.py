@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -29,14 +29,6 @@ REQUEST_INTENTS = ("order", "original-order", "instance-order")
 # Injectables: one dose per date (never per unit), and a statement's effectiveDateTime is a dose (§3c).
 PER_DATE_AGENTS = ("denosumab", "zoledronic_acid", "romosozumab")
 STOPPED_STATUSES = ("stopped", "on-hold")  # past exposure ending at the stop (§3c)
-_EARLIEST_PLAUSIBLE = date(1900, 1, 1)
-_DATE_FIELDS = ("event_date", "period_start", "period_end")
-_SOURCE_TYPES = {
-    "administration": "MedicationAdministration",
-    "dispense": "MedicationDispense",
-    "statement": "MedicationStatement",
-    "request": "MedicationRequest",
-}
 
 
 @dataclass(frozen=True)
@@ -74,33 +66,6 @@ def _one_interval(rec: MedicationRecord, start: date) -> Interval:
     if rec.interval_months:
         return Interval(start, previous_day(add_months(start, rec.interval_months)))
     return Interval(start, add_days(start, max(rec.interval_days or 1, 1) - 1))
-
-
-def plausible_medications(
-    medications: tuple[MedicationRecord, ...], as_of: date
-) -> tuple[tuple[MedicationRecord, ...], tuple[str, ...]]:
-    """Medication dates made usable (protocol §3c "Implausible values and dates").
-
-    A date before 1900 or after `as_of` + 1 year is ignored (set to None) with a caveat naming it; a
-    period end after `as_of` (e.g. the sentinel 9999-12-31) is an open end: it becomes `as_of`."""
-    latest = add_months(as_of, 12)
-    records: list[MedicationRecord] = []
-    caveats: list[str] = []
-    for rec in medications:
-        changes: dict[str, date | None] = {}
-        for name in _DATE_FIELDS:
-            value: date | None = getattr(rec, name)
-            if value is None:
-                continue
-            if name == "period_end" and value > as_of:
-                changes[name] = as_of
-            elif value < _EARLIEST_PLAUSIBLE or value > latest:
-                changes[name] = None
-                caveats.append(
-                    f"{_SOURCE_TYPES[rec.source]} date {value.isoformat()} is implausible: ignored"
-                )
-        records.append(replace(rec, **changes) if changes else rec)  # type: ignore[arg-type]
-    return tuple(records), tuple(dict.fromkeys(caveats))
 
 
 def is_dose_record(rec: MedicationRecord) -> bool:
