@@ -7,6 +7,7 @@ Each path returns the decision object (protocol §9) of the call.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import re
@@ -135,6 +136,7 @@ class PagingFhirServer:
         self.token = token
         self.calls: list[requests.PreparedRequest] = []
         self._pages: dict[str, list[dict[str, Any]]] = {}
+        self._page_tokens = itertools.count()  # unique tokens (pages are fetched in parallel threads)
 
     def register(self, rsps: responses.RequestsMock) -> None:
         pattern = re.compile(re.escape(FHIR_BASE) + r"(/.*)?$")
@@ -160,7 +162,7 @@ class PagingFhirServer:
             ],
         }
         if rest:
-            token = f"p{len(self._pages)}"
+            token = f"p{next(self._page_tokens)}"
             self._pages[token] = rest
             bundle["link"] = [{"relation": "next", "url": f"{FHIR_BASE}/?{urlencode({'_getpages': token})}"}]
         return bundle
@@ -177,7 +179,10 @@ class PagingFhirServer:
         path = url.path[len(urlsplit(FHIR_BASE).path) :].strip("/")
         query = parse_qs(url.query)
         if "_getpages" in query:
-            return 200, headers, json.dumps(self.searchset(self._pages.pop(query["_getpages"][0], [])))
+            page = self._pages.pop(query["_getpages"][0], None)
+            if page is None:
+                return 404, headers, json.dumps({"resourceType": "OperationOutcome", "issue": []})
+            return 200, headers, json.dumps(self.searchset(page))
         if path == "metadata":
             return 200, headers, json.dumps({"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1"})
         status, body = self.get(path, query)
