@@ -150,6 +150,12 @@ def _effective_day(resource: Resource) -> str:
     return str(value)[:10]
 
 
+def _medication_fields(resource: Resource) -> Resource:
+    """The medication[x] element and any contained resources, for a resource recorded as another type."""
+    names = ("medicationCodeableConcept", "medicationReference", "contained")
+    return {name: resource[name] for name in names if name in resource}
+
+
 def _patient_ref(record: Record) -> dict[str, str]:
     return {"reference": f"Patient/{record.patient()['id']}"}
 
@@ -237,7 +243,7 @@ def injection_as_statement(record: Record, rng: random.Random) -> Record:
                 "resourceType": "MedicationStatement",
                 "id": resource["id"],
                 "status": "completed",
-                "medicationCodeableConcept": resource["medicationCodeableConcept"],
+                **_medication_fields(resource),
                 "subject": resource["subject"],
                 "effectiveDateTime": resource["effectiveDateTime"],
                 "dosage": [{"text": (resource.get("dosage") or {}).get("text", "")}],
@@ -261,7 +267,7 @@ def injection_as_dispense(record: Record, rng: random.Random) -> Record:
                 "resourceType": "MedicationDispense",
                 "id": resource["id"],
                 "status": "completed",
-                "medicationCodeableConcept": resource["medicationCodeableConcept"],
+                **_medication_fields(resource),
                 "subject": resource["subject"],
                 "quantity": {"value": 1, "unit": "syringe"},
                 "whenHandedOver": resource["effectiveDateTime"],
@@ -288,7 +294,7 @@ def statement_as_order(record: Record, rng: random.Random) -> Record:
                 "id": resource["id"],
                 "status": resource["status"],
                 "intent": "order",
-                "medicationCodeableConcept": resource["medicationCodeableConcept"],
+                **_medication_fields(resource),
                 "subject": resource["subject"],
                 "authoredOn": period["start"],
                 "dosageInstruction": resource.get("dosage") or [],
@@ -316,7 +322,7 @@ def dispense_as_dispensed_order(record: Record, rng: random.Random) -> Record:
                 "id": resource["id"],
                 "status": "completed",
                 "intent": "order",
-                "medicationCodeableConcept": resource["medicationCodeableConcept"],
+                **_medication_fields(resource),
                 "subject": resource["subject"],
                 "authoredOn": resource["whenHandedOver"],
                 "dosageInstruction": resource.get("dosageInstruction") or [],
