@@ -217,10 +217,12 @@ def test_policy_cards() -> None:
     assert "2026-01-10" in duration[0]["detail"]
 
 
+@pytest.mark.protocol("3a-blocking")
 def test_insufficient_data_only_in_scope() -> None:
     assert render(make("INSUFFICIENT_DATA", in_scope=False)) == []
 
 
+@pytest.mark.protocol("R3")
 def test_on_anabolic_only_with_flag() -> None:
     assert render(make("ON_ANABOLIC", on_anabolic_card=False)) == []
     cards = render(make("ON_ANABOLIC", anabolic_agent="teriparatide", planned_end=date(2025, 7, 20)))
@@ -228,6 +230,7 @@ def test_on_anabolic_only_with_flag() -> None:
 
 
 @pytest.mark.parametrize("outcome", [o for o in ALL_OUTCOMES if o != "NOT_APPLICABLE"])
+@pytest.mark.protocol("W-DENOSUMAB_OVERDUE", "W-ANABOLIC_FOLLOW_ON_MISSING")
 def test_warnings_are_critical_cards_even_without_outcome_card(outcome: Outcome) -> None:
     warn = (
         WarningDetail("DENOSUMAB_OVERDUE", "last injection 2024-07-15"),
@@ -244,6 +247,7 @@ def test_warnings_are_critical_cards_even_without_outcome_card(outcome: Outcome)
     assert len(codes) == len(set(codes))  # never two cards for the same outcome/warning
 
 
+@pytest.mark.protocol("R0")
 def test_not_applicable_has_no_cards_even_with_warnings() -> None:
     warn = (WarningDetail("DENOSUMAB_OVERDUE", "x"),)
     assert render(make("NOT_APPLICABLE", rule="R0", warnings=warn)) == []
@@ -378,6 +382,7 @@ def test_summary_examples() -> None:
 
 
 # ----- suggestions ---------------------------------------------------------------------------
+@pytest.mark.protocol("6-agents")
 def test_suggestions_shape() -> None:
     card = render(make("ESCALATE"))[0]
     assert card["selectionBehavior"] == "at-most-one"
@@ -410,6 +415,7 @@ def test_suggestions_shape() -> None:
     assert KNOWLEDGE.texts.suggest_only_line in card["detail"]
 
 
+@pytest.mark.protocol("6-agents")
 def test_is_recommended_only_on_preferred() -> None:
     option_first = (
         AgentAssessment("teriparatide", "caution", 1, ("denosumab within 18 months",)),
@@ -429,6 +435,7 @@ def test_is_recommended_only_on_preferred() -> None:
     assert any_card["selectionBehavior"] == "any"
 
 
+@pytest.mark.protocol("6-agents")
 def test_suggestions_in_rank_order() -> None:
     shuffled = (
         AgentAssessment("teriparatide", "option", 3, ()),
@@ -459,6 +466,7 @@ def test_no_suggestions(decision: Decision) -> None:
     assert KNOWLEDGE.texts.suggest_only_line not in card["detail"]
 
 
+@pytest.mark.protocol("3a-cap", "6-agents")
 def test_capped_consider_has_suggestions() -> None:
     card = render(make("CONSIDER", rule="R12", suggestions_allowed=True))[0]
     assert card["suggestions"]
@@ -486,6 +494,7 @@ def test_invalid_inputs_rejected() -> None:
 
 
 # ----- detail --------------------------------------------------------------------------------
+@pytest.mark.protocol("5-dxa", "7-plan", "3b-aace")
 def test_escalate_detail_sections() -> None:
     detail = render(make("ESCALATE"))[0]["detail"]
     assert detail.startswith(KNOWLEDGE.texts.criteria_line)
@@ -520,18 +529,21 @@ def test_escalate_detail_sections() -> None:
     assert "(https://doi.org/10.1016/S0140-6736%2815%2961120-5)" in detail
 
 
+@pytest.mark.protocol("R11")
 def test_at_target_consider_does_not_claim_criteria() -> None:
     detail = render(make("CONSIDER", rule="R11"))[0]["detail"]
     assert KNOWLEDGE.texts.criteria_line not in detail
     assert KNOWLEDGE.line("targets_line") in detail
 
 
+@pytest.mark.protocol("7-plan", "3a-cap")
 def test_follow_on_obtain_egfr() -> None:
     detail = render(make("ESCALATE", follow_on=(), missing=("egfr",)))[0]["detail"]
     assert "Obtain eGFR (and creatinine clearance for bisphosphonates) before choosing" in detail
     assert "No eGFR in the last 12 months." in detail
 
 
+@pytest.mark.protocol("3a-blocking")
 def test_insufficient_data_lists_exactly_what() -> None:
     decision = make("INSUFFICIENT_DATA", missing=("followup_dxa", "total_hip_baseline"))
     detail = render(decision)[0]["detail"]

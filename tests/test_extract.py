@@ -80,6 +80,7 @@ def test_no_patient_and_several_patients(knowledge: Knowledge) -> None:
 
 # ----- BMD: units, sites, sides, dates ----------------------------------------------------------------
 @pytest.mark.parametrize("unit", ["{T-score}", "{T-Score}", "SD", "{SD}", "sd", None])
+@pytest.mark.protocol("5-dxa")
 def test_t_score_units_accepted(unit: str | None, knowledge: Knowledge) -> None:
     result = record([observation(unit=unit)], knowledge)
     assert [(b.site, b.kind, b.value) for b in result.bmd] == [("total_hip", "t_score", Decimal("-2.6"))]
@@ -87,6 +88,7 @@ def test_t_score_units_accepted(unit: str | None, knowledge: Knowledge) -> None:
 
 
 @pytest.mark.parametrize("unit", ["g/cm2", "g/cm-2", "g/cm^2", "G/CM2"])
+@pytest.mark.protocol("5-dxa")
 def test_bmd_units_accepted(unit: str, knowledge: Knowledge) -> None:
     result = record([observation("38261-4", value=0.812, unit=unit)], knowledge)
     assert [(b.site, b.kind, b.value) for b in result.bmd] == [("total_hip", "bmd", Decimal("0.812"))]
@@ -96,6 +98,7 @@ def test_bmd_units_accepted(unit: str, knowledge: Knowledge) -> None:
     ("code", "value", "unit"),
     [("38264-8", -2.6, "%"), ("38264-8", -2.6, "T"), ("38261-4", 812, "mg/cm2"), ("38261-4", 0.8, None)],
 )
+@pytest.mark.protocol("5-dxa")
 def test_bad_dxa_unit_is_ignored_with_caveat(
     code: str, value: float, unit: str | None, knowledge: Knowledge
 ) -> None:
@@ -168,6 +171,7 @@ RIGHT = {"system": SNOMED, "code": "24028007"}
         ),
     ],
 )
+@pytest.mark.protocol("5-dxa")
 def test_bmd_site_and_side(
     code: str, extra: dict[str, Any], site: str, side: str | None, knowledge: Knowledge
 ) -> None:
@@ -176,6 +180,7 @@ def test_bmd_site_and_side(
     assert [(b.site, b.side) for b in result.bmd] == [(site, side)]
 
 
+@pytest.mark.protocol("3b-site-unknown")
 def test_undetermined_site_counts_with_caveat(knowledge: Knowledge) -> None:
     concept = {"coding": [{"system": LOINC, "code": "46383-6"}], "text": "DXA result"}
     result = record([observation("46383-6", value=0.7, unit="g/cm2", code_concept=concept)], knowledge)
@@ -183,6 +188,7 @@ def test_undetermined_site_counts_with_caveat(knowledge: Knowledge) -> None:
     assert result.caveats == ("BMD (g/cm²) site could not be determined (counts for diagnosis only)",)
 
 
+@pytest.mark.protocol("3c-panels")
 def test_dxa_panel_components_take_the_panel_date_and_device(knowledge: Knowledge) -> None:
     panel = observation(
         "38268-9",
@@ -279,6 +285,7 @@ def test_dxa_panel_components_take_the_panel_date_and_device(knowledge: Knowledg
         ({}, [], None),
     ],
 )
+@pytest.mark.protocol("5-dxa", "3c-duplicates")
 def test_scanner(
     extra: dict[str, Any], others: list[dict[str, Any]], expected: ScannerId | None, knowledge: Knowledge
 ) -> None:
@@ -291,6 +298,7 @@ def test_scanner(
     ("system", "code", "unit", "kind"),
     [(LOINC, "90265-0", "%", "mof"), (LOINC, "90266-8", "%", "hip"), (SNOMED, "439921008", None, "hip")],
 )
+@pytest.mark.protocol("R5")
 def test_frax(system: str, code: str, unit: str | None, kind: str, knowledge: Knowledge) -> None:
     concept = {"coding": [{"system": system, "code": code}]}
     result = record([observation(code, value=21.5, unit=unit, code_concept=concept)], knowledge)
@@ -333,6 +341,7 @@ def test_frax_panel_components_and_bad_unit(knowledge: Knowledge) -> None:
         ("2731-8", 45, "pg/mL", "pth", Decimal("45"), "pg/mL"),
     ],
 )
+@pytest.mark.protocol("3b-labs")
 def test_lab_units_converted(
     *, code: str, value: float, unit: str, kind: str, expected: Decimal, canonical: str, knowledge: Knowledge
 ) -> None:
@@ -342,6 +351,7 @@ def test_lab_units_converted(
     ]
 
 
+@pytest.mark.protocol("3b-labs")
 def test_lab_reference_range_converted(knowledge: Knowledge) -> None:
     calcium = observation(
         "17861-6",
@@ -358,6 +368,7 @@ def test_lab_reference_range_converted(knowledge: Knowledge) -> None:
 
 
 @pytest.mark.parametrize(("code", "unit"), [("17861-6", "mEq/L"), ("1751-7", None), ("54347-0", "umol/L")])
+@pytest.mark.protocol("3b-labs")
 def test_lab_with_unknown_unit_is_ignored(code: str, unit: str | None, knowledge: Knowledge) -> None:
     result = record([observation(code, value=2.4, unit=unit)], knowledge)
     assert result.labs == ()
@@ -469,6 +480,7 @@ def one_medication(resources: list[dict[str, Any]], knowledge: Knowledge) -> Med
         (rx("1897"), "calcium", "supplement", "osteoporosis", "", False),
     ],
 )
+@pytest.mark.protocol("4-oncology")
 def test_medication_identity_and_strength(
     *,
     concept: dict[str, Any],
@@ -489,6 +501,7 @@ def test_medication_identity_and_strength(
     )
 
 
+@pytest.mark.protocol("3c-medication-reference", "3a-caveat")
 def test_name_match_label(knowledge: Knowledge) -> None:
     found = one_medication([med("MedicationStatement", {"text": "Fosamax 70mg tablets"})], knowledge)
     assert (found.agent, found.matched_by_name, found.label, found.interval_days) == (
@@ -499,6 +512,7 @@ def test_name_match_label(knowledge: Knowledge) -> None:
     )
 
 
+@pytest.mark.protocol("3c-medication-reference")
 def test_contained_medication_with_ingredient_strength(knowledge: Knowledge) -> None:
     request = med(
         "MedicationRequest",
@@ -529,6 +543,7 @@ def test_contained_medication_with_ingredient_strength(knowledge: Knowledge) -> 
     )
 
 
+@pytest.mark.protocol("3c-medication-reference")
 def test_referenced_medication_by_absolute_url(knowledge: Knowledge) -> None:
     administration = med(
         "MedicationAdministration",
@@ -575,6 +590,7 @@ def test_referenced_medication_by_absolute_url(knowledge: Knowledge) -> None:
         ({"text": "teriparatide 20 mcg daily"}, None, 1, None, False),
     ],
 )
+@pytest.mark.protocol("4-coverage")
 def test_medication_interval(
     *,
     concept: dict[str, Any],
@@ -616,6 +632,7 @@ def test_medication_interval(
         ("MedicationRequest", "active", {"intent": "filler-order"}, False),
     ],
 )
+@pytest.mark.protocol("4-coverage")
 def test_medication_statuses(
     resource_type: str, status: str, extra: dict[str, Any], kept: bool, knowledge: Knowledge
 ) -> None:
@@ -624,6 +641,7 @@ def test_medication_statuses(
     assert result.any_medication_resource is True
 
 
+@pytest.mark.protocol("4-coverage")
 def test_source_specific_fields(knowledge: Knowledge) -> None:
     resources = [
         med(
@@ -706,6 +724,7 @@ def test_source_specific_fields(knowledge: Knowledge) -> None:
     assert (request.period_start, request.period_end) == (date(2021, 2, 20), date(2022, 2, 19))
 
 
+@pytest.mark.protocol("3c-medication-reference")
 def test_unresolved_medication_reference_caveat(knowledge: Knowledge) -> None:
     result = record(
         [med("MedicationRequest", medicationReference={"reference": "Medication/absent"})], knowledge
@@ -761,6 +780,7 @@ def one_finding(resources: list[dict[str, Any]], knowledge: Knowledge) -> Clinic
         ("704333004", SNOMED, "", "other", None, True, "osteoporotic_fracture"),  # hand
     ],
 )
+@pytest.mark.protocol("3b-fractures")
 def test_fractures(
     *,
     code: str,
@@ -792,6 +812,7 @@ def test_fractures(
         ("M80.08XA", "L9 typo", None),
     ],
 )
+@pytest.mark.protocol("3b-fractures")
 def test_vertebral_level(code: str, text: str, level: str | None, knowledge: Knowledge) -> None:
     extra = {"text": text} if text else {}
     assert one_finding([condition(code, **extra)], knowledge).vertebral_level == level
@@ -810,6 +831,7 @@ def test_vertebral_level(code: str, text: str, level: str | None, knowledge: Kno
         ({"onsetString": "years ago"}, None, None),
     ],
 )
+@pytest.mark.protocol("3b-dates", "3b-cv-undated")
 def test_condition_onset(
     extra: dict[str, Any], onset: date | None, recorded: date | None, knowledge: Knowledge
 ) -> None:
@@ -817,6 +839,7 @@ def test_condition_onset(
     assert (found.onset, found.recorded) == (onset, recorded)
 
 
+@pytest.mark.protocol("3b-fractures", "3b-cv-undated")
 def test_history_codes_are_never_dated(knowledge: Knowledge) -> None:
     history = [
         condition("Z87.310", id="h1", onsetDateTime="2018-01-01"),
@@ -859,6 +882,7 @@ def test_procedure_performed_date(knowledge: Knowledge) -> None:
         ("E21.0", ICD10CM, "", False, "hyperparathyroidism"),
     ],
 )
+@pytest.mark.protocol("3b-cancer")
 def test_concepts_and_cancer(
     *, code: str, system: str, display: str, is_cancer: bool, concept: str | None, knowledge: Knowledge
 ) -> None:
@@ -928,6 +952,7 @@ def test_dxa_reports_without_values(knowledge: Knowledge) -> None:
     assert result.dxa_reports_without_values == (date(2023, 3, 1),)
 
 
+@pytest.mark.protocol("3a-cap")
 def test_unreadable_counts_reach_the_record(knowledge: Knowledge) -> None:
     result = record([observation(value="not-a-number"), observation(id="o2")], knowledge)
     assert result.unreadable == (("Observation", 1),)

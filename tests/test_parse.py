@@ -111,10 +111,12 @@ def kept(parsed: ParsedResources) -> int:
         (12, None),
     ],
 )
+@pytest.mark.protocol("3b-dates")
 def test_calendar_date(value: object, expected: date | None) -> None:
     assert calendar_date(value) == expected
 
 
+@pytest.mark.protocol("3b-dates")
 def test_validated_datetime_keeps_its_written_date(knowledge: Knowledge) -> None:
     parsed = parse_resources([observation(effectiveDateTime="2021-02-15T23:30:00-05:00")], knowledge)
     assert calendar_date(parsed.observations[0].effectiveDateTime) == date(2021, 2, 15)
@@ -315,6 +317,7 @@ DENOSUMAB_MEDICATION = {
         ("urn:uuid:7c9a1e4e-0000-4000-8000-000000000001", "urn:uuid:7c9a1e4e-0000-4000-8000-000000000001"),
     ],
 )
+@pytest.mark.protocol("3c-medication-reference")
 def test_referenced_medication_is_resolved(
     reference: str, full_url: str | None, knowledge: Knowledge
 ) -> None:
@@ -329,6 +332,7 @@ def test_referenced_medication_is_resolved(
     assert medication.id == "med1"
 
 
+@pytest.mark.protocol("3c-medication-reference")
 def test_contained_medication_is_resolved(knowledge: Knowledge) -> None:
     request = _reference_request("#c1")
     request["contained"] = [{**DENOSUMAB_MEDICATION, "id": "c1"}]
@@ -340,6 +344,7 @@ def test_contained_medication_is_resolved(knowledge: Knowledge) -> None:
     assert parsed.medications == {}
 
 
+@pytest.mark.protocol("3c-medication-reference")
 def test_unrelated_and_unresolved_medication_references(knowledge: Knowledge) -> None:
     lisinopril = {"resourceType": "Medication", "id": "lis", "code": {"text": "lisinopril 10 mg"}}
     parsed = parse_resources(
@@ -415,6 +420,7 @@ def test_lenient_quirks_keep_the_entry(resource: dict[str, Any], knowledge: Know
     assert calendar_date(effective) == date(2021, 2, 15)
 
 
+@pytest.mark.protocol("3b-dates")
 def test_nested_naive_datetime_is_fixed(knowledge: Knowledge) -> None:
     request = medication_use(
         "MedicationRequest",
@@ -430,6 +436,7 @@ def test_nested_naive_datetime_is_fixed(knowledge: Knowledge) -> None:
     assert request["authoredOn"] == "2021-02-15T10:00:00"  # the caller's dict is not modified
 
 
+@pytest.mark.protocol("3a-cap")
 def test_broken_relevant_entry_is_counted_and_logged_without_values(
     knowledge: Knowledge, caplog: pytest.LogCaptureFixture
 ) -> None:

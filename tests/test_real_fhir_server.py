@@ -38,6 +38,35 @@ def client() -> FlaskClient:
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s["id"] for s in SCENARIOS])
+@pytest.mark.protocol(
+    "R0",
+    "R1",
+    "R2",
+    "R3",
+    "R3c",
+    "R4",
+    "R5",
+    "R6",
+    "R7",
+    "R7f",
+    "R7h",
+    "R7a",
+    "R8",
+    "R9a",
+    "R9b",
+    "R9c",
+    "R10",
+    "R11",
+    "R12",
+    "R13",
+    "RENAL",
+    "W-ANABOLIC_FOLLOW_ON_MISSING",
+    "3b-icd-category",
+    "3b-therapy-start",
+    "3b-prior-denosumab",
+    "4-anabolic-course",
+    "6-agents",
+)
 def test_scenario_against_real_fhir_server(
     loaded_server: FhirServerProcess,
     client: FlaskClient,

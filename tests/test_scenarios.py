@@ -65,6 +65,35 @@ def check_scenario(scenario: dict[str, Any], body: dict[str, Any], logged: dict[
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s["id"] for s in SCENARIOS])
+@pytest.mark.protocol(
+    "R0",
+    "R1",
+    "R2",
+    "R3",
+    "R3c",
+    "R4",
+    "R5",
+    "R6",
+    "R7",
+    "R7f",
+    "R7h",
+    "R7a",
+    "R8",
+    "R9a",
+    "R9b",
+    "R9c",
+    "R10",
+    "R11",
+    "R12",
+    "R13",
+    "RENAL",
+    "W-ANABOLIC_FOLLOW_ON_MISSING",
+    "3b-icd-category",
+    "3b-therapy-start",
+    "3b-prior-denosumab",
+    "4-anabolic-course",
+    "6-agents",
+)
 def test_scenario_with_prefetch(
     client: FlaskClient, scenario: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -78,6 +107,35 @@ def test_scenario_with_prefetch(
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s["id"] for s in SCENARIOS])
+@pytest.mark.protocol(
+    "R0",
+    "R1",
+    "R2",
+    "R3",
+    "R3c",
+    "R4",
+    "R5",
+    "R6",
+    "R7",
+    "R7f",
+    "R7h",
+    "R7a",
+    "R8",
+    "R9a",
+    "R9b",
+    "R9c",
+    "R10",
+    "R11",
+    "R12",
+    "R13",
+    "RENAL",
+    "W-ANABOLIC_FOLLOW_ON_MISSING",
+    "3b-icd-category",
+    "3b-therapy-start",
+    "3b-prior-denosumab",
+    "4-anabolic-course",
+    "6-agents",
+)
 def test_scenario_via_fhir_server(
     client: FlaskClient,
     scenario: dict[str, Any],

@@ -54,17 +54,21 @@ def reference_key(reference: str) -> str | None:
 def ignored_by_status(resource: dict[str, Any]) -> bool:
     """True for the protocol's "ignored everywhere" statuses (protocol §2)."""
     rtype = resource.get("resourceType")
-    status = resource.get("status")
+    status = _plain(resource.get("status"))  # a list or object is no status (never hashed)
     if rtype == "Observation":
         return status not in _OBSERVATION_STATUSES
     if rtype == "DiagnosticReport":
         return status not in _REPORT_STATUSES
     if rtype in ("Condition", "AllergyIntolerance"):
         return bool(_codes_of(resource.get("verificationStatus")) & _IGNORED_VERIFICATION)
-    if rtype == "MedicationRequest" and resource.get("intent") in _IGNORED_INTENTS:
+    if rtype == "MedicationRequest" and _plain(resource.get("intent")) in _IGNORED_INTENTS:
         return True
     ignored = _IGNORED_STATUSES.get(str(rtype))
     return ignored is not None and status in ignored
+
+
+def _plain(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _codes_of(concept: Any) -> set[str]:

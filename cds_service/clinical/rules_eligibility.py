@@ -162,7 +162,8 @@ def rule_high_risk(ev: Evaluation) -> None:
         default=None,
     )
     if low:
-        lowest = min(low, key=lambda v: v.value)
+        # ties: the earliest, then by site name, whatever the entry order
+        lowest = min(low, key=lambda v: (v.value, v.date, v.site))
         if lowest.site == "unknown":
             ev.caveat("a T-score of undetermined site was used for the diagnosis only")
         ev.reasons.append(

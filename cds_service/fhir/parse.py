@@ -453,7 +453,7 @@ def _unique_items(raw: Iterable[Any]) -> list[tuple[int, str | None, dict[str, A
     models = _MODELS
     for index, (full_url, resource) in enumerate(_flatten(raw)):
         rtype = resource.get("resourceType")
-        if rtype not in models:
+        if not isinstance(rtype, str) or rtype not in models:
             continue
         rid = resource.get("id")
         if isinstance(rid, str) and rid:

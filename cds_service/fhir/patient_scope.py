@@ -20,6 +20,8 @@ def _reference(resource: dict[str, Any]) -> str | None:
 def belongs_to(resource: dict[str, Any], patient_id: str) -> bool:
     """False only when the resource is provably about another patient."""
     kind = resource.get("resourceType")
+    if not isinstance(kind, str):
+        return True  # not a resource of any known type: the parse layer drops it (never hashed here)
     if kind == "Patient":
         return resource.get("id") == patient_id
     if kind in _UNSCOPED_TYPES:
