@@ -237,6 +237,37 @@ def test_unresolved_reference_without_a_usable_display_is_unreadable() -> None:
     assert decision["outcome"] == "CONSIDER"
 
 
+@pytest.mark.protocol("3c-medication-reference", "3a-caveat")
+@pytest.mark.parametrize(
+    ("display", "read"),
+    [
+        ("metformin 500 MG Oral Tablet", True),
+        ("cholecalciferol 1000 unit tablet", True),
+        ("calcium carbonate 1.25 g / vitamin D3 400 IU", True),
+        ("Home medication", False),
+        ("Lisinopril", False),  # no strength: not enough to call it another product
+    ],
+)
+def test_display_naming_another_product_is_read_as_another_drug(display: str, read: bool) -> None:
+    """Epic sends an absolute reference + display: a product display that is no osteoporosis drug is another
+    drug (caveat only); generic text stays unreadable and caps the outcome."""
+    base = resources_of("s01")
+    other = as_reference(
+        statement(
+            "s01-other-drug", patient_ref(base), concept(ALENDRONATE_70), status="active", start="2022-01-01"
+        ),
+        "https://ehr.example.org/api/FHIR/R4/Medication/e999",
+        display,
+    )
+    decision = decide([*base, other])
+    if read:
+        assert without(decision, "caveats") == without(decide(base), "caveats")
+        assert any("identified only by their display" in c for c in decision["caveats"])
+    else:
+        assert "unreadable_resources" in decision["missing"]
+        assert decision["outcome"] == "CONSIDER"
+
+
 # ----- 3c-dose-per-date -------------------------------------------------------------------------------
 @pytest.mark.protocol("3c-dose-per-date", "4-coverage")
 def test_two_units_on_one_date_are_one_dose() -> None:

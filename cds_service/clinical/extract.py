@@ -33,6 +33,11 @@ def extract_record(parsed: ParsedResources, knowledge: Knowledge) -> PatientReco
             f"{parsed.unresolved_medication_references} medication entries reference a Medication "
             "that could not be found or fetched and whose display names no drug: drug not identified"
         )
+    if parsed.medications_named_other:
+        caveats.add(
+            f"{parsed.medications_named_other} medication entries identified only by their display, a "
+            "product that is no osteoporosis drug: taken as other drugs"
+        )
     return PatientRecord(
         demographics=demographics,
         bmd=observations.bmd,

@@ -6,6 +6,7 @@ irrelevant (or, for statuses, not ignored), it never raises.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,11 @@ _IGNORED_INTENTS = frozenset({"proposal", "plan"})
 _IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 _MEDICATION_USE = frozenset(
     {"MedicationStatement", "MedicationRequest", "MedicationAdministration", "MedicationDispense"}
+)
+# A display names a product when it states a strength ("metformin 500 mg tablet", "cholecalciferol 400 IU"):
+# then the drug is identified by name. Generic text ("Home medication") identifies nothing (§3c).
+_PRODUCT_STRENGTH = re.compile(
+    r"\d+(?:[.,]\d+)?\s*(?:mg|mcg|µg|ug|micrograms?|g|iu|units?|ml|meq|mmol|%)(?![a-z])", re.IGNORECASE
 )
 _DXA_REPORT_KINDS = frozenset({"dxa_report", "dxa_procedure", "t_score", "bmd", "z_score"})
 
@@ -150,6 +156,8 @@ class RelevanceChecker:
     referenced: ReferencedIndex
     wanted_references: set[str] = field(default_factory=set)
     unresolved_medication_references: int = 0
+    # References whose display names a product (with its strength) but no osteoporosis drug (§3c).
+    medications_named_other: int = 0
     # Per-call memos keyed by the raw (system, code) strings of a coding, or by a text: a record
     # repeats a few dozen codes across thousands of resources. Never shared between calls.
     _observation_memo: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False)
@@ -272,7 +280,10 @@ class RelevanceChecker:
             return True
         medication = self._referenced_medication(resource, _text(reference.get("reference")))
         if medication is None:
-            self.unresolved_medication_references += 1
+            if _PRODUCT_STRENGTH.search(_text(reference.get("display"))):
+                self.medications_named_other += 1  # a product named by its display: another drug
+            else:
+                self.unresolved_medication_references += 1
             return False
         if self._names_agent(medication.get("code")):
             self._want_reference(reference)

@@ -125,6 +125,7 @@ class ParsedResources:
     unreadable: dict[str, int] = field(default_factory=dict)
     ignored_by_status: dict[str, int] = field(default_factory=dict)
     unresolved_medication_references: int = 0
+    medications_named_other: int = 0  # display-only references naming no osteoporosis drug
 
 
 _FIELD_OF_TYPE = dict(
@@ -398,7 +399,7 @@ def parse_resources(
             entry = _Entry(index, full_url, resource)
             if _is_wanted_reference(entry, checker):
                 wanted.append(entry)
-    return _validated(wanted, any_medication, dict(ignored), checker.unresolved_medication_references)
+    return _validated(wanted, any_medication, dict(ignored), checker)
 
 
 def _is_wanted_reference(entry: _Entry, checker: relevance.RelevanceChecker) -> bool:
@@ -466,7 +467,7 @@ def _unique_items(raw: Iterable[Any]) -> list[tuple[int, str | None, dict[str, A
 
 
 def _validated(
-    wanted: list[_Entry], any_medication: bool, ignored: dict[str, int], unresolved: int
+    wanted: list[_Entry], any_medication: bool, ignored: dict[str, int], checker: relevance.RelevanceChecker
 ) -> ParsedResources:
     lists: dict[str, list[Any]] = defaultdict(list)
     medications: dict[str, Medication] = {}
@@ -491,7 +492,8 @@ def _validated(
         any_medication_resource=any_medication,
         unreadable=dict(unreadable),
         ignored_by_status=ignored,
-        unresolved_medication_references=unresolved,
+        unresolved_medication_references=checker.unresolved_medication_references,
+        medications_named_other=checker.medications_named_other,
     )
 
 
