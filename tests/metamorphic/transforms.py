@@ -418,9 +418,18 @@ def _value_string(kind: str, value: float) -> str:
     return f"{value:g}"
 
 
+def _with_unit(text: str, kind: str, quantity: dict[str, Any]) -> str:
+    """A lab string carries its unit after the number, as interfaces write it ("9.4 mg/dL"): without it the
+    unit of a calcium or ALP value would be unknown (and rightly not read)."""
+    unit = quantity.get("unit") or quantity.get("code")
+    if kind in {"t_score", "egfr"} or not unit:
+        return text
+    return f"{text} {unit}"
+
+
 def values_as_strings(record: Record, rng: random.Random) -> Record:
-    """Lab interfaces: numeric `valueString`s and bounds ("<30", ">60") that decide the same gates; numeric
-    T-score strings ("-2.5")."""
+    """Lab interfaces: numeric `valueString`s with their unit ("9.4 mg/dL") and bounds ("<30", ">60") that
+    decide the same gates; numeric T-score strings ("-2.5")."""
     out = []
     for original in record.resources:
         resource = original
@@ -429,7 +438,8 @@ def values_as_strings(record: Record, rng: random.Random) -> Record:
         if isinstance(quantity, dict) and kind and (kind[0] == "t_score" or is_lab(resource)):
             resource = dict(resource)
             del resource["valueQuantity"]
-            resource["valueString"] = _value_string(kind[0], float(quantity["value"]))
+            text = _value_string(kind[0], float(quantity["value"]))
+            resource["valueString"] = _with_unit(text, kind[0], quantity)
         out.append(resource)
     return record.with_resources(out)
 
