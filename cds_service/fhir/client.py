@@ -23,6 +23,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from cds_service.errors import BadRequest, DataUnavailable, NotR4Server
+from cds_service.fhir.stale_retry import stale_connection_retry
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,9 @@ def _new_session() -> requests.Session:
     session.cookies = requests.cookies.RequestsCookieJar(policy=_RejectAllCookies())
     session.headers["User-Agent"] = "osteoporosis-escalation-cds-service"
     adapter = HTTPAdapter(
-        pool_connections=_POOL_HOSTS, pool_maxsize=_POOL_CONNECTIONS_PER_HOST, max_retries=0
+        pool_connections=_POOL_HOSTS,
+        pool_maxsize=_POOL_CONNECTIONS_PER_HOST,
+        max_retries=stale_connection_retry(),
     )
     session.mount("https://", adapter)
     session.mount("http://", adapter)

@@ -28,6 +28,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3 import PoolManager
 
+from cds_service.fhir.stale_retry import stale_connection_retry
 from cds_service.security.audience import DEFAULT_PORTS, normalise_url
 from cds_service.security.errors import Forbidden
 from cds_service.security.jwks import NoRedirectSession
@@ -192,7 +193,7 @@ class PinnedAdapter(HTTPAdapter):
     def __init__(self, policy: ConnectPolicy) -> None:
         self._policy = policy
         self._sni = threading.local()
-        super().__init__(max_retries=0)
+        super().__init__(max_retries=stale_connection_retry())
 
     def init_poolmanager(
         self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
