@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     fhir_read_timeout_s: float = Field(2.0, gt=0, allow_inf_nan=False)
     fhir_deadline_s: float = Field(2.0, gt=0, allow_inf_nan=False)
     fhir_max_pages: int = Field(20, ge=1)
+    # Bulkhead and circuit breaker per fhirServer base URL (cds_service.peer_guard).
+    fhir_max_calls_per_server: int = Field(4, ge=1)
+    fhir_failure_threshold: int = Field(5, ge=1)
+    fhir_circuit_open_s: float = Field(30.0, ge=0, allow_inf_nan=False)
     max_body_bytes: int = Field(10_000_000, ge=1)
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = "INFO"
     auth_mode: Literal["required", "dev", "off"] = "required"
