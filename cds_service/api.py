@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from cds_service import __version__
 from cds_service.cdshooks import PatientViewRequest, drop_empty, operation_outcome, parse_patient_view_request
 from cds_service.config import Settings, operational_warnings
+from cds_service.db.engine import RETRY_AFTER_S, DatabaseUnavailable
 from cds_service.errors import BadRequest, Issue, ServiceError
 from cds_service.feedback.routes import (
     handle_admin_report,
@@ -30,6 +31,7 @@ from cds_service.feedback.routes import (
 from cds_service.hook_protocol import HookService
 from cds_service.metrics import get_metrics
 from cds_service.metrics import render as render_metrics
+from cds_service.readiness import Readiness
 from cds_service.runtime import Runtime
 from cds_service.security.errors import Unauthorized, error_headers
 from cds_service.security.fhir_server_guard import check_fhir_server
@@ -99,7 +101,14 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         try:
             _require_known(service_id, service.service_id)
             authn.authenticate(request.headers.get("Authorization"), "feedback", service.service_id)
-            status, answer, headers = handle_feedback(_read_json_body(settings.max_body_bytes), runtime.store)
+            body = _read_json_body(settings.max_body_bytes)
+            if not runtime.db_health.usable():
+                raise DatabaseUnavailable()  # refused, never acknowledged and lost
+            try:
+                status, answer, headers = handle_feedback(body, runtime.store)
+            except DatabaseUnavailable:
+                runtime.db_health.failed("feedback")
+                raise
             response = _json(answer, status, keep_empty=True)
             response.headers.update(headers)
         except Exception as error:
@@ -137,6 +146,18 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         body, content_type = render_metrics()
         return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
+    readiness = Readiness(runtime, service)
+
+    @bp.get("/readyz")
+    def readyz() -> Response:
+        """Readiness: database reachable and migrated, knowledge loaded, each issuer's JWKS loaded."""
+        ready, checks = readiness.check()
+        body = {"status": "ready" if ready else "not ready", "checks": checks}
+        response = _json(body, 200 if ready else 503, keep_empty=True)
+        if not ready:
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
+
     @bp.get("/healthz")
     def healthz() -> Response:
         body: dict[str, Any] = {
@@ -148,6 +169,7 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         if settings.as_of is not None:
             body["as_of_pinned"] = settings.as_of.isoformat()
         body["ledger_write_failures"] = runtime.store.ledger_failures
+        body["database"] = "degraded" if runtime.db_health.down else "ok"
         body["warnings"] = operational_warnings(settings)
         return _json(body, keep_empty=True)
 
@@ -159,6 +181,11 @@ def _ledger_cards(
 ) -> None:
     """Record the cards before the 200 (feedback joins to them); a failure never hides the cards."""
     get_metrics().record_cards(cards)
+    if not runtime.db_health.usable():  # known outage: do not wait for a connect timeout
+        runtime.store.count_ledger_failure()
+        get_metrics().record_ledger_write_failure()
+        get_metrics().record_degraded("ledger")
+        return
     recorded = record_issued_cards(
         runtime.store,
         cards,

@@ -16,10 +16,11 @@ from typing import Any
 import orjson
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.app import create_app
 from cds_service.config import Settings, SettingsError, load_settings
-from cds_service.db.engine import DatabaseConfigError, DatabaseUnavailable, database_url
+from cds_service.db.engine import DatabaseConfigError, DatabaseUnavailable, database_url, startup_failure
 from cds_service.db.migrate import run_upgrade
 from cds_service.errors import InvalidBundle
 from cds_service.feedback.patient_key import PatientKeyError
@@ -107,6 +108,8 @@ def _serve(args: argparse.Namespace) -> int:
             run_upgrade(_database_url(settings))
     except startup_errors as error:
         return _fail(error)
+    except SQLAlchemyError as error:  # unreachable server, corrupt file: one clear line, no traceback
+        return _fail(RuntimeError(startup_failure(error, _database_url(settings))))
     GunicornApplication(lambda: create_app(settings), gunicorn_options(settings)).run()
     return EXIT_OK
 
@@ -144,6 +147,8 @@ def _db_upgrade(_args: argparse.Namespace) -> int:
         print(f"database at revision {run_upgrade(_database_url(settings))}")
     except errors as error:
         return _fail(error)
+    except SQLAlchemyError as error:
+        return _fail(RuntimeError(startup_failure(error, _database_url(settings))))
     return EXIT_OK
 
 

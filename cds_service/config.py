@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     # Storage: card ledger, feedback, JWT replay store.
     database_url: str | None = Field(None, repr=False)
     db_auto_migrate: bool = True
+    # Database outage (docs/operations.md): hook calls degrade (or are refused); feedback is refused (503).
+    db_outage_policy: Literal["degrade", "refuse"] = "degrade"
+    db_retry_s: float = Field(5.0, gt=0, allow_inf_nan=False)
+    replay_window_max: int = Field(100_000, ge=1)
     admin_token_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     patient_key_secret: SecretStr | None = Field(None, min_length=32)
 

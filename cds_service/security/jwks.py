@@ -237,6 +237,11 @@ class RemoteKeySource:
         with self._state_lock:
             return self._keys is not None
 
+    def warm(self) -> None:
+        """Start a background fetch when no set is loaded yet (rate-limited like any refresh)."""
+        if not self.loaded:
+            self._start_background_refresh(self._clock())
+
     def key_for(self, kid: str, alg: str) -> PyJWK | None:
         now = self._clock()
         with self._state_lock:
