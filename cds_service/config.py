@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, repr=False)
     db_auto_migrate: bool = True
     # Database outage (docs/operations.md): hook calls degrade (or are refused); feedback is refused (503).
+    # Retention in days (0 = keep forever): card ledger (with suggestions) and feedback entries.
+    ledger_retention_days: int = Field(400, ge=0)
+    feedback_retention_days: int = Field(400, ge=0)
     db_outage_policy: Literal["degrade", "refuse"] = "degrade"
     db_retry_s: float = Field(5.0, gt=0, allow_inf_nan=False)
     replay_window_max: int = Field(100_000, ge=1)

@@ -14,6 +14,7 @@ from cds_service.db.engine import database_url, make_engine
 from cds_service.db.health import DatabaseHealth
 from cds_service.db.migrate import is_initialised, upgrade
 from cds_service.db.replay_store import DbReplayStore
+from cds_service.db.retention import Retention
 from cds_service.feedback.patient_key import PatientKeyer, load_patient_keyer
 from cds_service.feedback.store import FeedbackStore
 from cds_service.security.jwks import JwksRegistry
@@ -56,7 +57,10 @@ def build_runtime(settings: Settings) -> Runtime:
     secret = settings.patient_key_secret.get_secret_value() if settings.patient_key_secret else None
     return Runtime(
         engine=engine,
-        store=FeedbackStore(engine),
+        store=FeedbackStore(
+            engine,
+            retention=Retention(settings.ledger_retention_days, settings.feedback_retention_days),
+        ),
         patient_key=load_patient_keyer(settings.data_dir, secret),
         trust=trust,
         authenticator=authenticator,

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SQLITE_FILE = "cds-service.sqlite3"
 SQLITE_BUSY_TIMEOUT_MS = 5_000
+SQLITE_WAL_LIMIT_BYTES = 16 * 1024 * 1024
 PG_CONNECT_TIMEOUT_S = 3
 POOL_TIMEOUT_S = 5
 RETRY_AFTER_S = 5
@@ -193,6 +194,8 @@ def _sqlite_engine(url: URL) -> Engine:
             if not in_memory:
                 _enable_wal(cursor)
             cursor.execute("PRAGMA synchronous = FULL")
+            # after each checkpoint the WAL file is truncated back to this size (default: never shrinks)
+            cursor.execute(f"PRAGMA journal_size_limit = {SQLITE_WAL_LIMIT_BYTES:d}")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()
