@@ -246,12 +246,24 @@ class _Cors:
 
 def _answer_preflight() -> Response | None:
     """Answer every OPTIONS request first (CORS preflight); CORS headers are added by _Cors.apply."""
-    if request.method != "OPTIONS" or request.path.startswith(ADMIN_PREFIX):
-        return None
+    if request.method != "OPTIONS" or request.path.startswith(ADMIN_PREFIX) or not _is_route(request.path):
+        return None  # an unknown path is a 404 OperationOutcome, whatever the method
     response = Response(status=204)
     response.headers["Allow"] = CORS_METHODS
     del response.headers["Content-Type"]
     return response
+
+
+def _is_route(path: str) -> bool:
+    """True when some route of the app matches `path` (any method)."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    try:
+        adapter.match(path, method="OPTIONS")
+    except MethodNotAllowed:
+        return True
+    except HTTPException:
+        return False
+    return True
 
 
 def _require_known(service_id: str, known_id: str) -> None:

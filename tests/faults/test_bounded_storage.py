@@ -170,3 +170,11 @@ def test_db_prune_command(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "deleted 0 ledger cards" in done.stdout
+
+
+@pytest.mark.parametrize("path", ["/nowhere", "/cds-services/x/y/z", "/admin"])
+def test_options_on_an_unknown_path_is_a_404_operation_outcome(path: str, tmp_path: Path) -> None:
+    client = client_on(tmp_path / "db.sqlite3", tmp_path)
+    response = client.options(path, headers={"Origin": "http://localhost:3000"})
+    assert response.status_code == 404
+    assert response.get_json()["resourceType"] == "OperationOutcome"
