@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import cds_service.serve_patch  # noqa: F401 - must run first: gevent patches the stdlib before ssl is imported
+
+# isort: split
 import argparse
 import logging
 import os

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(2, ge=1)
+    # gunicorn worker class (docs/operations.md "Connection handling": chosen by measurement)
+    worker_class: Literal["gevent", "gthread"] = "gevent"
+    worker_connections: int = Field(1000, ge=1)
     knowledge_file: Path | None = None
     as_of: date | None = None
     selection_behavior: Literal["at-most-one", "any"] = "at-most-one"

@@ -46,8 +46,9 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {
         "bind": [bind_address(settings.host, settings.port)],
         "workers": settings.workers,
-        "worker_class": "gthread",
+        "worker_class": settings.worker_class,
         "threads": THREADS,
+        "worker_connections": settings.worker_connections,
         "timeout": worker_timeout_s(settings.fhir_deadline_s),
         "graceful_timeout": GRACEFUL_TIMEOUT_S,
         "keepalive": KEEPALIVE_S,

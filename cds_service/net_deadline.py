@@ -80,67 +80,80 @@ def _shut(connection: Any) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-class _Reaper:
-    """One daemon thread per process firing deadlines in expiry order (restarted after a fork)."""
+class _ReaperState:
+    """The reaper of one process: created lazily in that process (after a fork, after gevent's patch)."""
 
     def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._heap: list[tuple[float, int, Deadline]] = []
-        self._cancelled: set[int] = set()
+        self.condition = threading.Condition()
+        self.heap: list[tuple[float, int, Deadline]] = []
+        self.cancelled: set[int] = set()
+
+
+class _Reaper:
+    """One daemon thread per process firing deadlines in expiry order (a forked child starts its own)."""
+
+    def __init__(self) -> None:
+        self._create_lock = threading.Lock()  # held for microseconds, never across a switch
+        self._states: dict[int, _ReaperState] = {}
         self._tokens = itertools.count()
-        self._pid: int | None = None
 
     def schedule(self, deadline: Deadline) -> int:
-        with self._condition:
-            self._ensure_thread()
+        state = self._state()
+        with state.condition:
             token = next(self._tokens)
-            heapq.heappush(self._heap, (deadline.expires_at, token, deadline))
-            self._condition.notify()
+            heapq.heappush(state.heap, (deadline.expires_at, token, deadline))
+            state.condition.notify()
             return token
 
     def cancel(self, token: int) -> None:
-        with self._condition:
-            self._cancelled.add(token)
-            if self._heap and len(self._cancelled) > 2 * len(self._heap) + 64:
-                self._compact()
+        state = self._state()
+        with state.condition:
+            state.cancelled.add(token)
+            if state.heap and len(state.cancelled) > 2 * len(state.heap) + 64:
+                state.heap = [entry for entry in state.heap if entry[1] not in state.cancelled]
+                heapq.heapify(state.heap)
+                state.cancelled.clear()
 
     def pending(self) -> int:
-        with self._condition:
-            return sum(1 for _at, token, _d in self._heap if token not in self._cancelled)
+        state = self._state()
+        with state.condition:
+            return sum(1 for _at, token, _d in state.heap if token not in state.cancelled)
 
-    def _compact(self) -> None:
-        self._heap = [entry for entry in self._heap if entry[1] not in self._cancelled]
-        heapq.heapify(self._heap)
-        self._cancelled.clear()
+    def _state(self) -> _ReaperState:
+        pid = os.getpid()
+        state = self._states.get(pid)
+        if state is not None:
+            return state
+        with self._create_lock:
+            state = self._states.get(pid)
+            created = state is None
+            if state is None:
+                state = self._states[pid] = _ReaperState()
+        if created:  # started outside the lock: under gevent, start() switches to the new greenlet
+            threading.Thread(target=self._run, args=(state,), name="deadline-reaper", daemon=True).start()
+        return state
 
-    def _ensure_thread(self) -> None:
-        if self._pid == os.getpid():
-            return
-        self._pid = os.getpid()  # a forked child has no reaper thread: start its own
-        self._heap, self._cancelled = [], set()
-        threading.Thread(target=self._run, name="deadline-reaper", daemon=True).start()
-
-    def _run(self) -> None:
+    def _run(self, state: _ReaperState) -> None:
         while True:
-            with self._condition:
-                due = self._next_due()
-            if due is not None:
-                try:
-                    due.fire()
-                except Exception:  # never let the reaper die
-                    log.exception("deadline reaper: firing failed")
+            with state.condition:
+                due = self._next_due(state)
+            try:
+                due.fire()
+            except Exception:  # never let the reaper die
+                log.exception("deadline reaper: firing failed")
 
-    def _next_due(self) -> Deadline | None:
+    @staticmethod
+    def _next_due(state: _ReaperState) -> Deadline:
         while True:
-            while self._heap and self._heap[0][1] in self._cancelled:
-                self._cancelled.discard(heapq.heappop(self._heap)[1])
-            if not self._heap:
-                self._condition.wait(_MAX_WAIT_S)
+            while state.heap and state.heap[0][1] in state.cancelled:
+                state.cancelled.discard(heapq.heappop(state.heap)[1])
+            if not state.heap:
+                state.condition.wait(_MAX_WAIT_S)
                 continue
-            wait = self._heap[0][0] - time.monotonic()
+            wait = state.heap[0][0] - time.monotonic()
             if wait <= 0:
-                return heapq.heappop(self._heap)[2]
-            self._condition.wait(min(wait, _MAX_WAIT_S))
+                return heapq.heappop(state.heap)[2]
+            state.condition.wait(min(wait, _MAX_WAIT_S))
 
 
 _reaper = _Reaper()
