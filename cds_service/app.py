@@ -32,7 +32,9 @@ def create_app(
     )
     app = Flask(__name__)
     instrument_app(app)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # One byte above the limit: werkzeug's stream refuses a read AT its limit (under gunicorn a body of
+    # exactly CDS_MAX_BODY_BYTES got 413); api._read_json_body enforces the exact limit itself.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
     app.register_blueprint(create_blueprint(service, settings, runtime or build_runtime(settings)))
     for warning in operational_warnings(settings):
         logger.warning(warning)

@@ -148,3 +148,23 @@ def test_server_level_errors_are_operation_outcomes(server: int, payload: bytes,
     outcome = json.loads(body)
     assert outcome["resourceType"] == "OperationOutcome"
     assert b"aaaa" not in body and b"bbbb" not in body, "the request's text is never echoed"
+
+
+def post_raw(port: int, body: bytes) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", PATH, body=body, headers={"Content-Type": "application/json"})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_a_body_of_exactly_the_limit_is_accepted_and_one_byte_more_is_413(server: int) -> None:
+    request = json.dumps(hook_request("s01", with_prefetch=True)).encode()
+    limit = 10_000_000  # CDS_MAX_BODY_BYTES default
+    padded = request[:-1] + b',"extension":{"pad":"' + b"a" * (limit - len(request) - 23) + b'"}}'
+    assert len(padded) == limit
+    assert post_raw(server, padded) == 200
+    head = f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    status, _, body = raw(server, (head + f"Content-Length: {limit + 1}\r\n\r\n").encode())
+    assert status == 413 and json.loads(body)["resourceType"] == "OperationOutcome"
