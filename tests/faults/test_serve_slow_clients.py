@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults.hostile_peers import hostile_peer
 from tests.support.fixtures import hook_request
 
 PATH = "/cds-services/osteoporosis-escalation"
@@ -43,6 +44,9 @@ def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes, float]:
         return response.status, response.read(), time.monotonic() - started
     finally:
         connection.close()
+
+
+MASTER_PIDS: dict[int, int] = {}
 
 
 @pytest.fixture(name="server", scope="module")
@@ -72,6 +76,7 @@ def server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
                 if get(port, "/healthz", 1.0)[0] == 200:
                     break
             time.sleep(0.1)
+        MASTER_PIDS[port] = process.pid
         yield port
     finally:
         process.send_signal(signal.SIGTERM)
@@ -168,3 +173,39 @@ def test_a_body_of_exactly_the_limit_is_accepted_and_one_byte_more_is_413(server
     head = f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
     status, _, body = raw(server, (head + f"Content-Length: {limit + 1}\r\n\r\n").encode())
     assert status == 413 and json.loads(body)["resourceType"] == "OperationOutcome"
+
+
+def worker_pids(master: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{master}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found += [int(pid) for pid in (task / "children").read_text().split()]
+    return found
+
+
+def test_sigkill_of_a_worker_mid_call_loses_only_that_call_and_the_service_comes_back(server: int) -> None:
+    """Runs last in this module: the worker is killed and gunicorn starts a new one."""
+    (worker,) = worker_pids(MASTER_PIDS[server])
+    with hostile_peer("stall") as fhir:
+        body = json.dumps(
+            {
+                "hook": "patient-view",
+                "hookInstance": "d1f1f1f1-0000-4000-8000-000000000002",
+                "fhirServer": fhir.base_url + "/fhir",
+                "context": {"userId": "Practitioner/1", "patientId": "p1"},
+            }
+        ).encode()
+        connection = http.client.HTTPConnection("127.0.0.1", server, timeout=10)
+        connection.request("POST", PATH, body=body, headers={"Content-Type": "application/json"})
+        time.sleep(0.3)  # the call now waits on the stalled FHIR server
+        os.kill(worker, signal.SIGKILL)
+        with pytest.raises((http.client.HTTPException, OSError)):
+            connection.getresponse().read()  # that call has no answer (never a 5xx)
+        connection.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if get(server, "/healthz", 1.0)[0] == 200 and worker_pids(MASTER_PIDS[server]) != [worker]:
+                break
+        time.sleep(0.1)
+    assert post_raw(server, json.dumps(hook_request("s01", with_prefetch=True)).encode()) == 200
