@@ -86,7 +86,9 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
             if isinstance(fhir_server, str):
                 check_fhir_server(fhir_server, auth, runtime.trust)
             hook = parse_patient_view_request(body)
+            _yield_to_other_connections()
             result = service.handle(hook, auth)
+            _yield_to_other_connections()
             logged["cards"] = _card_count(result)
             _ledger_cards(runtime, hook, result["cards"], service.protocol_version())
             response = _json(result)
@@ -174,6 +176,14 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         return _json(body, keep_empty=True)
 
     return bp
+
+
+def _yield_to_other_connections() -> None:
+    """Let other connections of this worker run between the CPU-bound steps of a hook call.
+
+    Under gevent (patched `time.sleep`) this switches to any ready greenlet, so /healthz and short calls
+    are not queued behind a whole heavy evaluation; with threads it only releases the GIL."""
+    time.sleep(0)
 
 
 def _ledger_cards(
