@@ -7,6 +7,7 @@ The gevent class lives in its own module so that choosing gthread never imports 
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import time
 from typing import Any
@@ -67,3 +68,15 @@ def linger(sock: Any, max_s: float = LINGER_S, max_bytes: int = LINGER_BYTES) ->
 def install() -> None:
     """Make gunicorn's own error responses OperationOutcomes (in the worker process)."""
     util.write_error = operation_outcome_error
+
+
+def catch_early_term(worker: Any) -> None:
+    """A SIGTERM that arrives while a new worker boots (before gunicorn installs the worker's handlers,
+    which for gevent comes after patching the standard library) went to the inherited master handler
+    and was lost: the worker then ran until the master killed it after graceful_timeout. Until then,
+    a SIGTERM now just marks the worker as stopping; it exits as soon as its loop starts."""
+
+    def stop(_signum: int, _frame: Any) -> None:
+        worker.alive = False
+
+    signal.signal(signal.SIGTERM, stop)

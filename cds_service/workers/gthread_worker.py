@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from gunicorn.workers.gthread import ThreadWorker
 
-from cds_service.workers import install
+from cds_service.workers import catch_early_term, install
 
 
 class OperationOutcomeThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untyped
     def init_process(self) -> None:
+        catch_early_term(self)
         install()
         super().init_process()
