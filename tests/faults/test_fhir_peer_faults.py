@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cds_service.app import create_app
 from cds_service.errors import DataUnavailable
 from cds_service.fhir.client import FhirClient, clear_metadata_cache
 from cds_service.net_deadline import pending_deadlines
 from cds_service.peer_guard import PeerGuard, PeerRefused
 from tests.faults.hostile_peers import Behaviour, hostile_peer
+from tests.support.app_settings import test_settings
+from tests.support.fixtures import hook_request
 
+PATH = "/cds-services/osteoporosis-escalation"
 DEADLINE_S = 0.8
 SLACK_S = 0.5
 
@@ -135,3 +140,30 @@ def test_at_most_max_in_flight_calls_wait_on_one_server_the_next_is_refused_at_o
             with pytest.raises(DataUnavailable):
                 future.result()
     assert "maximum number of calls in flight" in raised.value.issues[0].diagnostics
+
+
+def test_through_the_http_app_a_drip_feeding_fhir_server_is_a_412_within_the_deadline(tmp_path: Path) -> None:
+    """The production transport (the pinned, SSRF-guarded session) honours the wall-clock deadline too,
+    and once the server's circuit is open its calls are answered at once while a healthy call is 200."""
+    settings = test_settings(
+        {"CDS_DATA_DIR": str(tmp_path), "CDS_AS_OF": "2025-06-01", "CDS_FHIR_DEADLINE_S": str(DEADLINE_S),
+         "CDS_FHIR_FAILURE_THRESHOLD": "2"}
+    )  # fmt: skip
+    client = create_app(settings).test_client()
+    with hostile_peer("drip", interval_s=0.1, body=b"x" * 500) as peer:
+        body = {
+            "hook": "patient-view",
+            "hookInstance": "d1f1f1f1-0000-4000-8000-000000000003",
+            "fhirServer": peer.base_url + "/fhir",
+            "context": {"userId": "Practitioner/1", "patientId": "p1"},
+        }
+        for _ in range(2):
+            started = time.monotonic()
+            response = client.post(PATH, json=body)
+            assert response.status_code == 412
+            assert time.monotonic() - started < DEADLINE_S + SLACK_S
+        started = time.monotonic()
+        assert client.post(PATH, json=body).status_code == 412
+        assert time.monotonic() - started < 0.1, "circuit open: answered without contacting the server"
+        healthy = client.post(PATH, json=hook_request("s01", with_prefetch=True))
+        assert healthy.status_code == 200
