@@ -197,7 +197,7 @@ def hostile_tenant(port: int, fhir: DripFhir, stop: Stop, statuses: list[int]) -
         statuses.append(status)
 
 
-def hostile_main(port: int, stop_flag: Any, statuses: Any) -> None:
+def hostile_main(port: int, stop_flag: Any, statuses: Any, tenants: bool) -> None:
     """In its own process (so the measuring client does not share a GIL with 100 hostile threads)."""
     stop = Stop()
     tenant_statuses: list[int] = []
@@ -206,7 +206,7 @@ def hostile_main(port: int, stop_flag: Any, statuses: Any) -> None:
         threads += [
             threading.Thread(target=kind, args=(port, stop), daemon=True) for _ in range(HOSTILE_EACH)
         ]
-    for stall in (False, True):
+    for stall in (False, True) if tenants else ():
         for _ in range(HOSTILE_EACH):
             fhir = DripFhir(stall, stop)
             threads.append(
@@ -222,12 +222,12 @@ def hostile_main(port: int, stop_flag: Any, statuses: Any) -> None:
 
 
 @contextlib.contextmanager
-def hostile_load(port: int) -> Iterator[list[int]]:
+def hostile_load(port: int, tenants: bool = True) -> Iterator[list[int]]:
     context = multiprocessing.get_context("spawn")
     manager = context.Manager()
     stop_flag = manager.Event()
     statuses = manager.list()
-    process = context.Process(target=hostile_main, args=(port, stop_flag, statuses), daemon=True)
+    process = context.Process(target=hostile_main, args=(port, stop_flag, statuses, tenants), daemon=True)
     process.start()
     time.sleep(3)  # let every hostile peer get hold of what it can
     collected: list[int] = []
@@ -242,7 +242,7 @@ def hostile_load(port: int) -> Iterator[list[int]]:
         manager.shutdown()
 
 
-def run(worker_class: str, seconds: float, workers: int) -> dict[str, Any]:
+def run(worker_class: str, seconds: float, workers: int, database_url: str | None = None) -> dict[str, Any]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="cds-hostile-", dir=os.environ.get("BENCH_DATA_PARENT")) as data:
         env = {
@@ -252,6 +252,8 @@ def run(worker_class: str, seconds: float, workers: int) -> dict[str, Any]:
             "CDS_LOG_LEVEL": "WARNING",
             "CDS_WORKER_CLASS": worker_class,
         }
+        if database_url:
+            env["CDS_DATABASE_URL"] = database_url
         env = {key: value for key, value in env.items()}
         for key in [key for key in os.environ if key.startswith("CDS_")]:
             os.environ.pop(key)
@@ -261,12 +263,16 @@ def run(worker_class: str, seconds: float, workers: int) -> dict[str, Any]:
             body = request_bytes("small", AS_OF)
             measure(port, body, 2)  # warm-up
             unloaded = measure(port, body, seconds)
+            with hostile_load(port, tenants=False):
+                slow_clients_only = measure(port, body, seconds)
             with hostile_load(port) as tenant_statuses:
                 loaded = measure(port, body, seconds)
             hostile = {str(code): tenant_statuses.count(code) for code in sorted(set(tenant_statuses))}
         finally:
             server.stop()
-    return {"worker_class": worker_class, "workers": workers, "unloaded": unloaded, "hostile": loaded,
+    database = "postgresql" if database_url else "sqlite"
+    return {"worker_class": worker_class, "workers": workers, "database": database, "unloaded": unloaded,
+            "slow_clients_only": slow_clients_only, "hostile": loaded,
             "hostile_tenant_statuses": hostile}  # fmt: skip
 
 
@@ -276,8 +282,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--database-url", help="e.g. a PostgreSQL URL (default: SQLite in a temp dir)")
     args = parser.parse_args()
-    results = [run(kind, args.seconds, args.workers) for kind in args.worker_class or ["gthread", "gevent"]]
+    kinds = args.worker_class or ["gthread", "gevent"]
+    results = [run(kind, args.seconds, args.workers, args.database_url) for kind in kinds]
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
