@@ -25,6 +25,7 @@ from tests.support.fixtures import hook_request
 PATH = "/cds-services/osteoporosis-escalation"
 DEADLINE_S = 0.8
 SLACK_S = 0.5
+FAST_S = 0.25  # "at once": far below any deadline, with room for a busy CI machine
 
 
 def make_client(base: str, guard: PeerGuard | None = None, **overrides: Any) -> FhirClient:
@@ -81,7 +82,7 @@ def test_the_circuit_opens_after_repeated_failures_and_the_server_is_then_not_co
         started = time.monotonic()
         with pytest.raises(DataUnavailable) as raised:
             make_client(peer.base_url, guard).search("Observation?patient=p1")
-        assert time.monotonic() - started < 0.05
+        assert time.monotonic() - started < FAST_S
         time.sleep(0.1)
         assert peer.connections == contacted
     assert "circuit open" in raised.value.issues[0].diagnostics
@@ -135,7 +136,7 @@ def test_at_most_max_in_flight_calls_wait_on_one_server_the_next_is_refused_at_o
         started = time.monotonic()
         with pytest.raises(DataUnavailable) as raised:
             make_client(peer.base_url, guard).search("Observation?patient=p1")
-        assert time.monotonic() - started < 0.05
+        assert time.monotonic() - started < FAST_S
         for future in slow:
             with pytest.raises(DataUnavailable):
                 future.result()
@@ -164,6 +165,6 @@ def test_through_the_http_app_a_drip_feeding_fhir_server_is_a_412_within_the_dea
             assert time.monotonic() - started < DEADLINE_S + SLACK_S
         started = time.monotonic()
         assert client.post(PATH, json=body).status_code == 412
-        assert time.monotonic() - started < 0.1, "circuit open: answered without contacting the server"
+        assert time.monotonic() - started < FAST_S, "circuit open: answered without contacting the server"
         healthy = client.post(PATH, json=hook_request("s01", with_prefetch=True))
         assert healthy.status_code == 200

@@ -18,6 +18,7 @@ from tests.test_security_support import ec_key, jwks
 
 DEADLINE_S = 0.6
 SLACK_S = 0.5
+FAST_S = 0.25  # "at once": far below any deadline, with room for a busy CI machine
 
 
 class Clock:
@@ -56,7 +57,7 @@ def test_a_cached_key_is_served_at_once_while_a_stale_set_is_refreshed_from_a_st
         started = time.monotonic()
         for _ in range(20):
             assert source.key_for("k1", "ES384") is not None
-        assert time.monotonic() - started < 0.05
+        assert time.monotonic() - started < FAST_S
 
 
 def test_one_stalled_issuer_does_not_block_another_issuers_calls() -> None:
