@@ -180,7 +180,7 @@ class DripFhir:
                     return
 
 
-def hostile_tenant(port: int, fhir: DripFhir, stop: Stop, statuses: list[int]) -> None:
+def hostile_tenant(port: int, fhir: DripFhir, stop: Stop, statuses: list[int], pause_s: float) -> None:
     body = json.dumps(
         {
             "hook": "patient-view",
@@ -195,9 +195,11 @@ def hostile_tenant(port: int, fhir: DripFhir, stop: Stop, statuses: list[int]) -
         except OSError:
             status = 0
         statuses.append(status)
+        if pause_s and stop.wait(pause_s):
+            return
 
 
-def hostile_main(port: int, stop_flag: Any, statuses: Any, tenants: bool) -> None:
+def hostile_main(port: int, stop_flag: Any, statuses: Any, tenants: bool, pause_s: float) -> None:
     """In its own process (so the measuring client does not share a GIL with 100 hostile threads)."""
     stop = Stop()
     tenant_statuses: list[int] = []
@@ -210,7 +212,9 @@ def hostile_main(port: int, stop_flag: Any, statuses: Any, tenants: bool) -> Non
         for _ in range(HOSTILE_EACH):
             fhir = DripFhir(stall, stop)
             threads.append(
-                threading.Thread(target=hostile_tenant, args=(port, fhir, stop, tenant_statuses), daemon=True)
+                threading.Thread(
+                    target=hostile_tenant, args=(port, fhir, stop, tenant_statuses, pause_s), daemon=True
+                )
             )
     for thread in threads:
         thread.start()
@@ -222,12 +226,14 @@ def hostile_main(port: int, stop_flag: Any, statuses: Any, tenants: bool) -> Non
 
 
 @contextlib.contextmanager
-def hostile_load(port: int, tenants: bool = True) -> Iterator[list[int]]:
+def hostile_load(port: int, tenants: bool = True, pause_s: float = 0.0) -> Iterator[list[int]]:
     context = multiprocessing.get_context("spawn")
     manager = context.Manager()
     stop_flag = manager.Event()
     statuses = manager.list()
-    process = context.Process(target=hostile_main, args=(port, stop_flag, statuses, tenants), daemon=True)
+    process = context.Process(
+        target=hostile_main, args=(port, stop_flag, statuses, tenants, pause_s), daemon=True
+    )
     process.start()
     time.sleep(3)  # let every hostile peer get hold of what it can
     collected: list[int] = []
@@ -242,7 +248,9 @@ def hostile_load(port: int, tenants: bool = True) -> Iterator[list[int]]:
         manager.shutdown()
 
 
-def run(worker_class: str, seconds: float, workers: int, database_url: str | None = None) -> dict[str, Any]:
+def run(
+    worker_class: str, seconds: float, workers: int, database_url: str | None = None, pause_s: float = 0.0
+) -> dict[str, Any]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="cds-hostile-", dir=os.environ.get("BENCH_DATA_PARENT")) as data:
         env = {
@@ -265,12 +273,13 @@ def run(worker_class: str, seconds: float, workers: int, database_url: str | Non
             unloaded = measure(port, body, seconds)
             with hostile_load(port, tenants=False):
                 slow_clients_only = measure(port, body, seconds)
-            with hostile_load(port) as tenant_statuses:
+            with hostile_load(port, pause_s=pause_s) as tenant_statuses:
                 loaded = measure(port, body, seconds)
             hostile = {str(code): tenant_statuses.count(code) for code in sorted(set(tenant_statuses))}
         finally:
             server.stop()
     database = "postgresql" if database_url else "sqlite"
+    unloaded["tenant_pause_s"] = pause_s
     return {"worker_class": worker_class, "workers": workers, "database": database, "unloaded": unloaded,
             "slow_clients_only": slow_clients_only, "hostile": loaded,
             "hostile_tenant_statuses": hostile}  # fmt: skip
@@ -282,10 +291,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--tenant-pause",
+        type=float,
+        default=0.0,
+        help="seconds each hostile tenant waits between calls (0: flood)",
+    )
     parser.add_argument("--database-url", help="e.g. a PostgreSQL URL (default: SQLite in a temp dir)")
     args = parser.parse_args()
     kinds = args.worker_class or ["gthread", "gevent"]
-    results = [run(kind, args.seconds, args.workers, args.database_url) for kind in kinds]
+    results = [run(kind, args.seconds, args.workers, args.database_url, args.tenant_pause) for kind in kinds]
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
