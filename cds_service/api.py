@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from cds_service import __version__
 from cds_service.cdshooks import PatientViewRequest, drop_empty, operation_outcome, parse_patient_view_request
 from cds_service.config import Settings, operational_warnings
+from cds_service.db.engine import RETRY_AFTER_S, DatabaseUnavailable
 from cds_service.errors import BadRequest, Issue, ServiceError
 from cds_service.feedback.routes import (
     handle_admin_report,
@@ -30,6 +31,7 @@ from cds_service.feedback.routes import (
 from cds_service.hook_protocol import HookService
 from cds_service.metrics import get_metrics
 from cds_service.metrics import render as render_metrics
+from cds_service.readiness import Readiness
 from cds_service.runtime import Runtime
 from cds_service.security.errors import Unauthorized, error_headers
 from cds_service.security.fhir_server_guard import check_fhir_server
@@ -84,7 +86,9 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
             if isinstance(fhir_server, str):
                 check_fhir_server(fhir_server, auth, runtime.trust)
             hook = parse_patient_view_request(body)
+            _yield_to_other_connections()
             result = service.handle(hook, auth)
+            _yield_to_other_connections()
             logged["cards"] = _card_count(result)
             _ledger_cards(runtime, hook, result["cards"], service.protocol_version())
             response = _json(result)
@@ -99,7 +103,14 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         try:
             _require_known(service_id, service.service_id)
             authn.authenticate(request.headers.get("Authorization"), "feedback", service.service_id)
-            status, answer, headers = handle_feedback(_read_json_body(settings.max_body_bytes), runtime.store)
+            body = _read_json_body(settings.max_body_bytes)
+            if not runtime.db_health.usable():
+                raise DatabaseUnavailable()  # refused, never acknowledged and lost
+            try:
+                status, answer, headers = handle_feedback(body, runtime.store)
+            except DatabaseUnavailable:
+                runtime.db_health.failed("feedback")
+                raise
             response = _json(answer, status, keep_empty=True)
             response.headers.update(headers)
         except Exception as error:
@@ -137,6 +148,18 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         body, content_type = render_metrics()
         return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
+    readiness = Readiness(runtime, service)
+
+    @bp.get("/readyz")
+    def readyz() -> Response:
+        """Readiness: database reachable and migrated, knowledge loaded, each issuer's JWKS loaded."""
+        ready, checks = readiness.check()
+        body = {"status": "ready" if ready else "not ready", "checks": checks}
+        response = _json(body, 200 if ready else 503, keep_empty=True)
+        if not ready:
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
+
     @bp.get("/healthz")
     def healthz() -> Response:
         body: dict[str, Any] = {
@@ -148,10 +171,19 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         if settings.as_of is not None:
             body["as_of_pinned"] = settings.as_of.isoformat()
         body["ledger_write_failures"] = runtime.store.ledger_failures
+        body["database"] = "degraded" if runtime.db_health.down else "ok"
         body["warnings"] = operational_warnings(settings)
         return _json(body, keep_empty=True)
 
     return bp
+
+
+def _yield_to_other_connections() -> None:
+    """Let other connections of this worker run between the CPU-bound steps of a hook call.
+
+    Under gevent (patched `time.sleep`) this switches to any ready greenlet, so /healthz and short calls
+    are not queued behind a whole heavy evaluation; with threads it only releases the GIL."""
+    time.sleep(0)
 
 
 def _ledger_cards(
@@ -159,6 +191,11 @@ def _ledger_cards(
 ) -> None:
     """Record the cards before the 200 (feedback joins to them); a failure never hides the cards."""
     get_metrics().record_cards(cards)
+    if not runtime.db_health.usable():  # known outage: do not wait for a connect timeout
+        runtime.store.count_ledger_failure()
+        get_metrics().record_ledger_write_failure()
+        get_metrics().record_degraded("ledger")
+        return
     recorded = record_issued_cards(
         runtime.store,
         cards,
@@ -219,12 +256,24 @@ class _Cors:
 
 def _answer_preflight() -> Response | None:
     """Answer every OPTIONS request first (CORS preflight); CORS headers are added by _Cors.apply."""
-    if request.method != "OPTIONS" or request.path.startswith(ADMIN_PREFIX):
-        return None
+    if request.method != "OPTIONS" or request.path.startswith(ADMIN_PREFIX) or not _is_route(request.path):
+        return None  # an unknown path is a 404 OperationOutcome, whatever the method
     response = Response(status=204)
     response.headers["Allow"] = CORS_METHODS
     del response.headers["Content-Type"]
     return response
+
+
+def _is_route(path: str) -> bool:
+    """True when some route of the app matches `path` (any method)."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    try:
+        adapter.match(path, method="OPTIONS")
+    except MethodNotAllowed:
+        return True
+    except HTTPException:
+        return False
+    return True
 
 
 def _require_known(service_id: str, known_id: str) -> None:

@@ -8,6 +8,7 @@ from flask import Flask
 
 from cds_service.api import create_blueprint
 from cds_service.config import Settings, operational_warnings
+from cds_service.fhir.client import configure_fhir_peer_guard
 from cds_service.hook_protocol import HookService
 from cds_service.metrics import instrument_app
 from cds_service.runtime import Runtime, build_runtime
@@ -24,9 +25,16 @@ def create_app(
         from cds_service.service import build_service  # noqa: PLC0415 - tests pass a fake service
 
         service = build_service(settings)
+    configure_fhir_peer_guard(
+        max_calls_per_server=settings.fhir_max_calls_per_server,
+        failure_threshold=settings.fhir_failure_threshold,
+        open_s=settings.fhir_circuit_open_s,
+    )
     app = Flask(__name__)
     instrument_app(app)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # One byte above the limit: werkzeug's stream refuses a read AT its limit (under gunicorn a body of
+    # exactly CDS_MAX_BODY_BYTES got 413); api._read_json_body enforces the exact limit itself.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
     app.register_blueprint(create_blueprint(service, settings, runtime or build_runtime(settings)))
     for warning in operational_warnings(settings):
         logger.warning(warning)

@@ -66,7 +66,8 @@ class PatientViewContext(_WireModel):
 
 class PatientViewRequest(_WireModel):
     hook: str
-    hookInstance: str = Field(min_length=1)  # noqa: N815
+    # A UUID per the spec; any printable token up to 128 characters is accepted (stored in the ledger).
+    hookInstance: str = Field(min_length=1, max_length=128, pattern=r"^[!-~]+$")  # noqa: N815
     fhirServer: str | None = None  # noqa: N815
     fhirAuthorization: FhirAuthorization | None = None  # noqa: N815
     context: PatientViewContext

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import cds_service.serve_patch  # noqa: F401 - must run first: gevent patches the stdlib before ssl is imported
+
+# isort: split
 import argparse
 import logging
 import os
@@ -16,11 +19,19 @@ from typing import Any
 import orjson
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.app import create_app
 from cds_service.config import Settings, SettingsError, load_settings
-from cds_service.db.engine import DatabaseConfigError, DatabaseUnavailable, database_url
+from cds_service.db.engine import (
+    DatabaseConfigError,
+    DatabaseUnavailable,
+    database_url,
+    make_engine,
+    startup_failure,
+)
 from cds_service.db.migrate import run_upgrade
+from cds_service.db.retention import Retention, prune
 from cds_service.errors import InvalidBundle
 from cds_service.feedback.patient_key import PatientKeyError
 from cds_service.feedback.report import run_report_command
@@ -88,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     db_commands.add_parser("upgrade", help="run the database migrations").set_defaults(run=_db_upgrade)
+    db_commands.add_parser(
+        "prune", help="delete ledger and feedback rows past retention, checkpoint the SQLite WAL"
+    ).set_defaults(run=_db_prune)
     report = commands.add_parser("feedback-report", help="acceptance and override figures from feedback")
     report.add_argument("--since", type=_iso_date, help="only cards and feedback since YYYY-MM-DD")
     report.add_argument("--format", choices=("table", "json", "csv"), default="table")
@@ -107,6 +121,8 @@ def _serve(args: argparse.Namespace) -> int:
             run_upgrade(_database_url(settings))
     except startup_errors as error:
         return _fail(error)
+    except SQLAlchemyError as error:  # unreachable server, corrupt file: one clear line, no traceback
+        return _fail(RuntimeError(startup_failure(error, _database_url(settings))))
     GunicornApplication(lambda: create_app(settings), gunicorn_options(settings)).run()
     return EXIT_OK
 
@@ -136,6 +152,25 @@ def _dev_token(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _db_prune(_args: argparse.Namespace) -> int:
+    errors: tuple[type[Exception], ...] = (SettingsError, *_runtime_errors())
+    try:
+        settings = load_settings()
+        _configure_logging(settings)
+        engine = make_engine(_database_url(settings))
+        retention = Retention(settings.ledger_retention_days, settings.feedback_retention_days)
+        pruned = prune(engine, retention, datetime.now(UTC))
+        print(
+            f"deleted {pruned.cards} ledger cards, {pruned.feedback} feedback entries, "
+            f"{pruned.replay} expired replay records"
+        )
+    except errors as error:
+        return _fail(error)
+    except SQLAlchemyError as error:
+        return _fail(RuntimeError(startup_failure(error, _database_url(settings))))
+    return EXIT_OK
+
+
 def _db_upgrade(_args: argparse.Namespace) -> int:
     errors: tuple[type[Exception], ...] = (SettingsError, *_runtime_errors())
     try:
@@ -144,6 +179,8 @@ def _db_upgrade(_args: argparse.Namespace) -> int:
         print(f"database at revision {run_upgrade(_database_url(settings))}")
     except errors as error:
         return _fail(error)
+    except SQLAlchemyError as error:
+        return _fail(RuntimeError(startup_failure(error, _database_url(settings))))
     return EXIT_OK
 
 

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(2, ge=1)
+    # gunicorn worker class (docs/operations.md "Connection handling": chosen by measurement)
+    worker_class: Literal["gevent", "gthread"] = "gevent"
+    worker_connections: int = Field(1000, ge=1)
     knowledge_file: Path | None = None
     as_of: date | None = None
     selection_behavior: Literal["at-most-one", "any"] = "at-most-one"
@@ -75,6 +78,10 @@ class Settings(BaseSettings):
     fhir_read_timeout_s: float = Field(2.0, gt=0, allow_inf_nan=False)
     fhir_deadline_s: float = Field(2.0, gt=0, allow_inf_nan=False)
     fhir_max_pages: int = Field(20, ge=1)
+    # Bulkhead and circuit breaker per fhirServer base URL (cds_service.peer_guard).
+    fhir_max_calls_per_server: int = Field(4, ge=1)
+    fhir_failure_threshold: int = Field(5, ge=1)
+    fhir_circuit_open_s: float = Field(30.0, ge=0, allow_inf_nan=False)
     max_body_bytes: int = Field(10_000_000, ge=1)
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = "INFO"
     auth_mode: Literal["required", "dev", "off"] = "required"
@@ -88,6 +95,13 @@ class Settings(BaseSettings):
     # Storage: card ledger, feedback, JWT replay store.
     database_url: str | None = Field(None, repr=False)
     db_auto_migrate: bool = True
+    # Database outage (docs/operations.md): hook calls degrade (or are refused); feedback is refused (503).
+    # Retention in days (0 = keep forever): card ledger (with suggestions) and feedback entries.
+    ledger_retention_days: int = Field(400, ge=0)
+    feedback_retention_days: int = Field(400, ge=0)
+    db_outage_policy: Literal["degrade", "refuse"] = "degrade"
+    db_retry_s: float = Field(5.0, gt=0, allow_inf_nan=False)
+    replay_window_max: int = Field(100_000, ge=1)
     admin_token_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     patient_key_secret: SecretStr | None = Field(None, min_length=32)
 

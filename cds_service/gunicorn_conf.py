@@ -17,6 +17,10 @@ from cds_service.config import Settings
 from cds_service.metrics import MULTIPROC_ENV
 
 THREADS = 4
+WORKER_CLASSES = {
+    "gevent": "cds_service.workers.gevent_worker.OperationOutcomeGeventWorker",
+    "gthread": "cds_service.workers.gthread_worker.OperationOutcomeThreadWorker",
+}
 GRACEFUL_TIMEOUT_S = 30
 # No keep-alive: with gthread workers a kept-alive connection stays on the worker that accepted it, so a
 # few busy clients pin every call to one worker and leave the other core idle (measured with wrk: 20 calls/s
@@ -46,8 +50,9 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {
         "bind": [bind_address(settings.host, settings.port)],
         "workers": settings.workers,
-        "worker_class": "gthread",
+        "worker_class": WORKER_CLASSES[settings.worker_class],
         "threads": THREADS,
+        "worker_connections": settings.worker_connections,
         "timeout": worker_timeout_s(settings.fhir_deadline_s),
         "graceful_timeout": GRACEFUL_TIMEOUT_S,
         "keepalive": KEEPALIVE_S,

@@ -62,6 +62,9 @@ _AUTH_REASON_SET: Final = frozenset(AUTH_REASONS)
 # --- bounded label values ---------------------------------------------------------------------------
 
 
+DEGRADED_COMPONENTS: Final = ("replay_store", "ledger")
+
+
 def endpoint_label(path: str) -> Endpoint:
     """The endpoint family of a request path (WSGI PATH_INFO); unknown paths are `other`."""
     if path in (_SERVICES_PATH, _SERVICES_PATH + "/"):
@@ -183,6 +186,12 @@ class Metrics:
         self._feedback = Counter(
             "cds_feedback_entries", "Feedback entries stored, by outcome", ["outcome"], registry=r
         )
+        self._degraded = Counter(
+            "cds_degraded_calls",
+            "Calls served in degraded mode (database down), by component",
+            ["component"],
+            registry=r,
+        )
         # Series of the small fixed label sets exist from the start at 0 (rate() and alerts need them).
         for kind in CARD_KINDS:
             self._cards.labels(kind=kind)
@@ -192,6 +201,8 @@ class Metrics:
             self._auth_refusals.labels(reason=reason)
         for outcome in FEEDBACK_OUTCOMES:
             self._feedback.labels(outcome=outcome)
+        for component in DEGRADED_COMPONENTS:
+            self._degraded.labels(component=component)
 
     def observe_request(self, path: str, status: int, duration_s: float) -> None:
         """One HTTP request; `path` is reduced to its endpoint family here."""
@@ -217,6 +228,9 @@ class Metrics:
 
     def record_ledger_write_failure(self) -> None:
         self._ledger_failures.inc()
+
+    def record_degraded(self, component: str) -> None:
+        self._degraded.labels(component=component if component in DEGRADED_COMPONENTS else OTHER).inc()
 
     def record_feedback(self, outcome: str, count: int = 1) -> None:
         if count > 0:

@@ -4,16 +4,20 @@ store, client authenticator and the patient keyer. `create_app` builds it once p
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
 from cds_service.config import Settings
+from cds_service.db.degraded_replay import DegradableReplayStore
 from cds_service.db.engine import database_url, make_engine
+from cds_service.db.health import DatabaseHealth
 from cds_service.db.migrate import is_initialised, upgrade
 from cds_service.db.replay_store import DbReplayStore
+from cds_service.db.retention import Retention
 from cds_service.feedback.patient_key import PatientKeyer, load_patient_keyer
 from cds_service.feedback.store import FeedbackStore
+from cds_service.security.jwks import JwksRegistry
 from cds_service.security.jwt_verify import ClientAuthenticator, build_authenticator
 from cds_service.security.settings import TrustSettings
 
@@ -27,6 +31,8 @@ class Runtime:
     patient_key: PatientKeyer
     trust: TrustSettings
     authenticator: ClientAuthenticator
+    db_health: DatabaseHealth = field(default_factory=DatabaseHealth)
+    jwks: JwksRegistry = field(default_factory=JwksRegistry)
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -36,15 +42,28 @@ def build_runtime(settings: Settings) -> Runtime:
     start-up leaves no database file, schema or generated secret behind."""
     engine = make_engine(database_url(settings.database_url, settings.data_dir))  # connects lazily
     trust = settings.trust()
-    authenticator = build_authenticator(trust, DbReplayStore(engine), workers=settings.workers)
+    db_health = DatabaseHealth(retry_s=settings.db_retry_s)
+    replay = DegradableReplayStore(
+        DbReplayStore(engine),
+        db_health,
+        policy=settings.db_outage_policy,
+        max_entries=settings.replay_window_max,
+    )
+    jwks = JwksRegistry()
+    authenticator = build_authenticator(trust, replay, workers=settings.workers, registry=jwks)
     if settings.db_auto_migrate and not is_initialised(engine):
         # `cds-service serve` migrates before forking; this covers in-process use (tests, benchmarks).
         upgrade(engine)
     secret = settings.patient_key_secret.get_secret_value() if settings.patient_key_secret else None
     return Runtime(
         engine=engine,
-        store=FeedbackStore(engine),
+        store=FeedbackStore(
+            engine,
+            retention=Retention(settings.ledger_retention_days, settings.feedback_retention_days),
+        ),
         patient_key=load_patient_keyer(settings.data_dir, secret),
         trust=trust,
         authenticator=authenticator,
+        db_health=db_health,
+        jwks=jwks,
     )

@@ -45,3 +45,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             for line in found[:50]:
                 reporter.write_line(f"  {line}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fhir_peer_guard() -> None:
+    """Each test starts with no fhirServer circuit open (the guard is process-wide, like in a worker)."""
+    from cds_service.fhir.client import (
+        DEFAULT_CIRCUIT_OPEN_S,
+        DEFAULT_FAILURE_THRESHOLD,
+        DEFAULT_MAX_CALLS_PER_SERVER,
+        configure_fhir_peer_guard,
+    )
+
+    configure_fhir_peer_guard(
+        max_calls_per_server=DEFAULT_MAX_CALLS_PER_SERVER,
+        failure_threshold=DEFAULT_FAILURE_THRESHOLD,
+        open_s=DEFAULT_CIRCUIT_OPEN_S,
+    )

@@ -124,7 +124,8 @@ def test_serve_runs_gunicorn_with_the_app_factory(
     config = application.cfg
     assert config.bind == ["0.0.0.0:9001"]
     assert config.workers == 3
-    assert config.worker_class_str == "gthread"
+    # slow clients cost a greenlet, not a worker thread
+    assert config.worker_class_str == "cds_service.workers.gevent_worker.OperationOutcomeGeventWorker"
     assert config.threads == 4
     assert config.timeout == 80
     assert config.preload_app is False
@@ -137,7 +138,10 @@ def test_gunicorn_options() -> None:
     options = gunicorn_options(load_settings({"CDS_HOST": "::1", "CDS_WORKERS": "5"}))
     assert options["bind"] == ["[::1]:8000"]
     assert options["workers"] == 5
-    assert options["worker_class"] == "gthread" and options["threads"] == 4
+    assert options["worker_class"].endswith("OperationOutcomeGeventWorker")
+    assert options["worker_connections"] == 1000
+    gthread = gunicorn_options(load_settings({"CDS_WORKER_CLASS": "gthread"}))
+    assert gthread["worker_class"].endswith("OperationOutcomeThreadWorker") and gthread["threads"] == 4
     assert options["preload_app"] is False
     assert options["graceful_timeout"] > 0
     assert "%(q)s" not in options["access_log_format"] and "%(r)s" not in options["access_log_format"]

@@ -18,6 +18,7 @@ from cds_service.security.jwks import (
     JwksRegistry,
     RemoteKeySource,
     is_signature_key,
+    run_inline,
     select_key,
 )
 from tests.test_security_support import (
@@ -175,7 +176,7 @@ def test_key_rotation_refetches_once_and_rate_limits_unknown_kids(http: response
 def test_cache_refreshes_after_max_age_and_keeps_keys_when_fetch_fails(http: responses.RequestsMock) -> None:
     key = ec_key("k-es")
     clock = Clock()
-    source = RemoteKeySource(URL, JwksFetcher(), clock=clock, max_age_s=3600)
+    source = RemoteKeySource(URL, JwksFetcher(), clock=clock, max_age_s=3600, run_refresh=run_inline)
     http.get(URL, json=jwks(key))
     assert source.key_for("k-es", "ES384") is not None
     clock.now += 3601
@@ -187,7 +188,7 @@ def test_cache_refreshes_after_max_age_and_keeps_keys_when_fetch_fails(http: res
 def test_removed_key_is_no_longer_trusted_after_refresh(http: responses.RequestsMock) -> None:
     old, new = ec_key("rot-old"), ec_key("rot-new")
     clock = Clock()
-    source = RemoteKeySource(URL, JwksFetcher(), clock=clock)
+    source = RemoteKeySource(URL, JwksFetcher(), clock=clock, run_refresh=run_inline)
     http.get(URL, json=jwks(old))
     assert source.key_for("rot-old", "ES384") is not None
     clock.now += 3601

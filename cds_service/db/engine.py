@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SQLITE_FILE = "cds-service.sqlite3"
 SQLITE_BUSY_TIMEOUT_MS = 5_000
+SQLITE_WAL_LIMIT_BYTES = 16 * 1024 * 1024
 PG_CONNECT_TIMEOUT_S = 3
 POOL_TIMEOUT_S = 5
 RETRY_AFTER_S = 5
@@ -119,6 +120,22 @@ def unavailable_on_error(action: str) -> Iterator[None]:
             raise
         _log_unavailable(action, error)  # PostgreSQL schema not migrated yet (SQLite: OperationalError)
         raise DatabaseUnavailable() from error
+    except exc.DatabaseError as error:
+        if type(error) is not exc.DatabaseError:
+            raise  # IntegrityError, DataError...: not an outage
+        _log_unavailable(action, error)  # e.g. SQLite "file is not a database" (corrupt or overwritten file)
+        raise DatabaseUnavailable("the database file is unusable; retry later") from error
+
+
+def startup_failure(error: exc.SQLAlchemyError, url: str) -> str:
+    """One line for a database that cannot be used at start-up: the driver's first line, no password."""
+    cause = getattr(error, "orig", None) or error
+    first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except exc.ArgumentError:
+        shown = "CDS_DATABASE_URL"
+    return f"the database at {shown} cannot be used ({type(cause).__name__}: {first_line})"
 
 
 def _log_unavailable(action: str, error: Exception) -> None:
@@ -177,6 +194,8 @@ def _sqlite_engine(url: URL) -> Engine:
             if not in_memory:
                 _enable_wal(cursor)
             cursor.execute("PRAGMA synchronous = FULL")
+            # after each checkpoint the WAL file is truncated back to this size (default: never shrinks)
+            cursor.execute(f"PRAGMA journal_size_limit = {SQLITE_WAL_LIMIT_BYTES:d}")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()

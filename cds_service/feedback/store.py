@@ -7,6 +7,7 @@ Connection, lock and pool failures raise DatabaseUnavailable (503).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,10 +19,15 @@ from sqlalchemy import Connection, Engine, select
 from cds_service.cards import DECISION_EXTENSION, topic_code
 from cds_service.clinical.decision import ANABOLICS, Outcome, WarningCode
 from cds_service.db.engine import insert_for, unavailable_on_error, writer
+from cds_service.db.retention import Pruned, Retention, prune
 from cds_service.db.schema import card_ledger, card_suggestion, feedback
 from cds_service.feedback.validate import FeedbackItem
 
+log = logging.getLogger(__name__)
+
 UNKNOWN = "UNKNOWN"
+PRUNE_EVERY_WRITES = 1_000
+MAX_HOOK_INSTANCE_CHARS = 128
 _LOOKUP_CHUNK = 500
 _KIND_BY_TOPIC = {topic_code(code): code for code in (*get_args(Outcome), *get_args(WarningCode))}
 
@@ -113,12 +119,46 @@ def _dict(value: Any) -> Mapping[str, Any]:
 class FeedbackStore:
     """Card ledger and feedback on one engine (one per process; the engine pools connections)."""
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        retention: Retention | None = None,
+        prune_every: int = PRUNE_EVERY_WRITES,
+    ) -> None:
         self.engine = engine
         self._writer = writer(engine)
         self._clock = clock
         self._lock = threading.Lock()
         self._ledger_failures = 0
+        self._retention = retention
+        self._prune_every = max(1, prune_every)
+        self._writes = 0
+        self._pruning = threading.Lock()
+
+    def prune(self) -> Pruned | None:
+        """Apply the retention now (None without a retention or while another prune runs)."""
+        if self._retention is None or not self._pruning.acquire(blocking=False):
+            return None
+        try:
+            return prune(self.engine, self._retention, self._clock())
+        finally:
+            self._pruning.release()
+
+    def _count_write(self) -> None:
+        """Every `prune_every` ledger writes, prune in the background (never on the caller's thread)."""
+        with self._lock:
+            self._writes += 1
+            due = self._retention is not None and self._writes % self._prune_every == 0
+        if due:
+            threading.Thread(target=self._prune_quietly, name="retention", daemon=True).start()
+
+    def _prune_quietly(self) -> None:
+        try:
+            self.prune()
+        except Exception as error:  # a failed prune is retried at the next interval
+            log.warning("retention prune failed (%s)", type(error).__name__)
 
     @property
     def ledger_failures(self) -> int:
@@ -151,7 +191,7 @@ class FeedbackStore:
                 "rule": card.rule,
                 "protocol_version": protocol_version,
                 "service_version": service_version,
-                "hook_instance": hook_instance,
+                "hook_instance": hook_instance[:MAX_HOOK_INSTANCE_CHARS],
                 "patient_key": patient_key,
                 "issued_at": issued_at,
             }
@@ -177,6 +217,7 @@ class FeedbackStore:
                     index_elements=[card_suggestion.c.card_uuid, card_suggestion.c.suggestion_uuid]
                 )
                 connection.execute(linked, suggestion_rows)
+        self._count_write()
         return len(entries)
 
     def store_feedback(self, entries: Sequence[FeedbackItem], *, received_at: datetime | None = None) -> int:

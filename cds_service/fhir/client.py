@@ -20,10 +20,11 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import orjson
 import requests
-from requests.adapters import HTTPAdapter
 
 from cds_service.errors import BadRequest, DataUnavailable, NotR4Server
 from cds_service.fhir.stale_retry import stale_connection_retry
+from cds_service.net_deadline import Deadline, DeadlineAdapter, enforce
+from cds_service.peer_guard import PeerGuard, PeerRefused
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ _POOL_HOSTS: Final = 16
 _POOL_CONNECTIONS_PER_HOST: Final = 32
 _EXECUTOR_WORKERS: Final = 32
 _METADATA_CACHE_SIZE: Final = 256
+DEFAULT_MAX_CALLS_PER_SERVER: Final = 4
+DEFAULT_FAILURE_THRESHOLD: Final = 5
+DEFAULT_CIRCUIT_OPEN_S: Final = 30.0
 
 _Origin = tuple[str, str, int]
 
@@ -87,7 +91,7 @@ def _new_session() -> requests.Session:
     session.auth = None
     session.cookies = requests.cookies.RequestsCookieJar(policy=_RejectAllCookies())
     session.headers["User-Agent"] = "osteoporosis-escalation-cds-service"
-    adapter = HTTPAdapter(
+    adapter = DeadlineAdapter(
         pool_connections=_POOL_HOSTS,
         pool_maxsize=_POOL_CONNECTIONS_PER_HOST,
         max_retries=stale_connection_retry(),
@@ -104,6 +108,30 @@ def shared_executor() -> cf.ThreadPoolExecutor:
         if _executor is None:
             _executor = cf.ThreadPoolExecutor(max_workers=_EXECUTOR_WORKERS, thread_name_prefix="fhir")
         return _executor
+
+
+_peer_guard = PeerGuard(
+    max_in_flight=DEFAULT_MAX_CALLS_PER_SERVER,
+    failure_threshold=DEFAULT_FAILURE_THRESHOLD,
+    open_s=DEFAULT_CIRCUIT_OPEN_S,
+    name="fhirServer",
+)
+
+
+def fhir_peer_guard() -> PeerGuard:
+    """The process-wide bulkhead and circuit breaker per fhirServer base URL."""
+    return _peer_guard
+
+
+def configure_fhir_peer_guard(*, max_calls_per_server: int, failure_threshold: int, open_s: float) -> None:
+    """Replace the process-wide guard (app start-up; tests): forgets every server's state."""
+    global _peer_guard  # noqa: PLW0603 - one guard per process, configured from settings
+    _peer_guard = PeerGuard(
+        max_in_flight=max_calls_per_server,
+        failure_threshold=failure_threshold,
+        open_s=open_s,
+        name="fhirServer",
+    )
 
 
 class _R4Cache:
@@ -251,6 +279,7 @@ class FhirClient:
         executor: cf.Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        peer_guard: PeerGuard | None = None,
     ) -> None:
         self._base, self._server_origin, self._base_path = _normalise_base(base_url)
         self._authorization = _bearer(access_token)
@@ -264,6 +293,8 @@ class FhirClient:
         self._executor = executor if executor is not None else shared_executor()
         self._pages_lock = threading.Lock()
         self._pages_fetched = 0
+        self._peer_guard = peer_guard if peer_guard is not None else fhir_peer_guard()
+        self._peer_failed = False
 
     def __repr__(self) -> str:
         return f"FhirClient(host={self._server_origin[1]!r})"
@@ -339,11 +370,32 @@ class FhirClient:
         self, tasks: Mapping[str, Callable[[], list[JsonObject]]], expression_prefix: str
     ) -> dict[str, list[JsonObject]]:
         self._check_deadline()
+        try:
+            with self._peer_guard.call(self._base) as outcome:
+                try:
+                    return self._run_admitted(tasks, expression_prefix)
+                finally:
+                    if self._peer_failed:
+                        outcome.fail()
+        except PeerRefused as refused:
+            log.warning("fhir call refused host=%s reason=%s", self._server_origin[1], refused.reason)
+            why = (
+                "has failed repeatedly (circuit open); it is not contacted for a while"
+                if refused.reason == "circuit_open"
+                else "already has the maximum number of calls in flight from this service"
+            )
+            raise DataUnavailable(f"The FHIR server {why}", SERVER_EXPRESSION) from None
+
+    def _run_admitted(
+        self, tasks: Mapping[str, Callable[[], list[JsonObject]]], expression_prefix: str
+    ) -> dict[str, list[JsonObject]]:
         metadata = None if _r4_cache.get(self._base) else self._executor.submit(self._ensure_r4)
         futures = {key: self._executor.submit(task) for key, task in tasks.items()}
         every: list[cf.Future[Any]] = [*futures.values(), *([metadata] if metadata else [])]
         done, pending = cf.wait(every, timeout=max(self._remaining(), 0.0), return_when=cf.FIRST_EXCEPTION)
         failed = [future for future in every if future in done and future.exception() is not None]
+        if pending:
+            self._peer_failed = True  # still waiting at the deadline: the server was too slow
         if failed or pending:
             try:
                 self._raise_failure(futures, metadata, failed, expression_prefix)
@@ -462,25 +514,38 @@ class FhirClient:
     def _get_json(self, url: str, *, allow_404: bool, count_page: bool = True) -> JsonObject | None:
         """GET a FHIR JSON object; None for a 404 when allowed. Every failure is DataUnavailable."""
         kind = _resource_type_of(url, self._base_path)
-        response = self._get(url)
+        with enforce(Deadline.after(self._remaining())) as deadline:
+            body = self._exchange(url, kind, allow_404, deadline)
+        if body is None:
+            return None
+        if count_page:
+            with self._pages_lock:
+                self._pages_fetched += 1
+        return self._parse_json(body, kind)
+
+    def _exchange(self, url: str, kind: str, allow_404: bool, deadline: Deadline) -> bytes | None:
+        """GET and read the body under one wall-clock deadline (shut at expiry whatever the peer sends)."""
+        response = self._get(url, deadline)
         try:
             if response.status_code == 404 and allow_404:
                 return None
+            if response.status_code >= 500:
+                self._peer_failed = True
             if not 200 <= response.status_code < 300:
                 raise DataUnavailable(
                     f"The FHIR server answered HTTP {response.status_code} to a {kind} request"
                     + (" (redirects are not followed)" if 300 <= response.status_code < 400 else ""),
                     SERVER_EXPRESSION,
                 )
-            body = self._read_body(response)
+            return self._read_body(response, deadline)
+        except DataUnavailable:
+            if deadline.expired:
+                self._peer_failed = True
+            raise
         finally:
             response.close()
-        if count_page:
-            with self._pages_lock:
-                self._pages_fetched += 1
-        return self._parse_json(body, kind)
 
-    def _get(self, url: str) -> requests.Response:
+    def _get(self, url: str, deadline: Deadline | None = None) -> requests.Response:
         """Send one GET (no redirects, bounded timeouts, no cookies). The single HTTP entry point."""
         connect, read = self._timeouts()
         host, kind = self._server_origin[1], _resource_type_of(url, self._base_path)
@@ -489,15 +554,19 @@ class FhirClient:
             response = self._session.get(
                 url, headers=self._headers(url), timeout=(connect, read), allow_redirects=False, stream=True
             )
-        except requests.Timeout:
+        except requests.RequestException as error:
+            self._peer_failed = True
+            if deadline is not None and deadline.expired:
+                self._log_failure(host, kind, "deadline", started)
+                raise self._deadline_passed() from None
+            if not isinstance(error, requests.Timeout):
+                self._log_failure(host, kind, type(error).__name__, started)
+                raise DataUnavailable(
+                    f"The FHIR server could not be reached for a {kind} request", SERVER_EXPRESSION
+                ) from None
             self._log_failure(host, kind, "timeout", started)
             raise DataUnavailable(
                 f"The FHIR server timed out on a {kind} request", SERVER_EXPRESSION
-            ) from None
-        except requests.RequestException as error:
-            self._log_failure(host, kind, type(error).__name__, started)
-            raise DataUnavailable(
-                f"The FHIR server could not be reached for a {kind} request", SERVER_EXPRESSION
             ) from None
         log.info(
             "fhir GET host=%s type=%s status=%s duration_ms=%.1f",
@@ -508,7 +577,7 @@ class FhirClient:
         )
         return response
 
-    def _read_body(self, response: requests.Response) -> bytes:
+    def _read_body(self, response: requests.Response, deadline: Deadline | None = None) -> bytes:
         chunks: list[bytes] = []
         size = 0
         try:
@@ -519,6 +588,9 @@ class FhirClient:
                 chunks.append(chunk)
                 self._check_deadline()
         except requests.RequestException:
+            self._peer_failed = True
+            if deadline is not None and deadline.expired:
+                raise self._deadline_passed() from None
             raise DataUnavailable("The FHIR server's response could not be read", SERVER_EXPRESSION) from None
         self._check_deadline()
         return b"".join(chunks)
@@ -552,7 +624,11 @@ class FhirClient:
 
     def _check_deadline(self) -> None:
         if self._remaining() <= 0:
-            raise DataUnavailable("The hook call's deadline for FHIR queries has passed", SERVER_EXPRESSION)
+            raise self._deadline_passed()
+
+    @staticmethod
+    def _deadline_passed() -> DataUnavailable:
+        return DataUnavailable("The hook call's deadline for FHIR queries has passed", SERVER_EXPRESSION)
 
     def _timeouts(self) -> tuple[float, float]:
         self._check_deadline()

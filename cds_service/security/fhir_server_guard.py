@@ -29,6 +29,7 @@ from requests.adapters import HTTPAdapter
 from urllib3 import PoolManager
 
 from cds_service.fhir.stale_retry import stale_connection_retry
+from cds_service.net_deadline import deadline_pool_classes
 from cds_service.security.audience import DEFAULT_PORTS, normalise_url
 from cds_service.security.errors import Forbidden
 from cds_service.security.jwks import NoRedirectSession
@@ -271,4 +272,5 @@ def _shared_pool_manager() -> PoolManager:
     with _shared_lock:
         if _shared_pools is None:
             _shared_pools = PoolManager(num_pools=_POOLS, maxsize=_POOL_CONNECTIONS, block=False)
+            _shared_pools.pool_classes_by_scheme = deadline_pool_classes()  # wall-clock deadlines
         return _shared_pools

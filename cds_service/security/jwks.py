@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
+from cds_service.net_deadline import Deadline, DeadlineAdapter, enforce
+
 log = logging.getLogger(__name__)
 
 SIGNING_ALGORITHMS: Final = frozenset({"ES256", "ES384", "RS256", "RS384"})
@@ -29,6 +31,7 @@ _CRV: Final = {"ES256": "P-256", "ES384": "P-384"}
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 MIN_RSA_BITS: Final = 2048
 DEFAULT_MAX_JWKS_BYTES: Final = 256 * 1024
+DEFAULT_JWKS_DEADLINE_S: Final = 3.0
 _CHUNK: Final = 16 * 1024
 
 JwkDict = dict[str, Any]
@@ -113,12 +116,24 @@ class JwksFetcher:
         connect_timeout_s: float = 2.0,
         read_timeout_s: float = 3.0,
         max_bytes: int = DEFAULT_MAX_JWKS_BYTES,
+        total_timeout_s: float = DEFAULT_JWKS_DEADLINE_S,
     ) -> None:
         self._session = session if session is not None else _plain_session()
         self._timeout = (connect_timeout_s, read_timeout_s)
         self._max_bytes = max_bytes
+        self.total_timeout_s = total_timeout_s
 
     def fetch(self, url: str) -> list[JwkDict]:
+        """The keys at `url`; the whole exchange (connect, headers, body) ends by `total_timeout_s`."""
+        with enforce(Deadline.after(self.total_timeout_s)) as deadline:
+            try:
+                return self._fetch(url)
+            except JwksError:
+                if deadline.expired:
+                    raise JwksError(f"no complete answer within {self.total_timeout_s:g} s") from None
+                raise
+
+    def _fetch(self, url: str) -> list[JwkDict]:
         try:
             response = self._session.get(
                 url,
@@ -165,11 +180,33 @@ def _plain_session() -> requests.Session:
     session = NoRedirectSession()
     session.trust_env = False
     session.headers["User-Agent"] = "osteoporosis-escalation-cds-service"
+    adapter = DeadlineAdapter()  # the fetch's wall-clock deadline is enforced on these connections
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
     return session
 
 
+def run_in_background(task: Callable[[], None]) -> None:
+    """Run a cache refresh on its own daemon thread (never on a caller's thread)."""
+    threading.Thread(target=task, name="jwks-refresh", daemon=True).start()
+
+
+def run_inline(task: Callable[[], None]) -> None:
+    """Run a cache refresh on the caller's thread (tests: deterministic)."""
+    task()
+
+
 class RemoteKeySource:
-    """The cached JWKS at one configured URL (a `jku` entry or `jwks_url`), refreshed with a rate limit."""
+    """The cached JWKS at one configured URL (a `jku` entry or `jwks_url`), stale-while-revalidate.
+
+    - A cached set older than `max_age_s` is still served while ONE background refresh runs: a slow or
+      dead JWKS endpoint never delays a call whose key is cached.
+    - An unknown `kid` (key rotation), or no set at all yet, needs a fetch: the caller waits for it, for
+      at most the fetcher's total deadline, and at most once per `min_refresh_interval_s` per URL (callers
+      arriving meanwhile get "no key" at once instead of queueing behind the slow endpoint).
+    - Each URL has its own lock, held only while fetching that URL: one slow issuer never blocks another.
+    - A failed fetch keeps the last good set.
+    """
 
     def __init__(
         self,
@@ -179,38 +216,91 @@ class RemoteKeySource:
         min_refresh_interval_s: float = 60.0,
         max_age_s: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
+        run_refresh: Callable[[Callable[[], None]], None] = run_in_background,
     ) -> None:
         self.url = url
         self._fetcher = fetcher
         self._min_refresh_interval_s = min_refresh_interval_s
         self._max_age_s = max_age_s
         self._clock = clock
-        self._lock = threading.Lock()
+        self._run_refresh = run_refresh
+        self._state_lock = threading.Lock()  # guards the fields below; never held during a fetch
+        self._fetch_lock = threading.Lock()  # one fetch at a time for this URL
         self._keys: list[JwkDict] | None = None
         self._fetched_at = 0.0
         self._last_attempt: float | None = None
+        self._generation = 0
+
+    @property
+    def loaded(self) -> bool:
+        """True once a set has been fetched (readiness)."""
+        with self._state_lock:
+            return self._keys is not None
+
+    def warm(self) -> None:
+        """Start a background fetch when no set is loaded yet (rate-limited like any refresh)."""
+        if not self.loaded:
+            self._start_background_refresh(self._clock())
 
     def key_for(self, kid: str, alg: str) -> PyJWK | None:
-        with self._lock:  # one fetch at a time per URL; waiting callers then see the fresh set
-            now = self._clock()
-            if self._keys is None or now - self._fetched_at >= self._max_age_s:
-                self._refresh(now)
-            key = select_key(self._keys or [], kid, alg)
-            if key is None and self._refresh(now):
-                key = select_key(self._keys or [], kid, alg)
-            return key
+        now = self._clock()
+        with self._state_lock:
+            keys, fetched_at, generation = self._keys, self._fetched_at, self._generation
+        if keys is not None and now - fetched_at >= self._max_age_s:
+            self._start_background_refresh(now)
+            with self._state_lock:
+                keys, generation = self._keys, self._generation  # fresh when the refresh ran inline
+        key = select_key(keys or [], kid, alg)
+        if key is None and self._refresh_waiting(now, generation):
+            with self._state_lock:
+                keys = self._keys
+            key = select_key(keys or [], kid, alg)
+        return key
 
-    def _refresh(self, now: float) -> bool:
-        """Fetch the set unless the last attempt is too recent; True when a new set was loaded."""
-        if self._last_attempt is not None and now - self._last_attempt < self._min_refresh_interval_s:
-            return False
-        self._last_attempt = now
+    def _start_background_refresh(self, now: float) -> None:
+        if not self._claim_attempt(now):
+            return
+
+        def refresh() -> None:
+            if self._fetch_lock.acquire(blocking=False):
+                try:
+                    self._fetch(now)
+                finally:
+                    self._fetch_lock.release()
+
+        self._run_refresh(refresh)
+
+    def _refresh_waiting(self, now: float, seen_generation: int) -> bool:
+        """Fetch on the caller's thread (bounded); True when a newer set than `seen_generation` exists."""
+        if not self._fetch_lock.acquire(timeout=self._fetcher.total_timeout_s):
+            return False  # another caller's fetch is still running: do not queue behind it
+        try:
+            with self._state_lock:
+                if self._generation != seen_generation:
+                    return True  # someone else's fetch finished while we waited
+            if not self._claim_attempt(now):
+                return False
+            return self._fetch(now)
+        finally:
+            self._fetch_lock.release()
+
+    def _claim_attempt(self, now: float) -> bool:
+        """Rate limit: at most one fetch attempt per `min_refresh_interval_s` for this URL."""
+        with self._state_lock:
+            if self._last_attempt is not None and now - self._last_attempt < self._min_refresh_interval_s:
+                return False
+            self._last_attempt = now
+            return True
+
+    def _fetch(self, now: float) -> bool:
         try:
             keys = self._fetcher.fetch(self.url)
         except JwksError as error:
             log.warning("jwks fetch failed host=%s reason=%s", urlsplit(self.url).hostname, error)
             return False
-        self._keys, self._fetched_at = keys, now
+        with self._state_lock:
+            self._keys, self._fetched_at = keys, now
+            self._generation += 1
         return True
 
 
@@ -224,11 +314,13 @@ class JwksRegistry:
         min_refresh_interval_s: float = 60.0,
         max_age_s: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
+        run_refresh: Callable[[Callable[[], None]], None] = run_in_background,
     ) -> None:
         self._fetcher = fetcher if fetcher is not None else JwksFetcher()
         self._min_refresh_interval_s = min_refresh_interval_s
         self._max_age_s = max_age_s
         self._clock = clock
+        self._run_refresh = run_refresh
         self._lock = threading.Lock()
         self._sources: dict[str, RemoteKeySource] = {}
 
@@ -242,5 +334,11 @@ class JwksRegistry:
                     min_refresh_interval_s=self._min_refresh_interval_s,
                     max_age_s=self._max_age_s,
                     clock=self._clock,
+                    run_refresh=self._run_refresh,
                 )
             return source
+
+    def sources(self) -> list[RemoteKeySource]:
+        """Every fetched key set configured so far (readiness: each must be loaded)."""
+        with self._lock:
+            return list(self._sources.values())
