@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 
 import pytest
 import requests
+from urllib3.exceptions import MaxRetryError, ProtocolError
 
 from cds_service.fhir.client import _new_session
-from cds_service.fhir.stale_retry import StaleConnectionRetry
+from cds_service.fhir.stale_retry import StaleConnectionRetry, stale_connection_retry
+from cds_service.net_deadline import Deadline, enforce
 from cds_service.security.fhir_server_guard import ConnectPolicy, PinnedAdapter
 
 BODY = b'{"resourceType":"Bundle","type":"searchset","entry":[]}'
@@ -103,3 +105,12 @@ def test_every_fhir_adapter_uses_the_policy() -> None:
     )
     assert isinstance(pinned.max_retries, StaleConnectionRetry)
     assert pinned.max_retries.allowed_methods == frozenset({"GET"})
+
+
+def test_a_connection_the_deadline_shut_is_not_retried() -> None:
+    aborted = ProtocolError("Connection aborted.", ConnectionResetError())
+    assert stale_connection_retry().increment("GET", "/fhir/Observation", error=aborted).total == 0
+    with enforce(Deadline.after(0)), pytest.raises((ProtocolError, MaxRetryError)):
+        stale_connection_retry().increment("GET", "/fhir/Observation", error=aborted)
+    with pytest.raises((ProtocolError, MaxRetryError)):  # never for a non-idempotent method either
+        stale_connection_retry().increment("POST", "/fhir/Observation", error=aborted)

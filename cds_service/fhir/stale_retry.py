@@ -4,7 +4,8 @@ FHIR servers close idle keep-alive connections (Node's default is after 5 s). ur
 connection before reusing it, but a close that crosses the request on the wire surfaces as a
 `ProtocolError` ("Connection aborted") before any byte of the answer: with no retry, that one race turned
 a healthy call into a 412. Only that error is retried, once, and only for GET (idempotent); a read timeout
-or any other failure is never retried, so the call's deadline keeps its meaning.
+or any other failure is never retried, nor a connection the call's wall-clock deadline shut (net_deadline),
+so the deadline keeps its meaning.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 from urllib3.exceptions import ProtocolError
 from urllib3.util.retry import Retry
+
+from cds_service import net_deadline
 
 
 class StaleConnectionRetry(Retry):
@@ -28,7 +31,9 @@ class StaleConnectionRetry(Retry):
         _pool: Any = None,
         _stacktrace: TracebackType | None = None,
     ) -> StaleConnectionRetry:
-        if not isinstance(error, ProtocolError) or response is not None:
+        deadline = net_deadline.current()
+        reaped = deadline is not None and deadline.expired  # the deadline shut the socket: no new attempt
+        if not isinstance(error, ProtocolError) or response is not None or reaped:
             # Not an aborted reuse: fail exactly as without retries (a Retry with none left always raises).
             Retry(0, read=False).increment(method, url, response, error, _pool, _stacktrace)
             raise RuntimeError("unreachable: an exhausted Retry raises")
