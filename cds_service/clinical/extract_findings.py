@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from cds_service.clinical.code_match import (
     FRACTURE_CONCEPTS,
@@ -30,21 +30,7 @@ from cds_service.fhir.parse import ParsedResources
 from cds_service.knowledge.loader import SNOMED, Knowledge
 
 _ACTIVE_ALLERGY = frozenset({"active"})
-_FRACTURE_SITES: frozenset[str] = frozenset(
-    {
-        "hip_femur",
-        "vertebra",
-        "forearm",
-        "humerus",
-        "pelvis",
-        "rib",
-        "clavicle",
-        "tibia_ankle",
-        "shoulder",
-        "unspecified",
-        "other",
-    }
-)
+_FRACTURE_SITES: frozenset[str] = frozenset(get_args(FractureSite))
 _LEVEL = re.compile(r"\b([CTL])\s?(\d{1,2})\b")
 _LEVEL_MAX = {"C": 7, "T": 12, "L": 5}
 # ICD-10-CM S32.01-S32.05: fracture of the first..fifth lumbar vertebra.

@@ -17,7 +17,7 @@ from cds_service.clinical.extract_common import (
     units_of,
 )
 from cds_service.clinical.extract_dxa import scanner_of, site_and_side, unit_accepted
-from cds_service.clinical.facts import BmdResult, FraxResult, LabKind, LabResult, ScannerId
+from cds_service.clinical.facts import LAB_LABELS, BmdResult, FraxResult, LabKind, LabResult, ScannerId
 from cds_service.clinical.observation_values import (
     MAX_MAGNITUDE,
     Implausible,
@@ -57,14 +57,6 @@ _CANONICAL_UNIT = {
     "vitamin_d_25oh": "ng/mL",
     "pth": "pg/mL",
 }
-_LAB_LABELS = {
-    "egfr": "eGFR",
-    "calcium": "calcium",
-    "albumin": "albumin",
-    "alkaline_phosphatase": "alkaline phosphatase",
-    "vitamin_d_25oh": "25-OH vitamin D",
-    "pth": "PTH",
-}
 _MAX_UNIT_SHOWN = 24
 # Plausible ranges (protocol §3c); a value outside is ignored with a caveat naming it. FRAX is a
 # probability in %, and no lab concentration is negative (our reading, recorded in `interpretations`).
@@ -96,7 +88,7 @@ class _Measurement:
     @property
     def label(self) -> str:
         kind = self.entry.kind
-        return _KIND_LABELS.get(kind) or _LAB_LABELS.get(kind, kind)
+        return _KIND_LABELS.get(kind) or LAB_LABELS.get(kind, kind)
 
 
 @dataclass(frozen=True)
@@ -229,12 +221,12 @@ class _Collector:
         value, units = measured.value, measured.units
         factor = _lab_factor(kind, units)
         if factor is None:
-            self.caveats.add(f"ignored {_LAB_LABELS[kind]} value with unit {_shown_unit(units)}")
+            self.caveats.add(f"ignored {LAB_LABELS[kind]} value with unit {_shown_unit(units)}")
             return
         if self._implausible(measurement, measured):
             return
         if context.day is None:
-            self.caveats.add(f"ignored {_LAB_LABELS[kind]} value without a date")
+            self.caveats.add(f"ignored {LAB_LABELS[kind]} value without a date")
             return
         low, high = _reference_bounds(kind, measurement.reference_range, factor)
         self.labs.append(
@@ -253,7 +245,7 @@ class _Collector:
     def _unreadable_lab(self, kind: LabKind, value: Unreadable, context: _Context) -> None:
         """Kept as an unreadable result: when it is the latest, the lab counts as missing (§3c)."""
         if context.day is None:
-            self.caveats.add(f"{_LAB_LABELS[kind]} reported as '{value.text}': not readable")
+            self.caveats.add(f"{LAB_LABELS[kind]} reported as '{value.text}': not readable")
             return
         self.labs.append(
             LabResult(

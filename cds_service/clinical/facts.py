@@ -11,6 +11,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Literal
 
+from cds_service.knowledge.loader import FractureSiteName
+
 Sex = Literal["female", "male", "other", "unknown"]
 # Deciding and diagnostic DXA sites. `unknown` = site could not be determined (counts for R5 only).
 BmdSite = Literal["total_hip", "femoral_neck", "lumbar_spine", "radius", "other", "unknown"]
@@ -20,19 +22,17 @@ MedicationSource = Literal["administration", "dispense", "statement", "request"]
 MedicationRole = Literal["first_line", "anabolic", "oncology_dose", "other_bone_agent", "supplement"]
 StrengthClass = Literal["osteoporosis", "oncology", "unknown"]
 LabKind = Literal["egfr", "calcium", "albumin", "alkaline_phosphatase", "vitamin_d_25oh", "pth"]
-FractureSite = Literal[
-    "hip_femur",
-    "vertebra",
-    "forearm",
-    "humerus",
-    "pelvis",
-    "rib",
-    "clavicle",
-    "tibia_ankle",
-    "shoulder",  # osteoporotic fracture coded at the shoulder region (ICD M80.x1)
-    "unspecified",  # osteoporotic fracture whose site is not coded
-    "other",
-]
+# How cards and caveats name each lab.
+LAB_LABELS: dict[str, str] = {
+    "egfr": "eGFR",
+    "calcium": "calcium",
+    "albumin": "albumin",
+    "alkaline_phosphatase": "alkaline phosphatase",
+    "vitamin_d_25oh": "25-OH vitamin D",
+    "pth": "PTH",
+}
+# One list of fracture sites: the knowledge file's fracture-site rules are validated against the same one.
+FractureSite = FractureSiteName
 
 
 @dataclass(frozen=True)

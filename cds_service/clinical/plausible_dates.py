@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from cds_service.clinical.dates import add_months
 from cds_service.clinical.facts import (
+    LAB_LABELS,
     BmdResult,
     ClinicalFinding,
     FraxResult,
@@ -31,14 +32,6 @@ EARLIEST_PLAUSIBLE = date(1900, 1, 1)
 LATEST_AFTER_AS_OF_MONTHS = 12
 
 _BMD_LABELS = {"t_score": "T-score", "bmd": "BMD"}
-_LAB_LABELS = {
-    "egfr": "eGFR",
-    "calcium": "calcium",
-    "albumin": "albumin",
-    "alkaline_phosphatase": "alkaline phosphatase",
-    "vitamin_d_25oh": "25-OH vitamin D",
-    "pth": "PTH",
-}
 
 
 class _Range:
@@ -60,7 +53,7 @@ def plausible_record(record: PatientRecord, as_of: date) -> PatientRecord:
     caveats: list[str] = []
     bmd = _measurements(record.bmd, window, caveats, lambda r: _BMD_LABELS[r.kind])
     frax = _measurements(record.frax, window, caveats, lambda r: f"FRAX {r.kind}")
-    labs = _measurements(record.labs, window, caveats, lambda r: _LAB_LABELS.get(r.kind, r.kind))
+    labs = _measurements(record.labs, window, caveats, lambda r: LAB_LABELS.get(r.kind, r.kind))
     medications = tuple(_medication(m, window, caveats) for m in record.medications)
     findings = tuple(_finding(f, window, caveats) for f in record.findings)
     reports = tuple(d for d in record.dxa_reports_without_values if window.plausible(d))
