@@ -14,8 +14,10 @@ RUN groupadd --system --gid 10001 cds \
 WORKDIR /src
 # README.m[d] is optional: the wildcard copies it when present.
 COPY pyproject.toml README.m[d] ./
+COPY requirements/runtime.lock ./requirements/runtime.lock
 COPY cds_service ./cds_service
-RUN pip install . && rm -rf /src/build
+# The locked versions (requirements/runtime.lock), then the package without resolving again.
+RUN pip install -r requirements/runtime.lock && pip install --no-deps . && rm -rf /src/build
 
 ENV CDS_DATA_DIR=/var/lib/cds-service
 RUN mkdir -p /var/lib/cds-service && chown 10001:10001 /var/lib/cds-service

@@ -6,15 +6,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 FHIR_SERVER_DIR := tests/fhir_server
 
-.PHONY: venv npm run test lint postgres-up
+.PHONY: venv npm run test lint postgres-up lock
 
 venv: $(VENV)/.installed
 
-# Reinstalled when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
+# Exactly the locked versions (requirements/dev.lock), then the package itself without resolving again.
+# Reinstalled when pyproject.toml or the lock changes.
+$(VENV)/.installed: pyproject.toml requirements/dev.lock
 	python3 -m venv $(VENV)
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -r requirements/dev.lock
+	$(BIN)/pip install --no-deps -e .
 	touch $@
+
+# Re-resolve the locks after a dependency change in pyproject.toml (needs the package index).
+lock: venv
+	$(BIN)/pip install uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev $(LOCK_FLAGS) -o requirements/dev.lock
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) -o requirements/runtime.lock
+
+LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu -q
 
 npm:
 	@if [ -f $(FHIR_SERVER_DIR)/package.json ]; then \

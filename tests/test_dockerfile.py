@@ -54,8 +54,11 @@ def test_runs_as_a_non_root_user() -> None:
 
 
 def test_installs_the_package_with_pip() -> None:
-    assert any(re.search(r"\bpip install \.(\s|$|&)", run) for run in all_of("RUN"))
-    assert not any(run.lstrip().startswith("pip install -e") for run in all_of("RUN"))
+    runs = all_of("RUN")
+    assert any(re.search(r"\bpip install -r requirements/runtime\.lock\b", run) for run in runs)
+    assert any(re.search(r"\bpip install --no-deps \.(\s|$|&)", run) for run in runs)
+    assert not any(run.lstrip().startswith("pip install -e") for run in runs)
+    assert "requirements/runtime.lock" in first("COPY") + " ".join(all_of("COPY"))
 
 
 def test_copied_sources_exist() -> None:
