@@ -10,7 +10,6 @@ an error of the call: the references are then identified by their `display`, els
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,11 +17,11 @@ from cds_service.clinical.relevance import ignored_by_status, reference_key
 from cds_service.errors import DataUnavailable
 from cds_service.fhir.client import FhirClient
 from cds_service.fhir.parse import MEDICATION_USE_TYPES
+from cds_service.fhir_id import is_fhir_id
 
 log = logging.getLogger(__name__)
 
 IDS_PER_QUERY = 50  # ids per `_id` search; several searches run in parallel as one round
-_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
 def _supplied_keys(resources: Iterable[dict[str, Any]]) -> set[str]:
@@ -66,7 +65,7 @@ def missing_medication_ids(resources: list[dict[str, Any]], base_url: str) -> li
         if key.split("/", 1)[1] in _contained_ids(resource) or not _on_server(target, base_url):
             continue
         medication_id = key.split("/", 1)[1]
-        if _FHIR_ID.match(medication_id):
+        if is_fhir_id(medication_id):
             wanted.add(medication_id)
     return sorted(wanted)
 
