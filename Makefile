@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FHIR_SERVER_DIR := tests/fhir_server
 
-.PHONY: venv npm run test lint postgres-up lock
+.PHONY: venv npm run sandbox test lint postgres-up lock
 
 venv: $(VENV)/.installed
 
@@ -36,6 +36,11 @@ npm:
 # The bundled demo patients are dated for 2025-06-01: the demo pins the clinical date (shown on cards).
 run: venv
 	CDS_AUTH_MODE=dev CDS_AS_OF=$${CDS_AS_OF:-2025-06-01} $(BIN)/cds-service serve
+
+# The service (as `make run`) plus a CORS-enabled loopback FHIR R4 server loaded with one demo patient per
+# outcome and warning; prints the CDS Hooks sandbox URLs. Ctrl-C stops both (tools/sandbox.py --help).
+sandbox: venv npm
+	$(BIN)/python tools/sandbox.py
 
 test: venv npm postgres-up lint
 	$(BIN)/pytest

