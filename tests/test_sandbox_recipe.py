@@ -15,12 +15,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlencode
 
 import pytest
 import requests
 
+from cds_service.clinical.decision import Outcome, WarningCode
 from cds_service.security.dev_keys import mint_dev_token
 from tests.support.fhir_server import FhirServerProcess, FhirServerUnavailableError, find_node_binary
 from tests.support.fixtures import REPO_ROOT, SCENARIOS_DIR, load_scenario_index
@@ -30,21 +31,9 @@ pytestmark = pytest.mark.fhir_server
 
 SERVICE_PATH = "/cds-services/osteoporosis-escalation"
 LOCAL_SANDBOX = "http://localhost:8088"
-PROTOCOL_OUTCOMES = {
-    "ESCALATE",
-    "CONSIDER",
-    "RESPONSE_MET",
-    "NOT_ELIGIBLE_NOT_HIGH_RISK",
-    "NOT_ELIGIBLE_NO_FIRST_LINE",
-    "NOT_ELIGIBLE_DURATION",
-    "NOT_ELIGIBLE_ADHERENCE",
-    "VERY_HIGH_RISK_PATHWAY",
-    "SPECIALIST_REVIEW",
-    "INSUFFICIENT_DATA",
-    "NOT_APPLICABLE",
-    "ON_ANABOLIC",
-}
-PROTOCOL_WARNINGS = {"DENOSUMAB_OVERDUE", "ANABOLIC_FOLLOW_ON_MISSING"}
+# Every outcome and warning the engine can produce: a new one must get its demo patient.
+PROTOCOL_OUTCOMES = set(get_args(Outcome))
+PROTOCOL_WARNINGS = set(get_args(WarningCode))
 
 
 @dataclass
