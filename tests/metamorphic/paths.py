@@ -25,6 +25,7 @@ import responses
 from flask.testing import FlaskClient
 
 from cds_service.config import Settings
+from cds_service.fhir.prefetch import PREFETCH_RESOURCE_TYPES
 from cds_service.knowledge.loader import packaged_knowledge
 from cds_service.offline import bundle_resources, evaluate_bundle
 from cds_service.service import PatientViewService
@@ -37,14 +38,10 @@ TOKEN = "metamorphic-access-token-789"
 URL = "/cds-services/osteoporosis-escalation"
 FHIR_JSON = "application/fhir+json"
 
+# The search keys that select by resource type alone (the service's own table; the patient read and the two
+# Observation searches are grouped separately).
 PREFETCH_TYPES: dict[str, str] = {
-    "conditions": "Condition",
-    "procedures": "Procedure",
-    "allergies": "AllergyIntolerance",
-    "medicationStatements": "MedicationStatement",
-    "medicationRequests": "MedicationRequest",
-    "medicationAdministrations": "MedicationAdministration",
-    "medicationDispenses": "MedicationDispense",
+    key: rtype for key, rtype in PREFETCH_RESOURCE_TYPES.items() if key not in ("patient", "dxa", "labs")
 }
 
 
