@@ -15,10 +15,10 @@ from werkzeug.test import EnvironBuilder, TestResponse
 from werkzeug.wrappers import Request
 
 from cds_service.app import create_app
-from cds_service.cdshooks import PatientViewRequest, drop_empty, operation_outcome
 from cds_service.config import Settings
-from cds_service.errors import DataUnavailable, Issue, NotR4Server, ServiceError
-from cds_service.security.jwt_verify import AuthContext
+from cds_service.core.errors import DataUnavailable, Issue, NotR4Server, ServiceError
+from cds_service.wire.auth.jwt_verify import AuthContext
+from cds_service.wire.cdshooks import PatientViewRequest, drop_empty, operation_outcome
 from tests.support.app_settings import test_settings
 
 SERVICE_ID = "osteoporosis-escalation"
@@ -774,7 +774,7 @@ def test_refused_origin_is_logged_once_per_origin(
     fake: FakeService, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = create_app(wire_settings(), fake).test_client()
-    caplog.set_level(logging.WARNING, logger="cds_service.api")
+    caplog.set_level(logging.WARNING, logger="cds_service.wire.api")
     for _ in range(3):
         response = client.get("/cds-services", headers={"Origin": "https://unknown.example"})
         assert "Access-Control-Allow-Origin" not in response.headers

@@ -15,7 +15,7 @@ import responses
 from flask.testing import FlaskClient
 
 from cds_service.app import create_app
-from cds_service.security.dev_keys import mint_dev_token
+from cds_service.wire.auth.dev_keys import mint_dev_token
 from tests.support.app_settings import test_settings
 from tests.support.fixtures import hook_request
 from tests.test_security_support import Key, ec_key, jwks, rsa_key

@@ -19,14 +19,14 @@ from benchmarks import records, run
 from benchmarks.auth import make_client
 from benchmarks.fhir_stub import FhirStub
 from benchmarks.harness import WsgiCaller, build_app
-from cds_service.clinical.extract import extract_record
-from cds_service.clinical.protocol import evaluate
-from cds_service.clinical.relevance import read_elements
-from cds_service.fhir import parse as parse_module
-from cds_service.fhir.client import clear_metadata_cache
-from cds_service.fhir.parse import parse_resources
-from cds_service.fhir.patient_scope import scoped
+from cds_service.facts import parse as parse_module
+from cds_service.facts.extract import extract_record
+from cds_service.facts.parse import parse_resources
+from cds_service.facts.relevance import read_elements
+from cds_service.gather.client import clear_metadata_cache
+from cds_service.gather.patient_scope import scoped
 from cds_service.knowledge.loader import Knowledge, packaged_knowledge
+from cds_service.rules.protocol import evaluate
 from tests.support.fixtures import load_scenario_bundle, load_scenario_index
 
 AS_OF = date(2026, 11, 30)

@@ -12,8 +12,9 @@ from typing import Any, get_args
 
 import pytest
 
-from cds_service.cards import fit_summary, render_cards, summary_for
-from cds_service.clinical.decision import (
+from cds_service.knowledge.loader import PACKAGED_DIR, Knowledge, load_knowledge
+from cds_service.present.cards import fit_summary, render_cards, summary_for
+from cds_service.rules.decision import (
     AgentAssessment,
     Decision,
     DxaEvidence,
@@ -24,7 +25,6 @@ from cds_service.clinical.decision import (
     SiteResponse,
     WarningDetail,
 )
-from cds_service.knowledge.loader import PACKAGED_DIR, Knowledge, load_knowledge
 
 AS_OF = date(2025, 6, 1)
 KNOWLEDGE = load_knowledge()

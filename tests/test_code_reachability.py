@@ -19,15 +19,12 @@ from typing import Any
 
 import pytest
 
-from cds_service.clinical.decision import Decision
-from cds_service.clinical.extract import extract_record
-from cds_service.clinical.extract_common import decimal_text
-from cds_service.clinical.extract_findings import extract_findings
-from cds_service.clinical.facts import ClinicalFinding
-from cds_service.clinical.history import COUNTED_FRACTURE_SITES, OSTEOPOROTIC_ONLY_SITES
-from cds_service.clinical.protocol import evaluate
-from cds_service.clinical.relevance import ReferencedIndex, RelevanceChecker
-from cds_service.fhir.parse import parse_resources
+from cds_service.facts.extract import extract_record
+from cds_service.facts.extract_common import decimal_text
+from cds_service.facts.extract_findings import extract_findings
+from cds_service.facts.parse import parse_resources
+from cds_service.facts.patient_record import ClinicalFinding
+from cds_service.facts.relevance import ReferencedIndex, RelevanceChecker
 from cds_service.knowledge.loader import (
     ICD10,
     ICD10CM,
@@ -36,6 +33,9 @@ from cds_service.knowledge.loader import (
     Knowledge,
     packaged_knowledge,
 )
+from cds_service.rules.decision import Decision
+from cds_service.rules.history import COUNTED_FRACTURE_SITES, OSTEOPOROTIC_ONLY_SITES
+from cds_service.rules.protocol import evaluate
 from tests.clinical_builders import AS_OF, base_record, dxa, lab
 
 KNOWLEDGE = packaged_knowledge()

@@ -136,7 +136,7 @@ def test_codes_via_fhir_server(
     outcome: str,
     romosozumab: str | None,
 ) -> None:
-    monkeypatch.setattr("cds_service.service.guarded_session", lambda *_args: requests.Session())
+    monkeypatch.setattr("cds_service.wire.service.guarded_session", lambda *_args: requests.Session())
     caplog.set_level(logging.INFO)
     assert case
     bundle = _bundle_with(copy.deepcopy(resources))

@@ -30,7 +30,7 @@ def test_no_fhir_request_without_an_access_token_in_required_mode(
 ) -> None:
     # As in test_scenarios: `responses` mocks the FHIR server by URL, so the IP-pinning transport is replaced
     # by a plain session; the fhirServer policy check (FHIR is listed for the issuer) still runs.
-    monkeypatch.setattr("cds_service.service.guarded_session", lambda *_args: requests.Session())
+    monkeypatch.setattr("cds_service.wire.service.guarded_session", lambda *_args: requests.Session())
     key = ec_key("conformance-es-1")
     client = make_app(tmp_path, key)
     request = hook_request("s01", with_prefetch=False, fhir_server=FHIR)  # fhirServer, no fhirAuthorization

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from cds_service.clinical.extract import extract_record
-from cds_service.clinical.facts import ClinicalFinding, MedicationRecord, PatientRecord, ScannerId
-from cds_service.fhir.parse import parse_resources
+from cds_service.facts.extract import extract_record
+from cds_service.facts.parse import parse_resources
+from cds_service.facts.patient_record import ClinicalFinding, MedicationRecord, PatientRecord, ScannerId
 from cds_service.knowledge.loader import ICD10CM, LOINC, RXNORM, SNOMED, Knowledge, packaged_knowledge
 
 SUBJECT = {"reference": "Patient/p1"}

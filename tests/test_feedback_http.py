@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, func, select
 
 from cds_service.app import create_app
-from cds_service.db.schema import card_ledger, feedback
+from cds_service.record.db.schema import card_ledger, feedback
 from tests.support.app_settings import test_settings
 from tests.support.fixtures import hook_request
 

@@ -18,10 +18,10 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from cds_service.db.engine import make_engine
-from cds_service.db.migrate import upgrade
-from cds_service.db.schema import feedback
-from cds_service.feedback.store import FeedbackStore
+from cds_service.record.db.engine import make_engine
+from cds_service.record.db.migrate import upgrade
+from cds_service.record.db.schema import feedback
+from cds_service.record.feedback.store import FeedbackStore
 from tests.support import leak_guard
 from tests.support.databases import (  # noqa: F401 - pytest fixtures
     any_db_url_fixture,
@@ -36,11 +36,11 @@ SERVER = """
 import sys
 from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
-from cds_service.cdshooks import operation_outcome
-from cds_service.db.engine import make_engine
-from cds_service.errors import ServiceError
-from cds_service.feedback.routes import handle_feedback
-from cds_service.feedback.store import FeedbackStore
+from cds_service.wire.cdshooks import operation_outcome
+from cds_service.record.db.engine import make_engine
+from cds_service.core.errors import ServiceError
+from cds_service.wire.feedback_routes import handle_feedback
+from cds_service.record.feedback.store import FeedbackStore
 
 store = FeedbackStore(make_engine(sys.argv[1]))
 app = Flask("feedback-kill-test")

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, inspect
 
-from cds_service.db.engine import DatabaseUnavailable, make_engine, sqlite_file
-from cds_service.db.migrate import DatabaseNotInitialised, upgrade
-from cds_service.errors import BadRequest
-from cds_service.feedback.report import build_report, format_report, run_report_command
-from cds_service.feedback.routes import AdminUnauthorized, handle_admin_report
-from cds_service.feedback.store import FeedbackStore
-from cds_service.feedback.validate import EPIC_REASON_SYSTEM, validate_feedback
+from cds_service.core.errors import BadRequest
+from cds_service.record.db.engine import DatabaseUnavailable, make_engine, sqlite_file
+from cds_service.record.db.migrate import DatabaseNotInitialised, upgrade
+from cds_service.record.feedback.report import build_report, format_report, run_report_command
+from cds_service.record.feedback.store import FeedbackStore
+from cds_service.record.feedback.validate import EPIC_REASON_SYSTEM, validate_feedback
+from cds_service.wire.feedback_routes import AdminUnauthorized, handle_admin_report
 from tests.support.databases import (  # noqa: F401 - pytest fixtures
     any_db_url_fixture,
     postgres_admin_fixture,

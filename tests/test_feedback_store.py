@@ -18,18 +18,23 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from cds_service.cards import render_cards
-from cds_service.clinical.decision import AgentAssessment, Decision, WarningDetail
-from cds_service.db.engine import DatabaseUnavailable, make_engine
-from cds_service.db.migrate import upgrade
-from cds_service.db.replay_store import DbReplayStore
-from cds_service.db.schema import card_ledger, card_suggestion, feedback, jwt_replay
-from cds_service.errors import BadRequest
-from cds_service.feedback.patient_key import SECRET_FILE, PatientKeyer, PatientKeyError, load_patient_keyer
-from cds_service.feedback.routes import handle_feedback, record_issued_cards
-from cds_service.feedback.store import FeedbackStore, IssuedCard, IssuedSuggestion, issued_cards
-from cds_service.feedback.validate import validate_feedback
+from cds_service.core.errors import BadRequest
 from cds_service.knowledge.loader import load_knowledge
+from cds_service.present.cards import render_cards
+from cds_service.record.db.engine import DatabaseUnavailable, make_engine
+from cds_service.record.db.migrate import upgrade
+from cds_service.record.db.replay_store import DbReplayStore
+from cds_service.record.db.schema import card_ledger, card_suggestion, feedback, jwt_replay
+from cds_service.record.feedback.patient_key import (
+    SECRET_FILE,
+    PatientKeyer,
+    PatientKeyError,
+    load_patient_keyer,
+)
+from cds_service.record.feedback.store import FeedbackStore, IssuedCard, IssuedSuggestion, issued_cards
+from cds_service.record.feedback.validate import validate_feedback
+from cds_service.rules.decision import AgentAssessment, Decision, WarningDetail
+from cds_service.wire.feedback_routes import handle_feedback, record_issued_cards
 from tests.support.databases import (  # noqa: F401 - pytest fixtures
     any_db_url_fixture,
     postgres_admin_fixture,
@@ -320,7 +325,7 @@ def test_patient_key_from_the_configured_secret(tmp_path: Path) -> None:
 
 
 def test_concurrent_first_use_agrees_on_one_secret(tmp_path: Path) -> None:
-    script = "import sys, pathlib; from cds_service.feedback.patient_key import load_patient_keyer; "
+    script = "import sys, pathlib; from cds_service.record.feedback.patient_key import load_patient_keyer; "
     script += "print(load_patient_keyer(pathlib.Path(sys.argv[1]))('p'))"
     processes = [
         subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)

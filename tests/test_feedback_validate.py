@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from cds_service.cdshooks import operation_outcome
-from cds_service.errors import BadRequest
-from cds_service.feedback.validate import (
+from cds_service.core.errors import BadRequest
+from cds_service.record.feedback.validate import (
     EPIC_REASON_SYSTEM,
     MAX_ENTRIES,
     FeedbackItem,
@@ -18,6 +17,7 @@ from cds_service.feedback.validate import (
     parse_timestamp,
     validate_feedback,
 )
+from cds_service.wire.cdshooks import operation_outcome
 
 CARD = "9368d37b-283f-44a0-93ea-547cebab93ed"
 SUGGESTION = "e56e1945-20b3-4393-8503-a1a20fd73152"

@@ -14,9 +14,9 @@ import requests
 import responses
 from responses import matchers
 
-from cds_service.errors import BadRequest, DataUnavailable, NotR4Server
-from cds_service.fhir import client as client_module
-from cds_service.fhir.client import (
+from cds_service.core.errors import BadRequest, DataUnavailable, NotR4Server
+from cds_service.gather import client as client_module
+from cds_service.gather.client import (
     FhirClient,
     is_read,
     shared_executor,

@@ -9,7 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from cds_service.app import create_app
-from cds_service.fhir_id import FHIR_ID_MAX_CHARS, is_fhir_id
+from cds_service.core.fhir_id import FHIR_ID_MAX_CHARS, is_fhir_id
 from tests.support.app_settings import test_settings
 from tests.support.fixtures import hook_request
 

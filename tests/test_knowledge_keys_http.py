@@ -65,7 +65,7 @@ def test_configured_lab_look_back_reaches_the_card_with_prefetch(client: FlaskCl
 def test_configured_lab_look_back_reaches_the_card_via_fhir_server(
     client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("cds_service.service.guarded_session", lambda *_args: requests.Session())
+    monkeypatch.setattr("cds_service.wire.service.guarded_session", lambda *_args: requests.Session())
     request = hook_request("s01", with_prefetch=False, fhir_server=FHIR_BASE, access_token=TOKEN)
     server = MockFhirServer(FHIR_BASE, load_scenario_bundle("s01"), TOKEN)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:

@@ -24,24 +24,16 @@ from typing import Any
 
 import pytest
 
-from cds_service.card_detail import AACE_LINE
-from cds_service.cards import render_cards, summary_for
-from cds_service.clinical import history
-from cds_service.clinical.agents import duration_text
-from cds_service.clinical.code_match import (
+from cds_service.facts.code_match import (
     canonical_system,
     icd_fracture_site,
     ingredient_in_text,
     snomed_fracture_site,
 )
-from cds_service.clinical.dates import add_days, add_months
-from cds_service.clinical.decision import Decision
-from cds_service.clinical.exposure import PER_DATE_AGENTS, agent_exposures
-from cds_service.clinical.extract import extract_record
-from cds_service.clinical.facts import Demographics, MedicationRecord, PatientRecord
-from cds_service.clinical.plan import phase_plan
-from cds_service.clinical.protocol import evaluate
-from cds_service.fhir.parse import parse_resources
+from cds_service.facts.dates import add_days, add_months
+from cds_service.facts.extract import extract_record
+from cds_service.facts.parse import parse_resources
+from cds_service.facts.patient_record import Demographics, MedicationRecord, PatientRecord
 from cds_service.knowledge.loader import (
     ICD10,
     ICD10CM,
@@ -53,7 +45,15 @@ from cds_service.knowledge.loader import (
     packaged_knowledge,
     plain_number,
 )
-from cds_service.service import PatientViewService
+from cds_service.present.card_detail import AACE_LINE
+from cds_service.present.cards import render_cards, summary_for
+from cds_service.rules import history
+from cds_service.rules.agents import duration_text
+from cds_service.rules.decision import Decision
+from cds_service.rules.exposure import PER_DATE_AGENTS, agent_exposures
+from cds_service.rules.plan import phase_plan
+from cds_service.rules.protocol import evaluate
+from cds_service.wire.service import PatientViewService
 from tests.clinical_builders import (
     AS_OF,
     STANDARD_LABS,

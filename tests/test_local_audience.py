@@ -9,7 +9,7 @@ import pytest
 
 from cds_service.app import create_app
 from cds_service.config import load_settings
-from cds_service.security.dev_keys import mint_dev_token
+from cds_service.wire.auth.dev_keys import mint_dev_token
 from tests.support.fixtures import hook_request
 
 PATH = "/cds-services/osteoporosis-escalation"

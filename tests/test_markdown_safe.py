@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from cds_service.markdown_safe import ZWSP, escape, one_line
+from cds_service.present.markdown_safe import ZWSP, escape, one_line
 
 PAYLOADS = [
     "<img src=x onerror=alert(1)>",

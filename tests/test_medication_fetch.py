@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cds_service.fhir.medication_fetch import missing_medication_ids
+from cds_service.gather.medication_fetch import missing_medication_ids
 
 BASE = "https://fhir.example.org/r4"
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from cds_service.clinical import extract_strength
-from cds_service.clinical.dates import add_months
-from cds_service.clinical.exposure import agent_exposures, pth_use_days, record_coverage, romosozumab_doses
-from cds_service.clinical.extract import extract_record
-from cds_service.fhir.parse import parse_resources
+from cds_service.facts import extract_strength
+from cds_service.facts.dates import add_months
+from cds_service.facts.extract import extract_record
+from cds_service.facts.parse import parse_resources
+from cds_service.rules.exposure import agent_exposures, pth_use_days, record_coverage, romosozumab_doses
 from tests.support.medication_shapes import (
     ALENDRONATE_70,
     AS_OF,

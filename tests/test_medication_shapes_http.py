@@ -68,7 +68,7 @@ def client() -> FlaskClient:
 @pytest.fixture(autouse=True)
 def _plain_session(monkeypatch: pytest.MonkeyPatch) -> None:
     # `responses` mocks the server by URL (as in test_scenarios): the IP-pinning transport is replaced.
-    monkeypatch.setattr("cds_service.service.guarded_session", lambda *_args: requests.Session())
+    monkeypatch.setattr("cds_service.wire.service.guarded_session", lambda *_args: requests.Session())
 
 
 def _bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:

@@ -21,12 +21,12 @@ from flask import Flask
 from prometheus_client import values as prometheus_values
 from prometheus_client.parser import text_string_to_metric_families
 
-from cds_service import metrics as metrics_module
-from cds_service.cards import DECISION_EXTENSION, topic_code
 from cds_service.config import load_settings
-from cds_service.errors import BadRequest, DataUnavailable, NotR4Server
+from cds_service.core.errors import BadRequest, DataUnavailable, NotR4Server
 from cds_service.gunicorn_conf import MetricsDirHooks, clear_metrics_dir, gunicorn_options
-from cds_service.metrics import (
+from cds_service.present.cards import DECISION_EXTENSION, topic_code
+from cds_service.record import metrics as metrics_module
+from cds_service.record.metrics import (
     MULTIPROC_ENV,
     Metrics,
     auth_reason_label,
@@ -194,7 +194,7 @@ def test_unknown_label_values_become_other() -> None:
 def test_every_auth_reason_of_the_security_package_is_a_label() -> None:
     from typing import get_args
 
-    from cds_service.security.errors import Reason
+    from cds_service.core.security_errors import Reason
 
     assert set(get_args(Reason)) | {"other"} == set(metrics_module.AUTH_REASONS)
     assert len(metrics_module.AUTH_REASONS) == 16
@@ -344,7 +344,7 @@ GUNICORN_SCRIPT = textwrap.dedent(
     from cds_service.cli import GunicornApplication
     from cds_service.config import load_settings
     from cds_service.gunicorn_conf import gunicorn_options
-    from cds_service import metrics
+    from cds_service.record import metrics
 
     def create():
         app = Flask("metrics-e2e")

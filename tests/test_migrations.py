@@ -13,14 +13,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, select, text
 
-from cds_service.db.engine import (
+from cds_service.record.db.engine import (
     DatabaseConfigError,
     DatabaseUnavailable,
     database_url,
     make_engine,
     sqlite_file,
 )
-from cds_service.db.migrate import (
+from cds_service.record.db.migrate import (
     current_revision,
     downgrade,
     head_revision,
@@ -28,7 +28,7 @@ from cds_service.db.migrate import (
     run_upgrade,
     upgrade,
 )
-from cds_service.db.schema import VERSION_TABLE, metadata
+from cds_service.record.db.schema import VERSION_TABLE, metadata
 from tests.support.databases import (  # noqa: F401 - pytest fixtures
     any_db_url_fixture,
     postgres_admin_fixture,
@@ -40,7 +40,7 @@ TABLES = {"card_ledger", "card_suggestion", "feedback", "jwt_replay", VERSION_TA
 ROOT = Path(__file__).resolve().parents[1]
 _UPGRADE_AT = """
 import sys, time
-from cds_service.db.migrate import run_upgrade
+from cds_service.record.db.migrate import run_upgrade
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
 print(run_upgrade(sys.argv[1]))
 """

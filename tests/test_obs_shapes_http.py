@@ -16,9 +16,9 @@ import responses
 from flask.testing import FlaskClient
 
 from cds_service.app import create_app
-from cds_service.fhir.prefetch import substitute
+from cds_service.gather.prefetch import substitute
 from cds_service.knowledge.loader import packaged_knowledge
-from cds_service.service import build_service
+from cds_service.wire.service import build_service
 from tests.support.app_settings import test_settings
 from tests.support.fhir_server import FhirServerProcess
 from tests.support.fixtures import hook_request_for_bundle, load_scenario_bundle
@@ -104,7 +104,7 @@ def call_via_mock_server(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, Any]:
-    monkeypatch.setattr("cds_service.service.guarded_session", lambda *_args: requests.Session())
+    monkeypatch.setattr("cds_service.wire.service.guarded_session", lambda *_args: requests.Session())
     caplog.set_level(logging.INFO)
     request = hook_request_for_bundle(bundle, with_prefetch=False, fhir_server=FHIR_BASE, access_token=TOKEN)
     request["hookInstance"] = str(uuid.uuid4())  # several calls per patient in one test

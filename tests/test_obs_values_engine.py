@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from cds_service.clinical import dates
-from cds_service.clinical.extract import extract_record
-from cds_service.clinical.facts import LabResult, PatientRecord, ScannerId
-from cds_service.clinical.labs import Reading, assess_labs
-from cds_service.clinical.observation_values import Implausible, Measured, Unreadable, from_string
-from cds_service.clinical.plausible_dates import plausible_record
-from cds_service.clinical.protocol import evaluate
-from cds_service.fhir.parse import calendar_date, parse_resources
+from cds_service.facts import dates
+from cds_service.facts.extract import extract_record
+from cds_service.facts.observation_values import Implausible, Measured, Unreadable, from_string
+from cds_service.facts.parse import calendar_date, parse_resources
+from cds_service.facts.patient_record import LabResult, PatientRecord, ScannerId
+from cds_service.facts.plausible_dates import plausible_record
 from cds_service.knowledge.loader import LOINC, Knowledge, packaged_knowledge
+from cds_service.rules.labs import Reading, assess_labs
+from cds_service.rules.protocol import evaluate
 from tests.clinical_builders import AS_OF, STANDARD_LABS, base_record, lab, statement
 
 SUBJECT = {"reference": "Patient/p1"}
@@ -416,7 +416,7 @@ def test_transcribed_baseline_copy_creates_no_scanner_change(knowledge: Knowledg
     plain = base_record()
     copy = replace(plain.bmd[0], scanner=ScannerId("display", "zz transcribed", "ZZ transcribed"))
     copies = tuple(replace(b, scanner=copy.scanner) for b in plain.bmd if b.date == date(2021, 2, 15))
-    from cds_service.clinical.extract_observations import _without_duplicates
+    from cds_service.facts.extract_observations import _without_duplicates
 
     deduplicated = _without_duplicates([*plain.bmd, *copies])
     assert evaluate(replace(plain, bmd=deduplicated), knowledge, AS_OF) == evaluate(plain, knowledge, AS_OF)

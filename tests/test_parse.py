@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from cds_service.fhir import parse as parse_module
-from cds_service.fhir.parse import (
+from cds_service.facts import parse as parse_module
+from cds_service.facts.parse import (
     ParsedResources,
     calendar_date,
     parse_resources,
@@ -442,7 +442,7 @@ def test_broken_relevant_entry_is_counted_and_logged_without_values(
 ) -> None:
     secret = "abc-PHI-4711"
     broken = observation(id="bad", valueQuantity={"value": secret, "unit": "{T-score}"})
-    with caplog.at_level(logging.WARNING, logger="cds_service.fhir.parse"):
+    with caplog.at_level(logging.WARNING, logger="cds_service.facts.parse"):
         parsed = parse_resources([observation(id="good"), broken], knowledge)
     assert parsed.unreadable == {"Observation": 1}
     assert [o.id for o in parsed.observations] == ["good"]

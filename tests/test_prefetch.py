@@ -11,9 +11,9 @@ import requests
 import responses
 from responses import matchers
 
-from cds_service.errors import BadRequest, DataUnavailable, NotR4Server
-from cds_service.fhir.client import FhirClient
-from cds_service.fhir.prefetch import (
+from cds_service.core.errors import BadRequest, DataUnavailable, NotR4Server
+from cds_service.gather.client import FhirClient
+from cds_service.gather.prefetch import (
     PATIENT_ID_TOKEN,
     PREFETCH_RESOURCE_TYPES,
     build_prefetch_templates,

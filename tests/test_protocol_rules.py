@@ -8,9 +8,9 @@ from datetime import date
 
 import pytest
 
-from cds_service.clinical.facts import Demographics, PatientRecord
-from cds_service.clinical.protocol import evaluate
+from cds_service.facts.patient_record import Demographics, PatientRecord
 from cds_service.knowledge.loader import packaged_knowledge
+from cds_service.rules.protocol import evaluate
 from tests.clinical_builders import (
     AS_OF,
     STANDARD_LABS,

@@ -13,8 +13,16 @@ import jwt
 import pytest
 from pydantic import ValidationError
 
-from cds_service.security.audience import audience_matches, expected_audience, normalise_base_url
-from cds_service.security.dev_keys import (
+from cds_service.core.audience import audience_matches, expected_audience, normalise_base_url
+from cds_service.core.security_errors import SecurityConfigError
+from cds_service.core.trust_settings import TrustSettings
+from cds_service.record.replay import (
+    InMemoryReplayStore,
+    ReplayStore,
+    replay_store_allowed,
+    require_shared_replay_store,
+)
+from cds_service.wire.auth.dev_keys import (
     DEV_KEY_DIR,
     JWKS_FILE,
     PRIVATE_KEY_FILE,
@@ -22,16 +30,8 @@ from cds_service.security.dev_keys import (
     ensure_dev_keys,
     mint_dev_token,
 )
-from cds_service.security.errors import SecurityConfigError
-from cds_service.security.issuers import read_issuers_file
-from cds_service.security.jwt_verify import build_authenticator
-from cds_service.security.replay import (
-    InMemoryReplayStore,
-    ReplayStore,
-    replay_store_allowed,
-    require_shared_replay_store,
-)
-from cds_service.security.settings import TrustSettings
+from cds_service.wire.auth.issuers import read_issuers_file
+from cds_service.wire.auth.jwt_verify import build_authenticator
 from tests.test_security_support import (
     FHIR,
     ISS,

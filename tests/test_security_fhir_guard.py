@@ -26,13 +26,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from cds_service.errors import DataUnavailable
-from cds_service.fhir.client import FhirClient, clear_metadata_cache
-from cds_service.security.errors import Forbidden
-from cds_service.security.fhir_server_guard import check_fhir_server, guarded_session
-from cds_service.security.issuers import IssuerConfig
-from cds_service.security.jwt_verify import AuthContext
-from cds_service.security.settings import AuthMode, TrustSettings
+from cds_service.core.errors import DataUnavailable
+from cds_service.core.security_errors import Forbidden
+from cds_service.core.trust_settings import AuthMode, TrustSettings
+from cds_service.gather.client import FhirClient, clear_metadata_cache
+from cds_service.wire.auth.fhir_server_guard import check_fhir_server, guarded_session
+from cds_service.wire.auth.issuers import IssuerConfig
+from cds_service.wire.auth.jwt_verify import AuthContext
 from tests.test_security_support import ACCESS_TOKEN, FHIR, ISS, no_secrets_in_logs
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1", "::1"])

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import responses
 
-from cds_service.security.errors import Unauthorized
-from cds_service.security.issuers import SANDBOX_ISSUER, SANDBOX_KID, shipped_sandbox_jwks
-from cds_service.security.jwks import (
+from cds_service.core.security_errors import Unauthorized
+from cds_service.wire.auth.issuers import SANDBOX_ISSUER, SANDBOX_KID, shipped_sandbox_jwks
+from cds_service.wire.auth.jwks import (
     JwksError,
     JwksFetcher,
     JwksRegistry,

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import responses
 
-from cds_service.cdshooks import operation_outcome
-from cds_service.security.dev_keys import mint_dev_token
-from cds_service.security.errors import Forbidden, Unauthorized, error_headers
-from cds_service.security.issuers import SANDBOX_ISSUER, SANDBOX_JKU, SANDBOX_KID
-from cds_service.security.jwt_verify import ClientAuthenticator
-from cds_service.security.replay import InMemoryReplayStore
+from cds_service.core.security_errors import Forbidden, Unauthorized, error_headers
+from cds_service.record.replay import InMemoryReplayStore
+from cds_service.wire.auth.dev_keys import mint_dev_token
+from cds_service.wire.auth.issuers import SANDBOX_ISSUER, SANDBOX_JKU, SANDBOX_KID
+from cds_service.wire.auth.jwt_verify import ClientAuthenticator
+from cds_service.wire.cdshooks import operation_outcome
 from tests.test_security_support import (
     BASE,
     ISS,

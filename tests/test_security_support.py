@@ -24,10 +24,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from cds_service.security.jwks import JwksFetcher, JwksRegistry
-from cds_service.security.jwt_verify import ClientAuthenticator, build_authenticator
-from cds_service.security.replay import InMemoryReplayStore, ReplayStore
-from cds_service.security.settings import TrustSettings
+from cds_service.core.trust_settings import TrustSettings
+from cds_service.record.replay import InMemoryReplayStore, ReplayStore
+from cds_service.wire.auth.jwks import JwksFetcher, JwksRegistry
+from cds_service.wire.auth.jwt_verify import ClientAuthenticator, build_authenticator
 
 NOW = 1_800_000_000
 BASE = "https://cds.example.org/prefix"

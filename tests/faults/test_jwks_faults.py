@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from cds_service.security.jwks import JwksError, JwksFetcher, JwksRegistry, RemoteKeySource, run_inline
+from cds_service.wire.auth.jwks import JwksError, JwksFetcher, JwksRegistry, RemoteKeySource, run_inline
 from tests.faults.hostile_peers import Behaviour, hostile_peer
 from tests.test_security_support import ec_key, jwks
 
