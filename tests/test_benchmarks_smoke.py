@@ -21,6 +21,7 @@ from benchmarks.fhir_stub import FhirStub
 from benchmarks.harness import WsgiCaller, build_app
 from cds_service.facts import parse as parse_module
 from cds_service.facts.extract import extract_record
+from cds_service.facts.lab_window import LabWindow
 from cds_service.facts.parse import parse_resources
 from cds_service.facts.relevance import read_elements
 from cds_service.gather.client import clear_metadata_cache
@@ -221,7 +222,7 @@ def test_a_skipped_lab_surely_validates_and_yields_nothing(
 ) -> None:
     """Soundness of the skip: skipped => validation succeeds and extraction adds no caveat."""
     lab = _lab(**changes)
-    window = parse_module._LabWindow.build(knowledge, AS_OF)
+    window = LabWindow.build(knowledge, AS_OF)
     if not window.never_read(lab):
         return
     Observation.model_validate(read_elements(lab))
@@ -233,6 +234,6 @@ def test_a_skipped_lab_surely_validates_and_yields_nothing(
 
 
 def test_the_common_lab_shape_is_skipped(knowledge: Knowledge) -> None:
-    window = parse_module._LabWindow.build(knowledge, AS_OF)
+    window = LabWindow.build(knowledge, AS_OF)
     assert window.never_read(_lab())
     assert not window.never_read(_lab(effectiveDateTime="2026-10-01"))

@@ -14,8 +14,9 @@ import pytest
 
 from cds_service.facts import dates
 from cds_service.facts.extract import extract_record
+from cds_service.facts.fhir_dates import calendar_date
 from cds_service.facts.observation_values import Implausible, Measured, Unreadable, from_string
-from cds_service.facts.parse import calendar_date, parse_resources
+from cds_service.facts.parse import parse_resources
 from cds_service.facts.patient_record import LabResult, PatientRecord, ScannerId
 from cds_service.facts.plausible_dates import plausible_record
 from cds_service.knowledge.loader import LOINC, Knowledge, packaged_knowledge

@@ -9,13 +9,9 @@ from typing import Any
 import pytest
 
 from cds_service.facts import parse as parse_module
-from cds_service.facts.parse import (
-    ParsedResources,
-    calendar_date,
-    parse_resources,
-    resolve_device,
-    resolve_medication,
-)
+from cds_service.facts.fhir_dates import calendar_date
+from cds_service.facts.parse import parse_resources
+from cds_service.facts.parsed_resources import ParsedResources, resolve_device, resolve_medication
 from cds_service.knowledge.loader import ICD10CM, LOINC, RXNORM, SNOMED, Knowledge, packaged_knowledge
 
 SUBJECT = {"reference": "Patient/p1"}

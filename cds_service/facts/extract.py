@@ -12,7 +12,7 @@ from cds_service.facts.extract_common import Caveats, calendar_date
 from cds_service.facts.extract_findings import extract_findings
 from cds_service.facts.extract_medications import extract_medications
 from cds_service.facts.extract_observations import extract_observations
-from cds_service.facts.parse import ParsedResources
+from cds_service.facts.parsed_resources import ParsedResources
 from cds_service.facts.patient_record import Demographics, PatientRecord, Sex
 from cds_service.knowledge.loader import Knowledge
 

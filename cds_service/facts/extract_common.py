@@ -9,7 +9,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from cds_service.facts.code_match import canonical_system, normalise_code
-from cds_service.facts.parse import calendar_date
+from cds_service.facts.fhir_dates import calendar_date
 
 __all__ = [
     "Caveats",

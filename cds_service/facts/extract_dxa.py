@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from cds_service.facts.extract_common import codings, concept_texts
-from cds_service.facts.parse import ParsedResources, resolve_device
+from cds_service.facts.parsed_resources import ParsedResources, resolve_device
 from cds_service.facts.patient_record import BmdSite, ScannerId, Side
 from cds_service.facts.relevance import reference_key
 from cds_service.knowledge.loader import Knowledge

@@ -25,7 +25,7 @@ from cds_service.facts.code_match import (
 )
 from cds_service.facts.extract_common import Coding3, calendar_date, codings, concept_texts, first_text
 from cds_service.facts.extract_medications import agents_named
-from cds_service.facts.parse import ParsedResources
+from cds_service.facts.parsed_resources import ParsedResources
 from cds_service.facts.patient_record import ClinicalFinding, FractureSite
 from cds_service.knowledge.loader import SNOMED, Knowledge
 

@@ -22,7 +22,7 @@ from cds_service.facts.extract_common import (
     first_text,
 )
 from cds_service.facts.extract_strength import doses_in_text, strength_class, structured_doses
-from cds_service.facts.parse import ParsedResources, resolve_medication
+from cds_service.facts.parsed_resources import ParsedResources, resolve_medication
 from cds_service.facts.patient_record import MedicationRecord, MedicationRole, MedicationSource
 from cds_service.knowledge.loader import Knowledge, MedicationCode
 

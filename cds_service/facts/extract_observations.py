@@ -17,6 +17,7 @@ from cds_service.facts.extract_common import (
     units_of,
 )
 from cds_service.facts.extract_dxa import scanner_of, site_and_side, unit_accepted
+from cds_service.facts.observation_kinds import BMD_KINDS, FRAX_KINDS, WANTED_KINDS, lab_factor
 from cds_service.facts.observation_values import (
     MAX_MAGNITUDE,
     Implausible,
@@ -25,30 +26,11 @@ from cds_service.facts.observation_values import (
     Unreadable,
     observed_value,
 )
-from cds_service.facts.parse import ParsedResources
+from cds_service.facts.parsed_resources import ParsedResources
 from cds_service.facts.patient_record import LAB_LABELS, BmdResult, FraxResult, LabKind, LabResult, ScannerId
 from cds_service.knowledge.loader import Knowledge, ObservationCode
 
-_BMD_KINDS = frozenset({"t_score", "bmd"})
-_FRAX_KINDS = {"frax_mof": "mof", "frax_hip": "hip"}
-_LAB_KINDS: frozenset[LabKind] = frozenset(
-    {"egfr", "calcium", "albumin", "alkaline_phosphatase", "vitamin_d_25oh", "pth"}
-)
-_WANTED_KINDS = _BMD_KINDS | set(_FRAX_KINDS) | _LAB_KINDS
 _ONE = Decimal(1)
-# Lab unit (lower case, spaces removed) -> (multiplier, divisor) into the canonical unit.
-_LAB_CONVERSIONS: dict[str, dict[str, tuple[Decimal, Decimal]]] = {
-    "calcium": {"mg/dl": (_ONE, _ONE), "mmol/l": (Decimal("4.008"), _ONE)},
-    "albumin": {"g/dl": (_ONE, _ONE), "g/l": (_ONE, Decimal(10))},
-    "alkaline_phosphatase": {"u/l": (_ONE, _ONE), "iu/l": (_ONE, _ONE), "[iu]/l": (_ONE, _ONE)},
-    "vitamin_d_25oh": {
-        "ng/ml": (_ONE, _ONE),
-        "ug/l": (_ONE, _ONE),
-        "µg/l": (_ONE, _ONE),
-        "nmol/l": (_ONE, Decimal("2.496")),
-    },
-    "pth": {"pg/ml": (_ONE, _ONE), "ng/l": (_ONE, _ONE)},
-}
 _CANONICAL_UNIT = {
     "egfr": "mL/min/{1.73_m2}",
     "calcium": "mg/dL",
@@ -115,9 +97,9 @@ class _Collector:
         )
         for measurement in _measurements(observation, self.knowledge):
             kind = measurement.entry.kind
-            if kind in _BMD_KINDS:
+            if kind in BMD_KINDS:
                 self._bmd(measurement, context)
-            elif kind in _FRAX_KINDS:
+            elif kind in FRAX_KINDS:
                 self._frax(measurement, context)
             else:
                 self._lab(measurement, context)
@@ -219,7 +201,7 @@ class _Collector:
         if measured is None:
             return
         value, units = measured.value, measured.units
-        factor = _lab_factor(kind, units)
+        factor = lab_factor(kind, units)
         if factor is None:
             self.caveats.add(f"ignored {LAB_LABELS[kind]} value with unit {_shown_unit(units)}")
             return
@@ -295,7 +277,7 @@ def _plausible(kind: str, value: Decimal) -> bool:
         return Decimal(0) < value <= _BMD_MAX
     if kind == "egfr":
         return _EGFR_RANGE[0] <= value <= _EGFR_RANGE[1]
-    if kind in _FRAX_KINDS:
+    if kind in FRAX_KINDS:
         return _FRAX_RANGE[0] <= value <= _FRAX_RANGE[1]
     return value >= 0
 
@@ -323,7 +305,7 @@ def _scanner_rank(result: BmdResult) -> int:
 def _table_entry(code: Any, knowledge: Knowledge) -> ObservationCode | None:
     for system, value, _ in codings(code):
         for entry in knowledge.observation_codes(system, value):
-            if entry.kind in _WANTED_KINDS:
+            if entry.kind in WANTED_KINDS:
                 return entry
     return None
 
@@ -335,21 +317,6 @@ def _quantity_value(quantity: Any) -> Decimal | None:
 
 def _shown_unit(units: list[str]) -> str:
     return units[0][:_MAX_UNIT_SHOWN] if units else "(none)"
-
-
-def _lab_factor(kind: LabKind, units: list[str]) -> tuple[Decimal, Decimal] | None:
-    if kind == "egfr" and not units:
-        return _ONE, _ONE  # eGFR has one unit: a bare number (often a string like "<15") is in it
-    for unit in units:
-        compact = unit.replace(" ", "").lower()
-        if kind == "egfr":
-            if compact.startswith("ml/min"):
-                return _ONE, _ONE
-            continue
-        factor = _LAB_CONVERSIONS[kind].get(compact)
-        if factor is not None:
-            return factor
-    return None
 
 
 def _convert(value: Decimal, factor: tuple[Decimal, Decimal]) -> Decimal:
@@ -378,7 +345,7 @@ def _bound(kind: LabKind, quantity: Any, value_factor: tuple[Decimal, Decimal]) 
     if value is None or not value.is_finite() or abs(value) > MAX_MAGNITUDE:
         return None  # an absurd range limit is no limit: the configured default applies
     units = units_of(quantity)
-    factor = _lab_factor(kind, units) if units else value_factor
+    factor = lab_factor(kind, units) if units else value_factor
     return _convert(value, factor) if factor is not None else None
 
 

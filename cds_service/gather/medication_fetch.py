@@ -15,7 +15,7 @@ from typing import Any
 
 from cds_service.core.errors import DataUnavailable
 from cds_service.core.fhir_id import is_fhir_id
-from cds_service.facts.parse import MEDICATION_USE_TYPES
+from cds_service.facts.parsed_resources import MEDICATION_USE_TYPES
 from cds_service.facts.relevance import ignored_by_status, reference_key
 from cds_service.gather.client import FhirClient
 
