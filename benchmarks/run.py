@@ -446,7 +446,7 @@ class ExternalStub:
 def fhir_path(
     mode: Mode, client: BenchClient, stub: ExternalStub, stub_request: dict[str, Any]
 ) -> dict[str, Any]:
-    from cds_service.gather.client import clear_metadata_cache  # noqa: PLC0415
+    from cds_service.gather.shared_http import clear_metadata_cache  # noqa: PLC0415
 
     env = client.environ(database_file="ledger-fhir.sqlite3")
     if mode.smoke:  # the smoke run checks the wiring, not the timing: a busy CI machine must not 412 it

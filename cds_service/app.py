@@ -7,7 +7,7 @@ import logging
 from flask import Flask
 
 from cds_service.config import Settings, operational_warnings
-from cds_service.gather.client import configure_fhir_peer_guard
+from cds_service.gather.shared_http import configure_fhir_peer_guard
 from cds_service.record.metrics import instrument_app
 from cds_service.wire.api import create_blueprint
 from cds_service.wire.hook_protocol import HookService

@@ -24,8 +24,8 @@ from cds_service.facts.extract import extract_record
 from cds_service.facts.lab_window import LabWindow
 from cds_service.facts.parse import parse_resources
 from cds_service.facts.relevance import read_elements
-from cds_service.gather.client import clear_metadata_cache
 from cds_service.gather.patient_scope import scoped
+from cds_service.gather.shared_http import clear_metadata_cache
 from cds_service.knowledge.loader import Knowledge, packaged_knowledge
 from cds_service.rules.protocol import evaluate
 from tests.support.fixtures import load_scenario_bundle, load_scenario_index

@@ -15,13 +15,10 @@ import responses
 from responses import matchers
 
 from cds_service.core.errors import BadRequest, DataUnavailable, NotR4Server
-from cds_service.gather import client as client_module
-from cds_service.gather.client import (
-    FhirClient,
-    is_read,
-    shared_executor,
-    shared_session,
-)
+from cds_service.gather import shared_http
+from cds_service.gather.bundles import is_read
+from cds_service.gather.client import FhirClient
+from cds_service.gather.shared_http import shared_executor, shared_session
 from tests.support.http_mocks import fresh_metadata_cache_fixture, rsps_fixture  # noqa: F401 - fixtures
 
 BASE = "https://fhir.example.org/r4"
@@ -513,7 +510,7 @@ def test_nothing_is_sent_after_the_deadline(rsps: responses.RequestsMock) -> Non
 
 def test_shared_executor_is_one_bounded_pool() -> None:
     assert shared_executor() is shared_executor()
-    assert client_module._EXECUTOR_WORKERS <= 64
+    assert shared_http._EXECUTOR_WORKERS <= 64
 
 
 @pytest.mark.parametrize(

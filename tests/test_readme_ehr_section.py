@@ -16,7 +16,7 @@ import pytest
 
 from cds_service.core import security_errors
 from cds_service.core.security_errors import UNAUTHORIZED_DIAGNOSTICS, Reason
-from cds_service.gather.client import R4_REQUIRED_HINT
+from cds_service.gather.capability import R4_REQUIRED_HINT
 from cds_service.wire.service import NO_AUTHORIZATION_REASON, NO_SERVER_REASON
 
 ROOT = Path(__file__).resolve().parents[1]

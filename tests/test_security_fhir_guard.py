@@ -29,7 +29,8 @@ from cryptography.x509.oid import NameOID
 from cds_service.core.errors import DataUnavailable
 from cds_service.core.security_errors import Forbidden
 from cds_service.core.trust_settings import AuthMode, TrustSettings
-from cds_service.gather.client import FhirClient, clear_metadata_cache
+from cds_service.gather.client import FhirClient
+from cds_service.gather.shared_http import clear_metadata_cache
 from cds_service.wire.auth.fhir_server_guard import check_fhir_server, guarded_session
 from cds_service.wire.auth.issuers import IssuerConfig
 from cds_service.wire.auth.jwt_verify import AuthContext

@@ -8,246 +8,37 @@ string, a header or the access token: log lines carry host, resource type, statu
 from __future__ import annotations
 
 import concurrent.futures as cf
-import http.cookiejar
 import logging
-import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Final, NoReturn, TypeVar
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import urljoin
 
-import orjson
 import requests
 
-from cds_service.core.errors import BadRequest, DataUnavailable, NotR4Server
-from cds_service.core.net_deadline import Deadline, DeadlineAdapter, enforce
+from cds_service.core.errors import DataUnavailable, NotR4Server
+from cds_service.core.net_deadline import Deadline, enforce
+from cds_service.gather.bundles import JsonObject, bundle_entries, is_read, json_object, next_link
+from cds_service.gather.capability import r4_version
+from cds_service.gather.fhir_urls import (
+    SERVER_EXPRESSION,
+    bearer,
+    is_on_server,
+    normalise_base,
+    resource_type_of,
+)
 from cds_service.gather.peer_guard import PeerGuard, PeerRefused
-from cds_service.gather.stale_retry import stale_connection_retry
+from cds_service.gather.shared_http import fhir_peer_guard, r4_cache, shared_executor, shared_session
 
 log = logging.getLogger(__name__)
 
-JsonObject = dict[str, Any]
 T = TypeVar("T")
 
 FHIR_JSON: Final = "application/fhir+json"
-R4_VERSION_PREFIXES: Final = ("4.0.", "4.3.")
-R4_REQUIRED_HINT: Final = (
-    "FHIR R4 is required. The CDS Hooks sandbox defaults to a DSTU2 server; point it at an R4 server "
-    "with ?fhirServiceUrl=https://<your R4 server>"
-)
-SERVER_EXPRESSION: Final = "fhirServer"
 DEFAULT_MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
 
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
-_TOKEN_RE: Final = re.compile(r"[\x21-\x7e]+")
-_RESOURCE_TYPE_RE: Final = re.compile(r"[A-Z][A-Za-z]{1,63}")
-_VERSION_RE: Final = re.compile(r"[0-9A-Za-z.\-]{1,20}")
 _CHUNK_BYTES: Final = 64 * 1024
-_POOL_HOSTS: Final = 16
-_POOL_CONNECTIONS_PER_HOST: Final = 32
-_EXECUTOR_WORKERS: Final = 32
-_METADATA_CACHE_SIZE: Final = 256
-DEFAULT_MAX_CALLS_PER_SERVER: Final = 4
-DEFAULT_FAILURE_THRESHOLD: Final = 5
-DEFAULT_CIRCUIT_OPEN_S: Final = 30.0
-
-_Origin = tuple[str, str, int]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Process-wide shared resources
-# ---------------------------------------------------------------------------------------------------------
-
-
-class _RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
-    """A cookie policy that neither stores nor returns any cookie: no state between calls."""
-
-    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
-        return False
-
-    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
-        return False
-
-
-_shared_lock = threading.Lock()
-_session: requests.Session | None = None
-_executor: cf.ThreadPoolExecutor | None = None
-
-
-def shared_session() -> requests.Session:
-    """The process-wide pooled session: no cookies kept, no proxies/.netrc from the environment."""
-    global _session  # noqa: PLW0603 - one lazily created pool per process
-    with _shared_lock:
-        if _session is None:
-            _session = _new_session()
-        return _session
-
-
-def _new_session() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False
-    session.auth = None
-    session.cookies = requests.cookies.RequestsCookieJar(policy=_RejectAllCookies())
-    session.headers["User-Agent"] = "osteoporosis-escalation-cds-service"
-    adapter = DeadlineAdapter(
-        pool_connections=_POOL_HOSTS,
-        pool_maxsize=_POOL_CONNECTIONS_PER_HOST,
-        max_retries=stale_connection_retry(),
-    )
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
-
-
-def shared_executor() -> cf.ThreadPoolExecutor:
-    """The process-wide bounded pool that runs independent FHIR queries in parallel."""
-    global _executor  # noqa: PLW0603 - one lazily created pool per process
-    with _shared_lock:
-        if _executor is None:
-            _executor = cf.ThreadPoolExecutor(max_workers=_EXECUTOR_WORKERS, thread_name_prefix="fhir")
-        return _executor
-
-
-_peer_guard = PeerGuard(
-    max_in_flight=DEFAULT_MAX_CALLS_PER_SERVER,
-    failure_threshold=DEFAULT_FAILURE_THRESHOLD,
-    open_s=DEFAULT_CIRCUIT_OPEN_S,
-    name="fhirServer",
-)
-
-
-def fhir_peer_guard() -> PeerGuard:
-    """The process-wide bulkhead and circuit breaker per fhirServer base URL."""
-    return _peer_guard
-
-
-def configure_fhir_peer_guard(*, max_calls_per_server: int, failure_threshold: int, open_s: float) -> None:
-    """Replace the process-wide guard (app start-up; tests): forgets every server's state."""
-    global _peer_guard  # noqa: PLW0603 - one guard per process, configured from settings
-    _peer_guard = PeerGuard(
-        max_in_flight=max_calls_per_server,
-        failure_threshold=failure_threshold,
-        open_s=open_s,
-        name="fhirServer",
-    )
-
-
-class _R4Cache:
-    """Bounded, thread-safe set of base URLs already confirmed to be FHIR R4 (only successes are kept)."""
-
-    def __init__(self, max_size: int) -> None:
-        self._max_size = max_size
-        self._lock = threading.Lock()
-        self._versions: OrderedDict[str, str] = OrderedDict()
-
-    def get(self, base: str) -> str | None:
-        with self._lock:
-            return self._versions.get(base)
-
-    def put(self, base: str, version: str) -> None:
-        with self._lock:
-            self._versions[base] = version
-            self._versions.move_to_end(base)
-            while len(self._versions) > self._max_size:
-                self._versions.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._versions.clear()
-
-
-_r4_cache = _R4Cache(_METADATA_CACHE_SIZE)
-
-
-def clear_metadata_cache() -> None:
-    """Forget which servers were confirmed R4 (tests, or after a server upgrade)."""
-    _r4_cache.clear()
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Bundle helpers (pure)
-# ---------------------------------------------------------------------------------------------------------
-
-
-def bundle_entries(bundle: Mapping[str, Any]) -> list[JsonObject]:
-    """The entries of a Bundle that carry a resource, minus OperationOutcomes and `search.mode = outcome`.
-
-    Entries are returned as they are (not copied), so `fullUrl` stays next to its `resource`.
-    """
-    entries = bundle.get("entry")
-    if not isinstance(entries, list):
-        return []
-    return [entry for entry in entries if _is_data_entry(entry)]
-
-
-def _is_data_entry(entry: Any) -> bool:
-    if not isinstance(entry, dict):
-        return False
-    resource = entry.get("resource")
-    if not isinstance(resource, dict) or resource.get("resourceType") == "OperationOutcome":
-        return False
-    search = entry.get("search")
-    return not (isinstance(search, dict) and search.get("mode") == "outcome")
-
-
-def next_link(bundle: Mapping[str, Any]) -> str | None:
-    """The URL of the Bundle's `next` link, if any."""
-    links = bundle.get("link")
-    if not isinstance(links, list):
-        return None
-    for link in links:
-        if isinstance(link, dict) and link.get("relation") == "next":
-            url = link.get("url")
-            if isinstance(url, str) and url:
-                return url
-    return None
-
-
-def is_read(relative_url: str) -> bool:
-    """True for an instance read (`Type/id`, no query), false for a search (`Type?...`, `Type`)."""
-    return "?" not in relative_url and len(relative_url.strip("/").split("/")) == 2
-
-
-# ---------------------------------------------------------------------------------------------------------
-# URL helpers (pure)
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _origin(url: str) -> _Origin | None:
-    """(scheme, host, port) with defaults filled in, or None when the URL is not a plain http(s) URL."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname or parts.username or parts.password:
-        return None
-    return scheme, parts.hostname.lower(), port if port is not None else _DEFAULT_PORTS[scheme]
-
-
-def _has_dot_segment(path: str) -> bool:
-    return any(unquote(segment) in {".", ".."} for segment in path.split("/"))
-
-
-def _normalise_base(base_url: str) -> tuple[str, _Origin, str]:
-    """Validate `fhirServer` and return (base without trailing slash, origin, base path)."""
-    origin = _origin(base_url)
-    parts = urlsplit(base_url) if origin is not None else None
-    if parts is None or origin is None or parts.query or parts.fragment or _has_dot_segment(parts.path):
-        raise BadRequest("fhirServer is not a usable http(s) FHIR base URL", SERVER_EXPRESSION)
-    base = base_url.rstrip("/")
-    return base, origin, urlsplit(base).path
-
-
-def _resource_type_of(url: str, base_path: str) -> str:
-    """The first path segment after the base path when it looks like a resource type; '-' otherwise."""
-    path = urlsplit(url).path
-    rest = path[len(base_path) :].lstrip("/") if path.startswith(base_path) else ""
-    first = rest.split("/", 1)[0]
-    return first if _RESOURCE_TYPE_RE.fullmatch(first) else "-"
 
 
 def _relabel(error: DataUnavailable, expression: str) -> DataUnavailable:
@@ -256,11 +47,6 @@ def _relabel(error: DataUnavailable, expression: str) -> DataUnavailable:
     if issue is None or issue.expression not in ((), (SERVER_EXPRESSION,)):
         return error
     return type(error)(issue.diagnostics, expression, issue.code)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The client
-# ---------------------------------------------------------------------------------------------------------
 
 
 class FhirClient:
@@ -281,8 +67,8 @@ class FhirClient:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         peer_guard: PeerGuard | None = None,
     ) -> None:
-        self._base, self._server_origin, self._base_path = _normalise_base(base_url)
-        self._authorization = _bearer(access_token)
+        self._base, self._server_origin, self._base_path = normalise_base(base_url)
+        self._authorization = bearer(access_token)
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._clock = clock
@@ -389,7 +175,7 @@ class FhirClient:
     def _run_admitted(
         self, tasks: Mapping[str, Callable[[], list[JsonObject]]], expression_prefix: str
     ) -> dict[str, list[JsonObject]]:
-        metadata = None if _r4_cache.get(self._base) else self._executor.submit(self._ensure_r4)
+        metadata = None if r4_cache.get(self._base) else self._executor.submit(self._ensure_r4)
         futures = {key: self._executor.submit(task) for key, task in tasks.items()}
         every: list[cf.Future[Any]] = [*futures.values(), *([metadata] if metadata else [])]
         done, pending = cf.wait(every, timeout=max(self._remaining(), 0.0), return_when=cf.FIRST_EXCEPTION)
@@ -465,7 +251,7 @@ class FhirClient:
     def _get_bundle(self, url: str) -> JsonObject:
         body = self._get_json(url, allow_404=False)
         if body is None or body.get("resourceType") != "Bundle":
-            kind = _resource_type_of(url, self._base_path)
+            kind = resource_type_of(url, self._base_path)
             raise DataUnavailable(
                 f"The FHIR server did not answer a {kind} search with a Bundle", SERVER_EXPRESSION
             )
@@ -474,15 +260,7 @@ class FhirClient:
     def _ensure_r4(self) -> None:
         url = f"{self._base}/metadata"
         body = self._get_json(url, allow_404=False, count_page=False)
-        version = body.get("fhirVersion") if body is not None else None
-        if not isinstance(version, str) or not version.startswith(R4_VERSION_PREFIXES):
-            shown = version if isinstance(version, str) and _VERSION_RE.fullmatch(version) else "not stated"
-            raise NotR4Server(
-                f"The FHIR server's CapabilityStatement declares fhirVersion {shown}. {R4_REQUIRED_HINT}",
-                SERVER_EXPRESSION,
-                "not-supported",
-            )
-        _r4_cache.put(self._base, version)
+        r4_cache.put(self._base, r4_version(body))
 
     def _absolute(self, url: str) -> str:
         """Resolve `url` against the base; refuse anything outside the FHIR server (never fetched)."""
@@ -494,13 +272,7 @@ class FhirClient:
         return absolute
 
     def _on_fhir_server(self, url: str) -> bool:
-        """Same scheme, host and port as fhirServer, and a path under its base path."""
-        if _origin(url) != self._server_origin:
-            return False
-        path = urlsplit(url).path
-        if _has_dot_segment(path):
-            return False
-        return path == self._base_path or path.startswith(self._base_path + "/")
+        return is_on_server(url, self._server_origin, self._base_path)
 
     def _headers(self, url: str) -> dict[str, str]:
         """The one place request headers are built: the bearer token only for the FHIR server itself."""
@@ -513,7 +285,7 @@ class FhirClient:
 
     def _get_json(self, url: str, *, allow_404: bool, count_page: bool = True) -> JsonObject | None:
         """GET a FHIR JSON object; None for a 404 when allowed. Every failure is DataUnavailable."""
-        kind = _resource_type_of(url, self._base_path)
+        kind = resource_type_of(url, self._base_path)
         with enforce(Deadline.after(self._remaining())) as deadline:
             body = self._exchange(url, kind, allow_404, deadline)
         if body is None:
@@ -521,7 +293,7 @@ class FhirClient:
         if count_page:
             with self._pages_lock:
                 self._pages_fetched += 1
-        return self._parse_json(body, kind)
+        return json_object(body, kind)
 
     def _exchange(self, url: str, kind: str, allow_404: bool, deadline: Deadline) -> bytes | None:
         """GET and read the body under one wall-clock deadline (shut at expiry whatever the peer sends)."""
@@ -548,7 +320,7 @@ class FhirClient:
     def _get(self, url: str, deadline: Deadline | None = None) -> requests.Response:
         """Send one GET (no redirects, bounded timeouts, no cookies). The single HTTP entry point."""
         connect, read = self._timeouts()
-        host, kind = self._server_origin[1], _resource_type_of(url, self._base_path)
+        host, kind = self._server_origin[1], resource_type_of(url, self._base_path)
         started = time.perf_counter()
         try:
             response = self._session.get(
@@ -596,18 +368,6 @@ class FhirClient:
         return b"".join(chunks)
 
     @staticmethod
-    def _parse_json(body: bytes, kind: str) -> JsonObject:
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            parsed = None
-        if not isinstance(parsed, dict):
-            raise DataUnavailable(
-                f"The FHIR server's answer to a {kind} request is not a JSON object", SERVER_EXPRESSION
-            )
-        return parsed
-
-    @staticmethod
     def _log_failure(host: str, kind: str, reason: str, started: float) -> None:
         log.warning(
             "fhir GET host=%s type=%s failed=%s duration_ms=%.1f",
@@ -634,14 +394,3 @@ class FhirClient:
         self._check_deadline()
         remaining = self._remaining()
         return min(self._connect_timeout, remaining), min(self._read_timeout, remaining)
-
-
-def _bearer(access_token: str | None) -> str | None:
-    """The Authorization header value; the token itself is never echoed in an error."""
-    if not access_token:
-        return None
-    if not _TOKEN_RE.fullmatch(access_token):
-        raise BadRequest(
-            "fhirAuthorization.access_token is not a usable bearer token", "fhirAuthorization.access_token"
-        )
-    return f"Bearer {access_token}"

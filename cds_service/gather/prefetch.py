@@ -15,7 +15,9 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from cds_service.core.errors import BadRequest, DataUnavailable, NotR4Server
-from cds_service.gather.client import R4_REQUIRED_HINT, FhirClient, JsonObject, bundle_entries, next_link
+from cds_service.gather.bundles import JsonObject, bundle_entries, next_link
+from cds_service.gather.capability import R4_REQUIRED_HINT
+from cds_service.gather.client import FhirClient
 
 PATIENT_ID_TOKEN: Final = "{{context.patientId}}"  # noqa: S105 - a CDS Hooks prefetch token
 
