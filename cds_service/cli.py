@@ -227,7 +227,7 @@ def _iso_date(text: str) -> date:
 
 def _knowledge_errors() -> tuple[type[Exception], ...]:
     try:
-        from cds_service.knowledge.loader import KnowledgeError  # noqa: PLC0415
+        from cds_service.knowledge.schema import KnowledgeError  # noqa: PLC0415
     except ImportError:
         return (ValueError,)
     return (KnowledgeError,)

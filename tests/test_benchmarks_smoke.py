@@ -26,7 +26,8 @@ from cds_service.facts.parse import parse_resources
 from cds_service.facts.relevance import read_elements
 from cds_service.gather.patient_scope import scoped
 from cds_service.gather.shared_http import clear_metadata_cache
-from cds_service.knowledge.loader import Knowledge, packaged_knowledge
+from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.loader import packaged_knowledge
 from cds_service.rules.protocol import evaluate
 from tests.support.fixtures import load_scenario_bundle, load_scenario_index
 

@@ -12,7 +12,9 @@ from typing import Any, get_args
 
 import pytest
 
-from cds_service.knowledge.loader import PACKAGED_DIR, Knowledge, load_knowledge
+from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.loader import load_knowledge
+from cds_service.knowledge.schema import PACKAGED_DIR
 from cds_service.present.cards import fit_summary, render_cards, summary_for
 from cds_service.rules.decision import (
     AgentAssessment,

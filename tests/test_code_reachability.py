@@ -25,14 +25,9 @@ from cds_service.facts.extract_findings import extract_findings
 from cds_service.facts.parse import parse_resources
 from cds_service.facts.patient_record import ClinicalFinding
 from cds_service.facts.relevance import ReferencedIndex, RelevanceChecker
-from cds_service.knowledge.loader import (
-    ICD10,
-    ICD10CM,
-    PACKAGED_DIR,
-    SNOMED,
-    Knowledge,
-    packaged_knowledge,
-)
+from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.loader import packaged_knowledge
+from cds_service.knowledge.schema import ICD10, ICD10CM, PACKAGED_DIR, SNOMED
 from cds_service.rules.decision import Decision
 from cds_service.rules.history import COUNTED_FRACTURE_SITES, OSTEOPOROTIC_ONLY_SITES
 from cds_service.rules.protocol import evaluate

@@ -15,7 +15,8 @@ import pytest
 from cds_service.facts.extract_findings import extract_findings
 from cds_service.facts.parse import parse_resources
 from cds_service.facts.patient_record import ClinicalFinding
-from cds_service.knowledge.loader import ICD10, ICD10CM, SNOMED, packaged_knowledge
+from cds_service.knowledge.loader import packaged_knowledge
+from cds_service.knowledge.schema import ICD10, ICD10CM, SNOMED
 from cds_service.rules.decision import Decision
 from cds_service.rules.protocol import evaluate
 from tests.clinical_builders import AS_OF, base_record, lab, statement

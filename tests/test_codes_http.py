@@ -16,7 +16,7 @@ import responses
 from flask.testing import FlaskClient
 
 from cds_service.app import create_app
-from cds_service.knowledge.loader import ICD10CM, SNOMED
+from cds_service.knowledge.schema import ICD10CM, SNOMED
 from tests.support.app_settings import test_settings
 from tests.support.fixtures import hook_request_for_bundle, load_scenario_bundle
 from tests.support.mock_fhir import MockFhirServer

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from cds_service.app import create_app
-from cds_service.knowledge.loader import PACKAGED_DIR, PACKAGED_FILE, KnowledgeError
+from cds_service.knowledge.schema import PACKAGED_DIR, PACKAGED_FILE, KnowledgeError
 from tests.support.app_settings import test_settings
 from tests.support.fixtures import hook_request
 from tests.test_conformance_wire import check_card

@@ -11,7 +11,9 @@ import pytest
 from cds_service.facts.extract import extract_record
 from cds_service.facts.parse import parse_resources
 from cds_service.facts.patient_record import ClinicalFinding, MedicationRecord, PatientRecord, ScannerId
-from cds_service.knowledge.loader import ICD10CM, LOINC, RXNORM, SNOMED, Knowledge, packaged_knowledge
+from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.loader import packaged_knowledge
+from cds_service.knowledge.schema import ICD10CM, LOINC, RXNORM, SNOMED
 
 SUBJECT = {"reference": "Patient/p1"}
 

@@ -9,15 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cds_service.knowledge.loader import (
-    ICD10,
-    ICD10CM,
-    PACKAGED_FILE,
-    RXNORM,
-    KnowledgeError,
-    load_knowledge,
-    packaged_knowledge,
-)
+from cds_service.knowledge.loader import load_knowledge, packaged_knowledge
+from cds_service.knowledge.schema import ICD10, ICD10CM, PACKAGED_FILE, RXNORM, KnowledgeError
 
 
 def _override(tmp_path: Path, change: dict[str, object]) -> Path:

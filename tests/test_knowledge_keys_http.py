@@ -12,7 +12,7 @@ import responses
 from flask.testing import FlaskClient
 
 from cds_service.app import create_app
-from cds_service.knowledge.loader import KnowledgeError
+from cds_service.knowledge.schema import KnowledgeError
 from tests.knowledge_variants import PACKAGED_DATA, write_variant
 from tests.support.app_settings import test_settings
 from tests.support.fixtures import hook_request, load_scenario_bundle

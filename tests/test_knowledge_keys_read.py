@@ -34,17 +34,9 @@ from cds_service.facts.dates import add_days, add_months
 from cds_service.facts.extract import extract_record
 from cds_service.facts.parse import parse_resources
 from cds_service.facts.patient_record import Demographics, MedicationRecord, PatientRecord
-from cds_service.knowledge.loader import (
-    ICD10,
-    ICD10CM,
-    PACKAGED_DIR,
-    SNOMED,
-    Knowledge,
-    KnowledgeError,
-    load_knowledge,
-    packaged_knowledge,
-    plain_number,
-)
+from cds_service.knowledge.indexed import Knowledge, plain_number
+from cds_service.knowledge.loader import load_knowledge, packaged_knowledge
+from cds_service.knowledge.schema import ICD10, ICD10CM, PACKAGED_DIR, SNOMED, KnowledgeError
 from cds_service.present.card_detail import AACE_LINE
 from cds_service.present.cards import render_cards, summary_for
 from cds_service.rules import history

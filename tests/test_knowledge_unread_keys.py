@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from cds_service.knowledge.loader import PACKAGED_FILE, KnowledgeError, load_knowledge
+from cds_service.knowledge.loader import load_knowledge
+from cds_service.knowledge.schema import PACKAGED_FILE, KnowledgeError
 
 
 def _write(tmp_path: Path, edit: Any) -> Path:

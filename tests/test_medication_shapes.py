@@ -463,7 +463,8 @@ def test_monthly_denosumab_120_by_interval_is_specialist_review() -> None:
 
 @pytest.mark.protocol("4-oncology")
 def test_oncology_interval_is_read_from_the_knowledge_file(tmp_path: Any) -> None:
-    from cds_service.knowledge.loader import PACKAGED_FILE, load_knowledge
+    from cds_service.knowledge.loader import load_knowledge
+    from cds_service.knowledge.schema import PACKAGED_FILE
 
     text = PACKAGED_FILE.read_text(encoding="utf-8").replace("  denosumab: 90\n", "  denosumab: 30\n")
     assert "  denosumab: 30\n" in text

@@ -19,7 +19,9 @@ from cds_service.facts.observation_values import Implausible, Measured, Unreadab
 from cds_service.facts.parse import parse_resources
 from cds_service.facts.patient_record import LabResult, PatientRecord, ScannerId
 from cds_service.facts.plausible_dates import plausible_record
-from cds_service.knowledge.loader import LOINC, Knowledge, packaged_knowledge
+from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.loader import packaged_knowledge
+from cds_service.knowledge.schema import LOINC
 from cds_service.rules.labs import Reading, assess_labs
 from cds_service.rules.protocol import evaluate
 from tests.clinical_builders import AS_OF, STANDARD_LABS, base_record, lab, statement

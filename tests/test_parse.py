@@ -12,7 +12,9 @@ from cds_service.facts import parse as parse_module
 from cds_service.facts.fhir_dates import calendar_date
 from cds_service.facts.parse import parse_resources
 from cds_service.facts.parsed_resources import ParsedResources, resolve_device, resolve_medication
-from cds_service.knowledge.loader import ICD10CM, LOINC, RXNORM, SNOMED, Knowledge, packaged_knowledge
+from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.loader import packaged_knowledge
+from cds_service.knowledge.schema import ICD10CM, LOINC, RXNORM, SNOMED
 
 SUBJECT = {"reference": "Patient/p1"}
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from cds_service.knowledge.loader import ATC, ICD10, ICD10CM, ICD_SYSTEMS, LOINC, RXNORM, SNOMED, Knowledge
+from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.schema import ATC, ICD10, ICD10CM, ICD_SYSTEMS, LOINC, RXNORM, SNOMED
 
 # Real servers also send code systems as OIDs (HL7 v3 style) or with a trailing slash.
 _SYSTEM_ALIASES = {

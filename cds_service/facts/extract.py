@@ -14,7 +14,7 @@ from cds_service.facts.extract_medications import extract_medications
 from cds_service.facts.extract_observations import extract_observations
 from cds_service.facts.parsed_resources import ParsedResources
 from cds_service.facts.patient_record import Demographics, PatientRecord, Sex
-from cds_service.knowledge.loader import Knowledge
+from cds_service.knowledge.indexed import Knowledge
 
 _SEXES: dict[str, Sex] = {"female": "female", "male": "male", "other": "other", "unknown": "unknown"}
 _FULL_DATE_LENGTH = len("YYYY-MM-DD")

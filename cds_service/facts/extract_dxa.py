@@ -9,7 +9,7 @@ from cds_service.facts.extract_common import codings, concept_texts
 from cds_service.facts.parsed_resources import ParsedResources, resolve_device
 from cds_service.facts.patient_record import BmdSite, ScannerId, Side
 from cds_service.facts.relevance import reference_key
-from cds_service.knowledge.loader import Knowledge
+from cds_service.knowledge.indexed import Knowledge
 
 T_SCORE_UNITS = frozenset({"{t-score}", "sd", "{sd}"})  # compared lower case; no unit is accepted too
 BMD_UNITS = frozenset({"g/cm2", "g/cm-2", "g/cm^2"})

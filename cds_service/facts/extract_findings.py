@@ -27,7 +27,8 @@ from cds_service.facts.extract_common import Coding3, calendar_date, codings, co
 from cds_service.facts.extract_medications import agents_named
 from cds_service.facts.parsed_resources import ParsedResources
 from cds_service.facts.patient_record import ClinicalFinding, FractureSite
-from cds_service.knowledge.loader import SNOMED, Knowledge
+from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.schema import SNOMED
 
 _ACTIVE_ALLERGY = frozenset({"active"})
 _FRACTURE_SITES: frozenset[str] = frozenset(get_args(FractureSite))

@@ -24,7 +24,8 @@ from cds_service.facts.extract_common import (
 from cds_service.facts.extract_strength import doses_in_text, strength_class, structured_doses
 from cds_service.facts.parsed_resources import ParsedResources, resolve_medication
 from cds_service.facts.patient_record import MedicationRecord, MedicationRole, MedicationSource
-from cds_service.knowledge.loader import Knowledge, MedicationCode
+from cds_service.knowledge.code_tables import MedicationCode
+from cds_service.knowledge.indexed import Knowledge
 
 _ROLES: dict[str, MedicationRole] = {
     "first_line_antiresorptive": "first_line",

@@ -28,7 +28,8 @@ from cds_service.facts.observation_values import (
 )
 from cds_service.facts.parsed_resources import ParsedResources
 from cds_service.facts.patient_record import LAB_LABELS, BmdResult, FraxResult, LabKind, LabResult, ScannerId
-from cds_service.knowledge.loader import Knowledge, ObservationCode
+from cds_service.knowledge.code_tables import ObservationCode
+from cds_service.knowledge.indexed import Knowledge
 
 _ONE = Decimal(1)
 _CANONICAL_UNIT = {

@@ -14,7 +14,8 @@ from typing import Any
 
 from cds_service.facts.extract_common import decimal_text
 from cds_service.facts.patient_record import StrengthClass
-from cds_service.knowledge.loader import Knowledge, MedicationCode
+from cds_service.knowledge.code_tables import MedicationCode
+from cds_service.knowledge.indexed import Knowledge
 
 STRENGTH_DEPENDENT = frozenset({"denosumab", "zoledronic_acid"})
 # Concentrations (mg/mL) whose product, hence dose, is known: Prolia 60 mg/mL (1 mL), Xgeva 70 mg/mL

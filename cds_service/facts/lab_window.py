@@ -11,7 +11,7 @@ from cds_service.core.fhir_id import is_fhir_id
 from cds_service.facts import relevance
 from cds_service.facts.dates import add_months
 from cds_service.facts.observation_kinds import LAB_KINDS, WANTED_KINDS, lab_factor
-from cds_service.knowledge.loader import Knowledge
+from cds_service.knowledge.indexed import Knowledge
 
 # Elements a skippable lab may have after `read_elements`: anything else is validated as usual.
 _SKIPPABLE_LAB_ELEMENTS = frozenset(

@@ -45,7 +45,7 @@ from cds_service.facts import relevance
 from cds_service.facts.fhir_dates import lenient_datetime, with_top_level_datetimes_fixed
 from cds_service.facts.lab_window import LabWindow
 from cds_service.facts.parsed_resources import MEDICATION_USE_TYPES, ParsedResources
-from cds_service.knowledge.loader import Knowledge
+from cds_service.knowledge.indexed import Knowledge
 
 _LOG = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Literal
 
-from cds_service.knowledge.loader import FractureSiteName
+from cds_service.knowledge.schema import FractureSiteName
 
 Sex = Literal["female", "male", "other", "unknown"]
 # Deciding and diagnostic DXA sites. `unknown` = site could not be determined (counts for R5 only).

@@ -19,7 +19,7 @@ from cds_service.facts.code_match import (
     is_snomed_malignancy,
     normalise_code,
 )
-from cds_service.knowledge.loader import Knowledge
+from cds_service.knowledge.indexed import Knowledge
 
 _OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected"})
 _REPORT_STATUSES = frozenset({"final", "amended", "corrected", "appended"})

@@ -10,7 +10,8 @@ import re
 from collections.abc import Iterable
 from decimal import Decimal
 
-from cds_service.knowledge.loader import AgentSpec, Knowledge
+from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.schema import AgentSpec
 from cds_service.present.markdown_safe import escape
 from cds_service.rules.decision import (
     AgentAssessment,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from cds_service.core.fhir_id import is_fhir_id
-from cds_service.knowledge.loader import Knowledge
+from cds_service.knowledge.indexed import Knowledge
 from cds_service.present.card_detail import (
     agent_display,
     agent_spec,

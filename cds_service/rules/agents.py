@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from cds_service.facts.patient_record import ClinicalFinding, LabResult, Sex
-from cds_service.knowledge.loader import Knowledge
+from cds_service.knowledge.indexed import Knowledge
 from cds_service.rules.decision import AgentAssessment, AgentStatus, FollowOnAssessment
 from cds_service.rules.history import CvStatus, describe
 from cds_service.rules.labs import LabStatus

@@ -9,7 +9,7 @@ from typing import Literal
 
 from cds_service.facts.dates import add_months
 from cds_service.facts.patient_record import BmdResult, ScannerId
-from cds_service.knowledge.loader import Knowledge
+from cds_service.knowledge.indexed import Knowledge
 from cds_service.rules.decision import DxaEvidence, SiteResponse
 
 ScannerStatus = Literal["same", "unknown", "changed"]

@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from cds_service.facts.dates import add_months
 from cds_service.facts.patient_record import PatientRecord
-from cds_service.knowledge.loader import Knowledge
+from cds_service.knowledge.indexed import Knowledge
 from cds_service.rules import history
 from cds_service.rules.agents import AgentContext, follow_on
 from cds_service.rules.decision import (

@@ -19,7 +19,7 @@ from cds_service.facts.dates import (
     previous_day,
 )
 from cds_service.facts.patient_record import MedicationRecord
-from cds_service.knowledge.loader import Knowledge
+from cds_service.knowledge.indexed import Knowledge
 
 ANABOLIC_AGENTS = ("romosozumab", "teriparatide", "abaloparatide")
 PTH_ANALOGUES = ("teriparatide", "abaloparatide")

@@ -8,7 +8,7 @@ from datetime import date
 
 from cds_service.facts.dates import add_days, add_months, age_on
 from cds_service.facts.patient_record import ClinicalFinding
-from cds_service.knowledge.loader import Knowledge
+from cds_service.knowledge.indexed import Knowledge
 
 ACTIVE_STATUSES = frozenset({"active", "recurrence", "relapse"})
 COUNTED_FRACTURE_SITES = frozenset(

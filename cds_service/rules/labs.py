@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from cds_service.facts.dates import add_months
 from cds_service.facts.patient_record import LabResult
-from cds_service.knowledge.loader import Knowledge
+from cds_service.knowledge.indexed import Knowledge
 
 _CA_ALBUMIN_FACTOR = Decimal("0.8")
 _NORMAL_ALBUMIN_G_DL = Decimal("4.0")

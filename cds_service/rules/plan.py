@@ -6,7 +6,7 @@ from datetime import date
 
 from cds_service.facts.dates import add_days, add_months
 from cds_service.facts.patient_record import Sex
-from cds_service.knowledge.loader import Knowledge
+from cds_service.knowledge.indexed import Knowledge
 from cds_service.rules.agents import duration_text
 
 ORAL_BISPHOSPHONATES = ("alendronate", "risedronate", "ibandronate")

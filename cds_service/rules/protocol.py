@@ -11,7 +11,7 @@ from datetime import date
 
 from cds_service.facts.patient_record import PatientRecord
 from cds_service.facts.plausible_dates import plausible_record
-from cds_service.knowledge.loader import Knowledge
+from cds_service.knowledge.indexed import Knowledge
 from cds_service.rules import bmd
 from cds_service.rules.decision import Decision
 from cds_service.rules.eligibility import (

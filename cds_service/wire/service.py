@@ -22,7 +22,8 @@ from cds_service.gather.client import FhirClient
 from cds_service.gather.medication_fetch import fetch_missing_medications
 from cds_service.gather.patient_scope import scoped
 from cds_service.gather.prefetch import build_prefetch_templates, resolve_prefetch
-from cds_service.knowledge.loader import Knowledge, load_knowledge
+from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.loader import load_knowledge
 from cds_service.present.cards import render_cards
 from cds_service.record.metrics import fhir_fetch_result, get_metrics
 from cds_service.rules.decision import Decision

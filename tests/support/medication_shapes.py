@@ -13,7 +13,8 @@ from typing import Any
 
 from cds_service.facts.extract import extract_record
 from cds_service.facts.parse import parse_resources
-from cds_service.knowledge.loader import Knowledge, load_knowledge
+from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.loader import load_knowledge
 from cds_service.rules.protocol import evaluate
 from tests.support.fixtures import load_scenario_bundle
 
