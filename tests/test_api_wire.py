@@ -774,7 +774,7 @@ def test_refused_origin_is_logged_once_per_origin(
     fake: FakeService, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = create_app(wire_settings(), fake).test_client()
-    caplog.set_level(logging.WARNING, logger="cds_service.wire.api")
+    caplog.set_level(logging.WARNING, logger="cds_service.wire.cors")
     for _ in range(3):
         response = client.get("/cds-services", headers={"Origin": "https://unknown.example"})
         assert "Access-Control-Allow-Origin" not in response.headers
