@@ -32,7 +32,7 @@ from cds_service.wire.auth.dev_keys import (
 )
 from cds_service.wire.auth.issuers import read_issuers_file
 from cds_service.wire.auth.jwt_verify import build_authenticator
-from tests.test_security_support import (
+from tests.wire.test_security_support import (
     FHIR,
     ISS,
     NOW,

@@ -30,7 +30,7 @@ from tests.support.databases import (  # noqa: F401 - pytest fixtures
     sqlite_url_fixture,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FEEDBACK_PATH = "/cds-services/osteoporosis-escalation/feedback"
 SERVER = """
 import sys

@@ -20,7 +20,7 @@ from cds_service.app import create_app
 from cds_service.knowledge.schema import PACKAGED_DIR, PACKAGED_FILE, KnowledgeError
 from tests.support.app_settings import test_settings
 from tests.support.fixtures import hook_request
-from tests.test_conformance_wire import check_card
+from tests.wire.test_conformance_wire import check_card
 
 URL = "/cds-services/osteoporosis-escalation"
 

@@ -21,7 +21,7 @@ from cds_service.wire.auth.jwks import (
     run_inline,
     select_key,
 )
-from tests.test_security_support import (
+from tests.wire.test_security_support import (
     ISS,
     JKU,
     SERVICE_ID,
@@ -107,10 +107,10 @@ def test_shipped_sandbox_jwk_has_the_expected_kid_and_curve() -> None:
     )
     assert "d" not in key
     assert select_key(document["keys"], SANDBOX_KID, "ES384") is not None
-    shared = Path(__file__).parents[2] / "shared/specs/cds-hooks-sandbox/sandbox-public-jwks.json"
+    shared = Path(__file__).parents[3] / "shared/specs/cds-hooks-sandbox/sandbox-public-jwks.json"
     if shared.exists():
         assert json.loads(shared.read_text()) == document
-    provenance = (Path(__file__).parents[1] / "cds_service/keys/PROVENANCE.md").read_text()
+    provenance = (Path(__file__).parents[2] / "cds_service/keys/PROVENANCE.md").read_text()
     for fact in (
         "cds-hooks/sandbox",
         "build/.well-known/jwks.json",

@@ -18,7 +18,7 @@ from cds_service.app import create_app
 from cds_service.wire.auth.dev_keys import mint_dev_token
 from tests.support.app_settings import test_settings
 from tests.support.fixtures import hook_request
-from tests.test_security_support import Key, ec_key, jwks, rsa_key
+from tests.wire.test_security_support import Key, ec_key, jwks, rsa_key
 
 BASE = "http://127.0.0.1:8000"
 SERVICE = f"{BASE}/cds-services/osteoporosis-escalation"

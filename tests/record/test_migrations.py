@@ -37,7 +37,7 @@ from tests.support.databases import (  # noqa: F401 - pytest fixtures
 )
 
 TABLES = {"card_ledger", "card_suggestion", "feedback", "jwt_replay", VERSION_TABLE}
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 _UPGRADE_AT = """
 import sys, time
 from cds_service.record.db.migrate import run_upgrade

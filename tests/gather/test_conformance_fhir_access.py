@@ -19,8 +19,8 @@ import responses
 
 from tests.support.fixtures import hook_request, load_scenario_bundle
 from tests.support.mock_fhir import MockFhirServer
-from tests.test_auth_http import FHIR, PATH, make_app, token
-from tests.test_security_support import ec_key
+from tests.wire.test_auth_http import FHIR, PATH, make_app, token
+from tests.wire.test_security_support import ec_key
 
 SANDBOX = "https://sandbox.cds-hooks.org"
 

@@ -19,7 +19,7 @@ from cds_service.wire.auth.dev_keys import mint_dev_token
 from cds_service.wire.auth.issuers import SANDBOX_ISSUER, SANDBOX_JKU, SANDBOX_KID
 from cds_service.wire.auth.jwt_verify import ClientAuthenticator
 from cds_service.wire.cdshooks import operation_outcome
-from tests.test_security_support import (
+from tests.wire.test_security_support import (
     BASE,
     ISS,
     JKU,

@@ -13,8 +13,8 @@ import pytest
 import responses
 
 from tests.support.fixtures import hook_request
-from tests.test_auth_http import FHIR, PATH, make_app, token
-from tests.test_security_support import Key, ec_key
+from tests.wire.test_auth_http import FHIR, PATH, make_app, token
+from tests.wire.test_security_support import Key, ec_key
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from cds_service.gather.shared_http import clear_metadata_cache
 from cds_service.wire.auth.fhir_server_guard import check_fhir_server, guarded_session
 from cds_service.wire.auth.issuers import IssuerConfig
 from cds_service.wire.auth.jwt_verify import AuthContext
-from tests.test_security_support import ACCESS_TOKEN, FHIR, ISS, no_secrets_in_logs
+from tests.wire.test_security_support import ACCESS_TOKEN, FHIR, ISS, no_secrets_in_logs
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1", "::1"])
 __all__ = ["no_secrets_in_logs"]
