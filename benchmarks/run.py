@@ -360,7 +360,7 @@ def as_of_hint() -> Iterator[None]:
     """Projection: the service passing its evaluation date to parse_resources (see the report)."""
     from cds_service.facts.extract import extract_record  # noqa: PLC0415
     from cds_service.facts.parse import parse_resources  # noqa: PLC0415
-    from cds_service.gather.patient_scope import scoped  # noqa: PLC0415
+    from cds_service.facts.patient_scope import scoped  # noqa: PLC0415
     from cds_service.rules.protocol import evaluate  # noqa: PLC0415
     from cds_service.wire import service  # noqa: PLC0415
 

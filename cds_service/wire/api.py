@@ -21,10 +21,10 @@ from cds_service import __version__
 from cds_service.config import Settings, operational_warnings
 from cds_service.core.errors import BadRequest, Issue, ServiceError
 from cds_service.core.security_errors import Unauthorized, error_headers
+from cds_service.gather.fhir_server_guard import check_fhir_server
 from cds_service.record.db.engine import RETRY_AFTER_S, DatabaseUnavailable
 from cds_service.record.metrics import get_metrics
 from cds_service.record.metrics import render as render_metrics
-from cds_service.wire.auth.fhir_server_guard import check_fhir_server
 from cds_service.wire.cdshooks import (
     PatientViewRequest,
     drop_empty,

@@ -18,9 +18,10 @@ from cds_service.config import Settings
 from cds_service.core.errors import DataUnavailable
 from cds_service.facts.extract import extract_record
 from cds_service.facts.parse import parse_resources
+from cds_service.facts.patient_scope import scoped
 from cds_service.gather.client import FhirClient
+from cds_service.gather.fhir_server_guard import guarded_session
 from cds_service.gather.medication_fetch import fetch_missing_medications
-from cds_service.gather.patient_scope import scoped
 from cds_service.gather.prefetch import build_prefetch_templates, resolve_prefetch
 from cds_service.knowledge.indexed import Knowledge
 from cds_service.knowledge.loader import load_knowledge
@@ -28,7 +29,6 @@ from cds_service.present.cards import render_cards
 from cds_service.record.metrics import fhir_fetch_result, get_metrics
 from cds_service.rules.decision import Decision
 from cds_service.rules.protocol import evaluate
-from cds_service.wire.auth.fhir_server_guard import guarded_session
 from cds_service.wire.auth.jwt_verify import AuthContext
 from cds_service.wire.cdshooks import PatientViewRequest
 

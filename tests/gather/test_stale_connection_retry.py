@@ -14,9 +14,9 @@ import requests
 from urllib3.exceptions import MaxRetryError, ProtocolError
 
 from cds_service.core.net_deadline import Deadline, enforce
+from cds_service.gather.fhir_server_guard import ConnectPolicy, PinnedAdapter
 from cds_service.gather.shared_http import _new_session
 from cds_service.gather.stale_retry import StaleConnectionRetry, stale_connection_retry
-from cds_service.wire.auth.fhir_server_guard import ConnectPolicy, PinnedAdapter
 
 BODY = b'{"resourceType":"Bundle","type":"searchset","entry":[]}'
 ANSWER = (

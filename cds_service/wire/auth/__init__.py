@@ -1,4 +1,4 @@
-"""Client trust (CDS Hooks 2.0 JWT verification, replay protection) and the fhirServer SSRF guard."""
+"""Client trust: CDS Hooks 2.0 JWT verification, issuers, JWKS, replay protection, dev keys."""
 
 from cds_service.core.security_errors import Forbidden, SecurityConfigError, Unauthorized, error_headers
 from cds_service.core.trust_settings import TrustSettings
@@ -9,7 +9,6 @@ from cds_service.record.replay import (
     require_shared_replay_store,
 )
 from cds_service.wire.auth.dev_keys import mint_dev_token
-from cds_service.wire.auth.fhir_server_guard import check_fhir_server, guarded_session
 from cds_service.wire.auth.jwt_verify import AuthContext, ClientAuthenticator, build_authenticator
 
 __all__ = [
@@ -22,9 +21,7 @@ __all__ = [
     "TrustSettings",
     "Unauthorized",
     "build_authenticator",
-    "check_fhir_server",
     "error_headers",
-    "guarded_session",
     "mint_dev_token",
     "replay_store_allowed",
     "require_shared_replay_store",

@@ -22,6 +22,7 @@ from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
 from cds_service.core.net_deadline import Deadline, DeadlineAdapter, enforce
+from cds_service.core.no_redirect import NoRedirectSession
 
 log = logging.getLogger(__name__)
 
@@ -167,13 +168,6 @@ class JwksFetcher:
         except requests.RequestException as error:
             raise JwksError(f"reading failed ({type(error).__name__})") from None
         return b"".join(chunks)
-
-
-class NoRedirectSession(requests.Session):
-    """A Session that never follows a redirect, whatever `allow_redirects` says."""
-
-    def get_redirect_target(self, resp: requests.Response) -> str | None:
-        return None
 
 
 def _plain_session() -> requests.Session:

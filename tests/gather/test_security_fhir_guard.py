@@ -30,8 +30,8 @@ from cds_service.core.errors import DataUnavailable
 from cds_service.core.security_errors import Forbidden
 from cds_service.core.trust_settings import AuthMode, TrustSettings
 from cds_service.gather.client import FhirClient
+from cds_service.gather.fhir_server_guard import check_fhir_server, guarded_session
 from cds_service.gather.shared_http import clear_metadata_cache
-from cds_service.wire.auth.fhir_server_guard import check_fhir_server, guarded_session
 from cds_service.wire.auth.issuers import IssuerConfig
 from cds_service.wire.auth.jwt_verify import AuthContext
 from tests.wire.test_security_support import ACCESS_TOKEN, FHIR, ISS, no_secrets_in_logs

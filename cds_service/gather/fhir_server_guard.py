@@ -29,12 +29,12 @@ from requests.adapters import HTTPAdapter
 from urllib3 import PoolManager
 
 from cds_service.core.audience import DEFAULT_PORTS, normalise_url
+from cds_service.core.caller import VerifiedCaller
 from cds_service.core.net_deadline import deadline_pool_classes
+from cds_service.core.no_redirect import NoRedirectSession
 from cds_service.core.security_errors import Forbidden
 from cds_service.core.trust_settings import TrustSettings
 from cds_service.gather.stale_retry import stale_connection_retry
-from cds_service.wire.auth.jwks import NoRedirectSession
-from cds_service.wire.auth.jwt_verify import AuthContext
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,12 @@ class _Target:
     ip: IPAddress | None
 
 
-def check_fhir_server(url: str, auth: AuthContext | None, settings: TrustSettings) -> None:
+def check_fhir_server(url: str, auth: VerifiedCaller | None, settings: TrustSettings) -> None:
     """Raise Forbidden (403) unless this caller may have the service call `url`. Makes no request."""
     connect_policy(url, auth, settings)
 
 
-def connect_policy(url: str, auth: AuthContext | None, settings: TrustSettings) -> ConnectPolicy:
+def connect_policy(url: str, auth: VerifiedCaller | None, settings: TrustSettings) -> ConnectPolicy:
     """The policy check of `check_fhir_server`, returning what the transport may connect to."""
     target = _parse(url)
     if settings.auth_mode == "required":
@@ -253,7 +253,9 @@ class PinnedAdapter(HTTPAdapter):
         return host_params, pool_kwargs
 
 
-def guarded_session(fhir_server: str, auth: AuthContext | None, settings: TrustSettings) -> requests.Session:
+def guarded_session(
+    fhir_server: str, auth: VerifiedCaller | None, settings: TrustSettings
+) -> requests.Session:
     """A Session for one hook call's FhirClient; raises Forbidden when `fhir_server` is not allowed."""
     policy = connect_policy(fhir_server, auth, settings)
     session = NoRedirectSession()
