@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -77,8 +79,26 @@ def strength_mg(ingredient: str, strength: str) -> Decimal | None:
     return None
 
 
+@dataclass(frozen=True)
+class TableFile:
+    """One code table file as read: its rows (never modified) and the sha256 of its bytes."""
+
+    rows: tuple[dict[str, str], ...]
+    sha256: str
+
+
 @lru_cache(maxsize=16)
-def csv_rows(path: Path, _mtime_ns: int, _size: int) -> tuple[dict[str, str], ...]:
-    """Rows of a code table, read once per file version (the rows are never modified)."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        return tuple(csv.DictReader(handle))
+def read_table(path: Path, _mtime_ns: int, _size: int) -> TableFile:
+    """A code table, read and hashed once per file version (`_mtime_ns`, `_size` key the cache)."""
+    raw = path.read_bytes()
+    rows = tuple(csv.DictReader(io.StringIO(raw.decode("utf-8"), newline="")))
+    return TableFile(rows, hashlib.sha256(raw).hexdigest())
+
+
+def code_mapping_digest() -> str:
+    """sha256 of the code-side mappings that turn table rows into facts (sites, concentration doses): a
+    change to them changes decisions, so it changes protocol_version like a table row does."""
+    text = repr(
+        (sorted(SITE_MAP.items()), sorted(BODY_SITE_MAP.items()), sorted(_CONCENTRATION_DOSE.items()))
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
@@ -12,7 +13,8 @@ from cds_service.knowledge.code_tables import (
     SITE_MAP,
     MedicationCode,
     ObservationCode,
-    csv_rows,
+    code_mapping_digest,
+    read_table,
     strength_mg,
 )
 from cds_service.knowledge.schema import (
@@ -38,8 +40,10 @@ class Knowledge:
     """The validated knowledge file plus indexed code tables. Immutable after construction."""
 
     def __init__(self, model: KnowledgeModel, digest: str, base_dir: Path) -> None:
+        """`digest`: sha256 of the knowledge file's bytes; protocol_version also covers every code table
+        file read and the code-side mappings (`_protocol_digest`)."""
         self.model = model
-        self.protocol_version = f"{model.version}+{digest[:12]}"
+        self._table_digests: dict[str, str] = {}
         self.t = model.thresholds
         self.w = model.windows
         self.policy = model.policy
@@ -52,6 +56,7 @@ class Knowledge:
         self.body_sites: dict[tuple[str, str], str] = {}
         self.lateralities: dict[tuple[str, str], str] = {}
         self._load_tables(base_dir)
+        self.protocol_version = f"{model.version}+{self._protocol_digest(digest)[:12]}"
         self.hpt_type: dict[tuple[str, str], str] = {
             (system, code): kind
             for kind, pairs in model.hyperparathyroidism_types.items()
@@ -72,13 +77,22 @@ class Knowledge:
         return self.texts.line(name, self.text_values)
 
     # ----- loading -------------------------------------------------------------------------
+    def _protocol_digest(self, file_digest: str) -> str:
+        """One sha256 over everything that can change a decision or a card: the knowledge file (thresholds,
+        windows, code additions, card texts), each code table file it names, the code-side mappings."""
+        parts = [f"knowledge:{file_digest}", f"mappings:{code_mapping_digest()}"]
+        parts += [f"table:{name}:{digest}" for name, digest in sorted(self._table_digests.items())]
+        return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+
     def _table_rows(self, base_dir: Path, table: str) -> list[dict[str, str]]:
         rel = self.model.code_tables[table]  # type: ignore[index]
         for folder in (base_dir, PACKAGED_DIR):
             path = (folder / rel).resolve()
             if path.is_file():
                 stat = path.stat()
-                rows = list(csv_rows(path, stat.st_mtime_ns, stat.st_size))
+                table_file = read_table(path, stat.st_mtime_ns, stat.st_size)
+                self._table_digests[table] = table_file.sha256
+                rows = list(table_file.rows)
                 break
         else:
             raise KnowledgeError(f"code table {table!r} not found: {rel}")

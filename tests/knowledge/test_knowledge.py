@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +13,14 @@ import pytest
 import yaml
 
 from cds_service.knowledge.loader import load_knowledge, packaged_knowledge
-from cds_service.knowledge.schema import ICD10, ICD10CM, PACKAGED_FILE, RXNORM, KnowledgeError
+from cds_service.knowledge.schema import (
+    ICD10,
+    ICD10CM,
+    PACKAGED_DIR,
+    PACKAGED_FILE,
+    RXNORM,
+    KnowledgeError,
+)
 
 
 def _override(tmp_path: Path, change: dict[str, object]) -> Path:
@@ -113,3 +123,30 @@ def test_prefetch_codes_come_from_the_tables() -> None:
     dxa = dict.fromkeys(code for _, code in k.dxa_codes())
     assert {"38264-8", "38267-1", "38263-0", "90265-0", "90266-8"} <= dxa.keys()
     assert {"33914-3", "17861-6", "6768-6"} <= {code for _, code in k.lab_codes()}
+
+
+def _site_copy(tmp_path: Path, table: str, edit: bool) -> Path:
+    """The packaged knowledge file copied byte for byte beside a copy of one code table (edited or not)."""
+    (tmp_path / "codes").mkdir(parents=True)
+    shutil.copyfile(PACKAGED_FILE, tmp_path / "knowledge.yaml")
+    source = PACKAGED_DIR / "codes" / f"{table}.csv"
+    lines = source.read_bytes().decode("utf-8").splitlines(keepends=True)  # line ends kept as they are
+    if edit:  # one row: the display of the first code (what a site editing a table typically changes)
+        header, first = lines[0].rstrip("\r\n").split(","), next(csv.reader([lines[1]]))
+        first[header.index("display")] += " (edited)"
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator=lines[1][len(lines[1].rstrip("\r\n")) :]).writerow(first)
+        lines[1] = buffer.getvalue()
+    (tmp_path / "codes" / f"{table}.csv").write_bytes("".join(lines).encode("utf-8"))
+    return tmp_path / "knowledge.yaml"
+
+
+@pytest.mark.parametrize("table", ["conditions", "medications", "observations"])
+def test_protocol_version_covers_every_code_table(tmp_path: Path, table: str) -> None:
+    """protocol_version names everything that can change a decision: one changed code table row changes
+    it, while the same bytes in another folder keep it."""
+    packaged = packaged_knowledge().protocol_version
+    assert load_knowledge(_site_copy(tmp_path / "same", table, edit=False)).protocol_version == packaged
+    edited = load_knowledge(_site_copy(tmp_path / "edited", table, edit=True)).protocol_version
+    assert edited != packaged
+    assert edited.split("+")[0] == packaged.split("+")[0]  # the version a human sets is unchanged
