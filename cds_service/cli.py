@@ -1,5 +1,5 @@
 """`cds-service` command line: `serve` (gunicorn), `evaluate` (a FHIR Bundle, offline), `dev-token`,
-`db upgrade` and `feedback-report`."""
+`db upgrade`, `feedback-report` and `knowledge check` / `knowledge schema`."""
 
 from __future__ import annotations
 
@@ -106,6 +106,26 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--since", type=_iso_date, help="only cards and feedback since YYYY-MM-DD")
     report.add_argument("--format", choices=("table", "json", "csv"), default="table")
     report.set_defaults(run=_feedback_report)
+    knowledge = commands.add_parser("knowledge", help="check a knowledge file, print its schema")
+    knowledge_commands = knowledge.add_subparsers(dest="knowledge_command", required=True)
+    check = knowledge_commands.add_parser(
+        "check",
+        help="validate an edited knowledge file and print what it changes for the demo patients",
+    )
+    check.add_argument("file", metavar="FILE", help="the edited knowledge file (YAML)")
+    check.add_argument(
+        "--against", metavar="BASE", help="the knowledge file to compare with (default: the shipped one)"
+    )
+    check.add_argument(
+        "--patients",
+        metavar="DIR",
+        type=Path,
+        help="scenario Bundles with index.json (default: fhir_fixtures)",
+    )
+    check.set_defaults(run=_knowledge_check)
+    knowledge_commands.add_parser(
+        "schema", help="print the knowledge file's JSON Schema (docs/knowledge-schema.json)"
+    ).set_defaults(run=_knowledge_schema)
     return parser
 
 
@@ -190,6 +210,19 @@ def _feedback_report(args: argparse.Namespace) -> int:
     except SettingsError as error:
         return _fail(error)
     return run_report_command(_database_url(settings), args.since, args.format)
+
+
+def _knowledge_check(args: argparse.Namespace) -> int:
+    from cds_service.knowledge_check import run_check  # noqa: PLC0415 - heavy, this command only
+
+    return run_check(args.file, args.against, args.patients)
+
+
+def _knowledge_schema(_args: argparse.Namespace) -> int:
+    from cds_service.knowledge.json_schema import schema_text  # noqa: PLC0415
+
+    sys.stdout.write(schema_text())
+    return EXIT_OK
 
 
 def _database_url(settings: Settings) -> str:

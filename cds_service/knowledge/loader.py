@@ -1,5 +1,8 @@
 """Load and validate the knowledge file (thresholds, windows, code tables, card texts, sources).
 
+Three checks, in order: no key that nothing reads (`checks`), the published JSON Schema (`json_schema`),
+the typed model with its cross-field rules (`schema`).
+
 The service refuses to start on an invalid file (`KnowledgeError`). Code tables are indexed once
 (`indexed.Knowledge`) so that the hot path only does dictionary look-ups.
 """
@@ -16,10 +19,16 @@ from pydantic import ValidationError
 
 from cds_service.knowledge.checks import check_keys
 from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.json_schema import check_json_schema
 from cds_service.knowledge.schema import PACKAGED_FILE, KnowledgeError, KnowledgeModel
 
 # The C safe loader when libyaml is present (10x faster start-up), else the pure-Python safe loader.
 _YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def read_yaml(path: Path) -> Any:
+    """The parsed YAML of a knowledge file (KnowledgeError when unreadable or not YAML)."""
+    return _read_yaml(path)[0]
 
 
 def _read_yaml(path: Path) -> tuple[Any, bytes]:
@@ -38,7 +47,8 @@ def load_knowledge(path: str | Path | None = None) -> Knowledge:
     file = Path(path) if path else PACKAGED_FILE
     data, raw = _read_yaml(file)
     try:
-        check_keys(data, KnowledgeModel)
+        check_keys(data, KnowledgeModel)  # first: an unknown key is named with the nearest valid one
+        check_json_schema(data)  # the published schema (docs/knowledge-schema.json)
     except KnowledgeError as exc:
         raise KnowledgeError(f"invalid knowledge file {file}: {exc}") from None
     try:
