@@ -40,3 +40,25 @@ def test_no_module_is_longer_than_400_lines() -> None:
         if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
     }
     assert too_long == {}
+
+
+def test_every_module_is_listed_in_docs_architecture() -> None:
+    """docs/architecture.md gives each module (and package) of cds_service/ its one line, so it stays true."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^(?:- )?`([^`]+)`: \S", text, flags=re.MULTILINE))
+    package = ROOT / "cds_service"
+    modules = {
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path.name != "__init__.py" or path.parent == package
+    }
+    packages = {
+        f"{path.parent.relative_to(package)}/"
+        for path in package.rglob("*/__init__.py")
+        if package in (path.parent.parent, path.parent.parent.parent)  # packages and their subpackages
+    }
+    packages -= {"record/db/migrations/"}  # listed by its env.py and versions
+    missing = sorted((modules | packages) - listed)
+    assert missing == [], f"add a line to docs/architecture.md for {missing}"
+    stale = sorted(name for name in listed - modules - packages if name.endswith(".py"))
+    assert stale == [], f"docs/architecture.md lists modules that do not exist: {stale}"
