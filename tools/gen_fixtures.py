@@ -3,7 +3,11 @@
 
 Usage::
 
-    .venv/bin/python tools/gen_fixtures.py /work/shared/clinical/scenarios/scenarios.yaml [--codes DIR]
+    .venv/bin/python tools/gen_fixtures.py [SCENARIOS_YAML] [--codes DIR]
+
+``SCENARIOS_YAML`` defaults to ``fhir_fixtures/scenarios.yaml``, the repository's copy of the shared clinical
+scenarios (``tests/test_scenarios_copy.py`` keeps it identical to the shared file when that is beside the
+checkout), so nothing outside the repository is read.
 
 Writes, under ``fhir_fixtures/``:
 
@@ -14,7 +18,8 @@ Writes, under ``fhir_fixtures/``:
 * ``demo/<id>-patient-view.json``: ready-to-send CDS Hooks patient-view requests with prefetch and no
   ``fhirServer`` for the demo patients.
 
-Every code written comes from the verified code tables (``--codes``, default ``<yaml dir>/../codes``) and is
+Every code written comes from the verified code tables (``--codes``, default the packaged tables
+``cds_service/knowledge/codes``, copied verbatim from the verified ones) and is
 looked up there, with its display; the only exceptions are condition codes that a scenario states
 explicitly and the tables lack (``SCENARIO_CODES_NOT_IN_TABLES``). Unknown YAML keys, drug strings, units or
 codes stop the generator: nothing in a scenario is silently dropped.
@@ -44,6 +49,8 @@ if str(REPO_ROOT) not in sys.path:
 from tests.support.fixtures import hook_request_for_bundle  # noqa: E402
 
 OUT_DIR = REPO_ROOT / "fhir_fixtures"
+SCENARIOS_YAML = OUT_DIR / "scenarios.yaml"
+CODES_DIR = REPO_ROOT / "cds_service" / "knowledge" / "codes"
 MAX_ENTRIES = 50
 DEMO_SCENARIOS = {"s01": "ESCALATE", "s02": "RESPONSE_MET", "s12": "denosumab", "s26": "man"}
 
@@ -675,16 +682,26 @@ def write_json(path: Path, data: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("scenarios", type=Path, help="scenarios.yaml")
-    parser.add_argument("--codes", type=Path, help="directory with observations/medications/conditions.csv")
+    parser.add_argument(
+        "scenarios",
+        type=Path,
+        nargs="?",
+        default=SCENARIOS_YAML,
+        help="scenarios YAML (default: fhir_fixtures/scenarios.yaml)",
+    )
+    parser.add_argument(
+        "--codes",
+        type=Path,
+        default=CODES_DIR,
+        help="directory with observations/medications/conditions.csv (default: the packaged tables)",
+    )
     parser.add_argument(
         "--out", type=Path, default=OUT_DIR, help="output directory (default: fhir_fixtures/)"
     )
     args = parser.parse_args(argv)
 
     scenarios = yaml.safe_load(args.scenarios.read_text(encoding="utf-8"))
-    codes_dir = args.codes or args.scenarios.resolve().parent.parent / "codes"
-    tables = CodeTables.load(codes_dir)
+    tables = CodeTables.load(args.codes)
 
     keys: collections.Counter[str] = collections.Counter()
     for scenario in scenarios:
