@@ -96,8 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--url", required=True, help="the endpoint URL the token is for (its aud)")
     token.set_defaults(run=_dev_token)
-    db = commands.add_parser("db", help="database maintenance")
-    db_commands = db.add_subparsers(dest="db_command", required=True)
+    database = commands.add_parser("db", help="database maintenance")
+    db_commands = database.add_subparsers(dest="db_command", required=True)
     db_commands.add_parser("upgrade", help="run the database migrations").set_defaults(run=_db_upgrade)
     db_commands.add_parser(
         "prune", help="delete ledger and feedback rows past retention, checkpoint the SQLite WAL"

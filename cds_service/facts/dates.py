@@ -53,9 +53,9 @@ def days_between(start: date, end: date) -> int:
     return (end - start).days
 
 
-def age_on(birth_date: date, on: date) -> int:
-    years = on.year - birth_date.year
-    if (on.month, on.day) < (birth_date.month, birth_date.day):
+def age_on(birth_date: date, day: date) -> int:
+    years = day.year - birth_date.year
+    if (day.month, day.day) < (birth_date.month, birth_date.day):
         years -= 1
     return years
 
@@ -74,55 +74,55 @@ class Interval:
     def contains(self, day: date) -> bool:
         return self.start <= day <= self.end
 
-    def clip(self, lo: date, hi: date) -> Interval | None:
-        start, end = max(self.start, lo), min(self.end, hi)
+    def clip(self, first_day: date, last_day: date) -> Interval | None:
+        start, end = max(self.start, first_day), min(self.end, last_day)
         return Interval(start, end) if start <= end else None
 
 
 def merge(intervals: Iterable[Interval]) -> list[Interval]:
     """Union of intervals: sorted, overlapping or adjacent ones joined (no day counted twice)."""
     out: list[Interval] = []
-    for iv in sorted(intervals):
-        if out and iv.start <= next_day(out[-1].end):
-            if iv.end > out[-1].end:
-                out[-1] = Interval(out[-1].start, iv.end)
+    for interval in sorted(intervals):
+        if out and interval.start <= next_day(out[-1].end):
+            if interval.end > out[-1].end:
+                out[-1] = Interval(out[-1].start, interval.end)
         else:
-            out.append(iv)
+            out.append(interval)
     return out
 
 
-def covered_days(merged: Iterable[Interval], lo: date, hi: date) -> int:
+def covered_days(merged: Iterable[Interval], first_day: date, last_day: date) -> int:
     total = 0
-    for iv in merged:
-        part = iv.clip(lo, hi)
+    for interval in merged:
+        part = interval.clip(first_day, last_day)
         if part:
             total += part.days
     return total
 
 
-def gaps(merged: list[Interval], lo: date, hi: date) -> list[Interval]:
-    """Uncovered stretches within lo..hi (inclusive) of already merged intervals."""
+def gaps(merged: list[Interval], first_day: date, last_day: date) -> list[Interval]:
+    """Uncovered stretches within first_day..last_day (inclusive) of already merged intervals."""
     out: list[Interval] = []
-    cursor = lo
-    for iv in merged:
-        if iv.end < lo:
+    cursor = first_day
+    for interval in merged:
+        if interval.end < first_day:
             continue
-        if iv.start > hi:
+        if interval.start > last_day:
             break
-        if iv.start > cursor:
-            out.append(Interval(cursor, min(previous_day(iv.start), hi)))
-        if iv.end >= hi or iv.end == date.max:
+        if interval.start > cursor:
+            out.append(Interval(cursor, min(previous_day(interval.start), last_day)))
+        if interval.end >= last_day or interval.end == date.max:
             return out
-        cursor = max(cursor, next_day(iv.end))
-        if cursor > hi:
+        cursor = max(cursor, next_day(interval.end))
+        if cursor > last_day:
             break
-    if cursor <= hi:
-        out.append(Interval(cursor, hi))
+    if cursor <= last_day:
+        out.append(Interval(cursor, last_day))
     return out
 
 
 def covering(merged: Iterable[Interval], day: date) -> Interval | None:
-    for iv in merged:
-        if iv.contains(day):
-            return iv
+    for interval in merged:
+        if interval.contains(day):
+            return interval
     return None

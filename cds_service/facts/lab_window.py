@@ -48,7 +48,7 @@ class LabWindow:
     @classmethod
     def build(cls, knowledge: Knowledge, as_of: date) -> LabWindow:
         # One source of truth for kinds and units: the table extraction reads (`observation_kinds`).
-        start = add_months(as_of, -knowledge.w.lab_lookback_months)
+        start = add_months(as_of, -knowledge.windows.lab_lookback_months)
         return cls(knowledge, start, as_of, frozenset(WANTED_KINDS), frozenset(LAB_KINDS), lab_factor)
 
     def never_read(self, resource: dict[str, Any]) -> bool:

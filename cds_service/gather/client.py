@@ -7,7 +7,7 @@ string, a header or the access token: log lines carry host, resource type, statu
 
 from __future__ import annotations
 
-import concurrent.futures as cf
+import concurrent.futures
 import logging
 import threading
 import time
@@ -33,7 +33,7 @@ from cds_service.gather.shared_http import fhir_peer_guard, r4_cache, shared_exe
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+Result = TypeVar("Result")
 
 FHIR_JSON: Final = "application/fhir+json"
 DEFAULT_MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
@@ -62,7 +62,7 @@ class FhirClient:
         deadline_s: float,
         max_pages: int,
         session: requests.Session | None = None,
-        executor: cf.Executor | None = None,
+        executor: concurrent.futures.Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         peer_guard: PeerGuard | None = None,
@@ -143,10 +143,10 @@ class FhirClient:
 
     # -- parallel execution -------------------------------------------------------------------------------
 
-    def _labelled(self, expression: str, fn: Callable[..., T], *args: Any) -> Callable[[], T]:
-        def run() -> T:
+    def _labelled(self, expression: str, call: Callable[..., Result], *args: Any) -> Callable[[], Result]:
+        def run() -> Result:
             try:
-                return fn(*args)
+                return call(*args)
             except DataUnavailable as error:
                 raise _relabel(error, expression) from None
 
@@ -177,8 +177,10 @@ class FhirClient:
     ) -> dict[str, list[JsonObject]]:
         metadata = None if r4_cache.get(self._base) else self._executor.submit(self._ensure_r4)
         futures = {key: self._executor.submit(task) for key, task in tasks.items()}
-        every: list[cf.Future[Any]] = [*futures.values(), *([metadata] if metadata else [])]
-        done, pending = cf.wait(every, timeout=max(self._remaining(), 0.0), return_when=cf.FIRST_EXCEPTION)
+        every: list[concurrent.futures.Future[Any]] = [*futures.values(), *([metadata] if metadata else [])]
+        done, pending = concurrent.futures.wait(
+            every, timeout=max(self._remaining(), 0.0), return_when=concurrent.futures.FIRST_EXCEPTION
+        )
         failed = [future for future in every if future in done and future.exception() is not None]
         if pending:
             self._peer_failed = True  # still waiting at the deadline: the server was too slow
@@ -192,9 +194,9 @@ class FhirClient:
 
     def _raise_failure(
         self,
-        futures: Mapping[str, cf.Future[list[JsonObject]]],
-        metadata: cf.Future[None] | None,
-        failed: list[cf.Future[Any]],
+        futures: Mapping[str, concurrent.futures.Future[list[JsonObject]]],
+        metadata: concurrent.futures.Future[None] | None,
+        failed: list[concurrent.futures.Future[Any]],
         expression_prefix: str,
     ) -> NoReturn:
         """Raise the most useful error: a non-R4 server explains failing searches, so it goes first."""
@@ -203,7 +205,7 @@ class FhirClient:
                 metadata.result(timeout=max(self._remaining(), 0.0))
             except NotR4Server:
                 raise
-            except (DataUnavailable, cf.TimeoutError, cf.CancelledError):
+            except (DataUnavailable, concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
                 pass
         if failed:
             error = failed[0].exception()

@@ -63,7 +63,7 @@ class ConnectPolicy:
 class _Target:
     normal: str
     origin: Origin
-    ip: IPAddress | None
+    address: IPAddress | None
 
 
 def check_fhir_server(url: str, auth: VerifiedCaller | None, settings: TrustSettings) -> None:
@@ -90,12 +90,12 @@ def connect_policy(url: str, auth: VerifiedCaller | None, settings: TrustSetting
         policy = ConnectPolicy(target.origin, allow_loopback=verbatim, allow_private=verbatim)
     else:
         loopback_url = target.origin[1] in _LOOPBACK_NAMES or (
-            target.ip is not None and target.ip.is_loopback
+            target.address is not None and target.address.is_loopback
         )
         if not (loopback_url or normal_listed):
             raise _refuse("neither loopback nor on CDS_FHIR_ALLOWLIST", target)
         policy = ConnectPolicy(target.origin, allow_loopback=True, allow_private=verbatim)
-    if target.ip is not None and not address_allowed(target.ip, policy):
+    if target.address is not None and not address_allowed(target.address, policy):
         raise _refuse("address class not allowed", target)
     return policy
 

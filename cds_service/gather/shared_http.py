@@ -3,10 +3,10 @@ bulkhead and circuit breaker, and the cache of servers already confirmed to be F
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import http.cookiejar
 import threading
 from collections import OrderedDict
+from concurrent import futures
 from typing import Any, Final
 
 import requests
@@ -36,7 +36,7 @@ class _RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
 
 _shared_lock = threading.Lock()
 _session: requests.Session | None = None
-_executor: cf.ThreadPoolExecutor | None = None
+_executor: futures.ThreadPoolExecutor | None = None
 
 
 def shared_session() -> requests.Session:
@@ -64,12 +64,12 @@ def _new_session() -> requests.Session:
     return session
 
 
-def shared_executor() -> cf.ThreadPoolExecutor:
+def shared_executor() -> futures.ThreadPoolExecutor:
     """The process-wide bounded pool that runs independent FHIR queries in parallel."""
     global _executor  # noqa: PLW0603 - one lazily created pool per process
     with _shared_lock:
         if _executor is None:
-            _executor = cf.ThreadPoolExecutor(max_workers=_EXECUTOR_WORKERS, thread_name_prefix="fhir")
+            _executor = futures.ThreadPoolExecutor(max_workers=_EXECUTOR_WORKERS, thread_name_prefix="fhir")
         return _executor
 
 

@@ -44,8 +44,8 @@ class Knowledge:
         file read and the code-side mappings (`_protocol_digest`)."""
         self.model = model
         self._table_digests: dict[str, str] = {}
-        self.t = model.thresholds
-        self.w = model.windows
+        self.thresholds = model.thresholds
+        self.windows = model.windows
         self.policy = model.policy
         self.texts = model.texts
         self._conditions: dict[tuple[str, str], set[str]] = defaultdict(set)

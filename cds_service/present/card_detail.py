@@ -165,11 +165,11 @@ def _dxa_line(dxa: DxaEvidence) -> str:
 
 
 def _targets(site: str, knowledge: Knowledge) -> tuple[Decimal | None, Decimal | None]:
-    t = knowledge.t
+    thresholds = knowledge.thresholds
     if site == "total_hip":
-        return t.target_delta_t_total_hip, t.target_pct_total_hip
+        return thresholds.target_delta_t_total_hip, thresholds.target_pct_total_hip
     if site == "lumbar_spine":
-        return t.target_delta_t_lumbar_spine, t.target_pct_lumbar_spine
+        return thresholds.target_delta_t_lumbar_spine, thresholds.target_pct_lumbar_spine
     return None, None
 
 
@@ -225,14 +225,16 @@ def _exposure_line(evidence: Evidence) -> str:
 
 
 def evidence_section(decision: Decision, knowledge: Knowledge) -> str:
-    ev = decision.evidence
-    lines = [_dxa_line(d) for d in ev.dxa]
-    lines += [_response_line(r, knowledge) for r in ev.responses]
-    lines.append(_exposure_line(ev))
-    lines += [f"{escape(label)}: {escape(value)}" for label, value in ev.labs]
-    lines += [escape(f) for f in ev.findings]
-    if ev.target_t is not None:
-        lines.append(f"Personalised target: total hip and femoral neck T-score above {_num(ev.target_t)}")
+    evidence = decision.evidence
+    lines = [_dxa_line(d) for d in evidence.dxa]
+    lines += [_response_line(r, knowledge) for r in evidence.responses]
+    lines.append(_exposure_line(evidence))
+    lines += [f"{escape(label)}: {escape(value)}" for label, value in evidence.labs]
+    lines += [escape(f) for f in evidence.findings]
+    if evidence.target_t is not None:
+        lines.append(
+            f"Personalised target: total hip and femoral neck T-score above {_num(evidence.target_t)}"
+        )
     return _section("Evidence", lines)
 
 
@@ -308,7 +310,7 @@ def reasons_section(decision: Decision) -> str:
 # ----- assembly ------------------------------------------------------------------------------
 def outcome_detail(decision: Decision, knowledge: Knowledge, *, with_suggestions: bool) -> str:
     """The outcome card's detail (without the pinned line)."""
-    ev = decision.evidence
+    evidence = decision.evidence
     parts: list[str] = []
     escalation = decision.outcome in ("ESCALATE", "CONSIDER")
     if escalation:
@@ -323,13 +325,15 @@ def outcome_detail(decision: Decision, knowledge: Knowledge, *, with_suggestions
     parts.append(evidence_section(decision, knowledge))
     agents = agents_section(decision, knowledge)
     parts.append(agents or (knowledge.line("no_contraindication_line") if escalation else ""))
-    parts.append(_section("Phase plan", (escape(p) for p in ev.plan)))
+    parts.append(_section("Phase plan", (escape(p) for p in evidence.plan)))
     parts.append(follow_on_section(decision, knowledge))
-    before = [escape(b) for b in ev.before_starting]
-    if escalation and not any(_ANY_CALCIUM_LINE.search(t) for t in (*ev.before_starting, *decision.caveats)):
+    before = [escape(b) for b in evidence.before_starting]
+    if escalation and not any(
+        _ANY_CALCIUM_LINE.search(t) for t in (*evidence.before_starting, *decision.caveats)
+    ):
         before.append(knowledge.line("supplements_line"))
     parts.append(_section("Before starting", before))
-    parts.append(_section("Monitoring", (escape(m) for m in ev.monitoring)))
+    parts.append(_section("Monitoring", (escape(m) for m in evidence.monitoring)))
     if with_suggestions:
         parts.append(knowledge.line("suggest_only_line"))
     parts.append(caveats_section(decision, knowledge))

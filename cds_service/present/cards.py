@@ -131,7 +131,7 @@ def _placeholders(decision: Decision, knowledge: Knowledge) -> dict[str, str]:
             decision.reevaluate_from.isoformat() if decision.reevaluate_from else "a later date"
         ),
         "missing_list": ", ".join(missing_short(m) for m in decision.missing) or "see details",
-        "planned_end": planned_end or f"within {knowledge.w.on_anabolic_card_days} days",
+        "planned_end": planned_end or f"within {knowledge.windows.on_anabolic_card_days} days",
     }
 
 

@@ -150,47 +150,59 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         _use_multiprocess_values_if_configured()
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
+        registry = self.registry
         self._requests = Counter(
             "cds_http_requests",
             "HTTP requests by endpoint family and status",
             ["endpoint", "status"],
-            registry=r,
+            registry=registry,
         )
         self._duration = Histogram(
             "cds_http_request_duration_seconds",
             "HTTP request duration by endpoint family",
             ["endpoint"],
             buckets=DURATION_BUCKETS_S,
-            registry=r,
+            registry=registry,
         )
         self._decisions = Counter(
             "cds_decisions",
             "Protocol decisions by outcome and deciding rule",
             ["outcome", "rule"],
-            registry=r,
+            registry=registry,
         )
-        self._cards = Counter("cds_cards", "Cards returned, by outcome or warning code", ["kind"], registry=r)
+        self._cards = Counter(
+            "cds_cards", "Cards returned, by outcome or warning code", ["kind"], registry=registry
+        )
         self._fhir_fetches = Counter(
-            "cds_fhir_fetches", "Hook calls that fetched from fhirServer, by result", ["result"], registry=r
+            "cds_fhir_fetches",
+            "Hook calls that fetched from fhirServer, by result",
+            ["result"],
+            registry=registry,
         )
         self._prefetch_keys = Counter(
-            "cds_prefetch_keys_fetched", "Prefetch keys fetched from fhirServer (not supplied)", registry=r
+            "cds_prefetch_keys_fetched",
+            "Prefetch keys fetched from fhirServer (not supplied)",
+            registry=registry,
         )
         self._auth_refusals = Counter(
-            "cds_auth_refusals", "Client JWTs refused (401), by reason category", ["reason"], registry=r
+            "cds_auth_refusals",
+            "Client JWTs refused (401), by reason category",
+            ["reason"],
+            registry=registry,
         )
         self._ledger_failures = Counter(
-            "cds_ledger_write_failures", "Card ledger writes that failed (cards still returned)", registry=r
+            "cds_ledger_write_failures",
+            "Card ledger writes that failed (cards still returned)",
+            registry=registry,
         )
         self._feedback = Counter(
-            "cds_feedback_entries", "Feedback entries stored, by outcome", ["outcome"], registry=r
+            "cds_feedback_entries", "Feedback entries stored, by outcome", ["outcome"], registry=registry
         )
         self._degraded = Counter(
             "cds_degraded_calls",
             "Calls served in degraded mode (database down), by component",
             ["component"],
-            registry=r,
+            registry=registry,
         )
         # Series of the small fixed label sets exist from the start at 0 (rate() and alerts need them).
         for kind in CARD_KINDS:

@@ -19,7 +19,7 @@ MEN_ORDER = ("teriparatide", "abaloparatide", "romosozumab")
 @dataclass(frozen=True)
 class AgentContext:
     sex: Sex
-    cv: CvStatus
+    cv_status: CvStatus
     labs: LabStatus
     romosozumab_doses: int
     pth_use_days: int
@@ -51,25 +51,25 @@ def duration_text(days: int) -> str:
 
 
 def prior_denosumab_text(knowledge: Knowledge) -> str:
-    return f"prior denosumab for {duration_text(knowledge.w.prior_denosumab_min_days)} or more"
+    return f"prior denosumab for {duration_text(knowledge.windows.prior_denosumab_min_days)} or more"
 
 
-def _cv_texts(cv: CvStatus, months: int) -> tuple[list[str], list[str]]:
-    exclude = [f"MI or stroke within {months} months: {describe(f)}" for f in cv.recent]
-    caution: list[str] = [f"prior MI or stroke: {describe(f)}" for f in cv.prior]
+def _cv_texts(cv_status: CvStatus, months: int) -> tuple[list[str], list[str]]:
+    exclude = [f"MI or stroke within {months} months: {describe(f)}" for f in cv_status.recent]
+    caution: list[str] = [f"prior MI or stroke: {describe(f)}" for f in cv_status.prior]
     caution += [
         f"MI/stroke history without an event date ({f.label}): confirm none in the past {months} months"
-        for f in cv.undated
+        for f in cv_status.undated
     ]
-    caution += [f"TIA on record: {describe(f)}" for f in cv.tia]
+    caution += [f"TIA on record: {describe(f)}" for f in cv_status.tia]
     return exclude, caution
 
 
 def romosozumab_findings(
     ctx: AgentContext, knowledge: Knowledge, usage_limits: bool
 ) -> tuple[list[str], list[str]]:
-    excluded, caution = _cv_texts(ctx.cv, knowledge.w.cv_event_exclusion_months)
-    if knowledge.policy.romosozumab_prior_cv_event == "exclude" and ctx.cv.prior:
+    excluded, caution = _cv_texts(ctx.cv_status, knowledge.windows.cv_event_exclusion_months)
+    if knowledge.policy.romosozumab_prior_cv_event == "exclude" and ctx.cv_status.prior:
         excluded += [c for c in caution if c.startswith("prior MI")]
         caution = [c for c in caution if not c.startswith("prior MI")]
     if usage_limits and ctx.romosozumab_doses >= 12:
@@ -99,9 +99,9 @@ def pth_findings(
     if ctx.primary_hpt_active:
         excluded.append("active primary hyperparathyroidism")
     allowance = (
-        knowledge.w.abaloparatide_allowance_days
+        knowledge.windows.abaloparatide_allowance_days
         if agent == "abaloparatide"
-        else knowledge.w.pth_allowance_days
+        else knowledge.windows.pth_allowance_days
     )
     if usage_limits and ctx.pth_use_days >= allowance:
         excluded.append(f"{ctx.pth_use_days} days of PTH-analogue use already (limit {allowance})")
@@ -111,7 +111,7 @@ def pth_findings(
     caution: list[str] = []
     if ctx.denosumab_within_caution_window:
         caution.append(
-            f"denosumab within {knowledge.w.pth_caution_denosumab_months} months: switching causes "
+            f"denosumab within {knowledge.windows.pth_caution_denosumab_months} months: switching causes "
             "transient hip bone loss; "
             "only with specialist-planned overlap"
         )
@@ -162,19 +162,19 @@ def follow_on(
     """Follow-on anti-resorptives (protocol §7); empty without an eGFR whose band is decided."""
     if egfr is None:
         return ()
-    t = knowledge.t
-    below_gate = lab_below(egfr, t.egfr_renal_gate) is True
-    below_bisphosphonate = lab_below(egfr, t.egfr_follow_on_bisphosphonate) is True
+    thresholds = knowledge.thresholds
+    below_gate = lab_below(egfr, thresholds.egfr_renal_gate) is True
+    below_bisphosphonate = lab_below(egfr, thresholds.egfr_follow_on_bisphosphonate) is True
     out: list[FollowOnAssessment] = []
     for agent, spec in knowledge.model.follow_on_agents.items():
         excluded: list[str] = []
         if below_gate:
-            excluded.append(f"eGFR {egfr.shown} < {t.egfr_renal_gate}: specialist decision")
+            excluded.append(f"eGFR {egfr.shown} < {thresholds.egfr_renal_gate}: specialist decision")
         elif below_bisphosphonate and agent in ("alendronate", "zoledronic_acid"):
-            excluded.append(f"eGFR {egfr.shown} < {t.egfr_follow_on_bisphosphonate}")
+            excluded.append(f"eGFR {egfr.shown} < {thresholds.egfr_follow_on_bisphosphonate}")
         elif not below_bisphosphonate and agent in ("risedronate", "ibandronate"):
             excluded.append(
-                f"eGFR {egfr.shown} >= {t.egfr_follow_on_bisphosphonate}: "
+                f"eGFR {egfr.shown} >= {thresholds.egfr_follow_on_bisphosphonate}: "
                 "alendronate or zoledronic acid listed instead"
             )
         if agent == "ibandronate" and sex != "female":

@@ -31,7 +31,7 @@ class Scan:
     def has_site(self, site: str) -> bool:
         return any(v.site == site for v in self.values)
 
-    def at(self, site: str, kind: str) -> list[BmdResult]:
+    def results_at(self, site: str, kind: str) -> list[BmdResult]:
         return [v for v in self.values if v.site == site and v.kind == kind]
 
 
@@ -45,47 +45,49 @@ def group_scans(results: tuple[BmdResult, ...], as_of: date) -> list[Scan]:
     groups: dict[tuple[date, tuple[str, str] | None], list[BmdResult]] = {}
     scanners: dict[tuple[date, tuple[str, str] | None], ScannerId | None] = {}
     known: dict[date, dict[tuple[str, str], ScannerId]] = {}
-    for r in results:
-        if r.scanner is not None:
-            known.setdefault(r.date, {}).setdefault((r.scanner.kind, r.scanner.value), r.scanner)
-    for r in results:
-        if r.date > as_of:
+    for result in results:
+        if result.scanner is not None:
+            known.setdefault(result.date, {}).setdefault(
+                (result.scanner.kind, result.scanner.value), result.scanner
+            )
+    for result in results:
+        if result.date > as_of:
             continue
-        scanner = r.scanner
-        same_day = known.get(r.date, {})
+        scanner = result.scanner
+        same_day = known.get(result.date, {})
         if scanner is None and len(same_day) == 1:
             scanner = next(iter(same_day.values()))
-        key = (r.date, (scanner.kind, scanner.value) if scanner else None)
-        groups.setdefault(key, []).append(r)
+        key = (result.date, (scanner.kind, scanner.value) if scanner else None)
+        groups.setdefault(key, []).append(result)
         scanners[key] = scanner
     scans = [Scan(day, scanners[(day, sk)], tuple(vals)) for (day, sk), vals in groups.items()]
     return sorted(scans, key=lambda s: (s.date, s.scanner.value if s.scanner else ""))
 
 
-def scanner_status(a: ScannerId | None, b: ScannerId | None) -> ScannerStatus:
-    if a is None or b is None:
+def scanner_status(first: ScannerId | None, second: ScannerId | None) -> ScannerStatus:
+    if first is None or second is None:
         return "unknown"
-    return "same" if (a.kind, a.value) == (b.kind, b.value) else "changed"
+    return "same" if (first.kind, first.value) == (second.kind, second.value) else "changed"
 
 
 def baseline_scan(scans: list[Scan], site: str, start: date, knowledge: Knowledge) -> Scan | None:
-    lo = add_months(start, -knowledge.w.baseline_before_start_months)
-    hi = add_months(start, knowledge.w.baseline_after_start_months)
-    found = [s for s in scans if lo <= s.date <= hi and s.has_site(site)]
+    window_start = add_months(start, -knowledge.windows.baseline_before_start_months)
+    window_end = add_months(start, knowledge.windows.baseline_after_start_months)
+    found = [s for s in scans if window_start <= s.date <= window_end and s.has_site(site)]
     return found[-1] if found else None
 
 
 def followup_window_start(start: date, knowledge: Knowledge) -> date:
-    return add_months(start, knowledge.w.therapy_min_months)
+    return add_months(start, knowledge.windows.therapy_min_months)
 
 
 def followup_candidates(scans: list[Scan], start: date, as_of: date, knowledge: Knowledge) -> list[Scan]:
-    lo = followup_window_start(start, knowledge)
-    return [s for s in scans if lo <= s.date <= as_of]
+    window_start = followup_window_start(start, knowledge)
+    return [s for s in scans if window_start <= s.date <= as_of]
 
 
 def is_stale(scan: Scan, as_of: date, knowledge: Knowledge) -> bool:
-    return scan.date < add_months(as_of, -knowledge.w.followup_max_age_months)
+    return scan.date < add_months(as_of, -knowledge.windows.followup_max_age_months)
 
 
 def followup_scan(
@@ -115,9 +117,9 @@ def _side_values(base: list[BmdResult], follow: list[BmdResult]) -> tuple[Decima
     follow_sides = {v.side for v in follow}
     common = base_sides & follow_sides
     if common:
-        b = _mean([v.value for v in base if v.side in common])
-        f = _mean([v.value for v in follow if v.side in common])
-        return b, f, False
+        baseline_mean = _mean([v.value for v in base if v.side in common])
+        followup_mean = _mean([v.value for v in follow if v.side in common])
+        return baseline_mean, followup_mean, False
     return _mean([v.value for v in base]), _mean([v.value for v in follow]), True
 
 
@@ -138,12 +140,16 @@ class SiteAssessment:
 def assess_site(
     site: str, base: Scan, follow: Scan, status: ScannerStatus, knowledge: Knowledge
 ) -> SiteAssessment:
-    t = knowledge.t
-    target_dt = t.target_delta_t_total_hip if site == "total_hip" else t.target_delta_t_lumbar_spine
-    target_pct = t.target_pct_total_hip if site == "total_hip" else t.target_pct_lumbar_spine
+    thresholds = knowledge.thresholds
+    target_dt = (
+        thresholds.target_delta_t_total_hip if site == "total_hip" else thresholds.target_delta_t_lumbar_spine
+    )
+    target_pct = (
+        thresholds.target_pct_total_hip if site == "total_hip" else thresholds.target_pct_lumbar_spine
+    )
     caveats: list[str] = []
-    t_pair = _side_values(base.at(site, "t_score"), follow.at(site, "t_score"))
-    b_pair = _side_values(base.at(site, "bmd"), follow.at(site, "bmd"))
+    t_pair = _side_values(base.results_at(site, "t_score"), follow.results_at(site, "t_score"))
+    b_pair = _side_values(base.results_at(site, "bmd"), follow.results_at(site, "bmd"))
     delta_t = round_delta_t(t_pair[1] - t_pair[0]) if t_pair else None
     pct = round_pct((b_pair[1] - b_pair[0]) / b_pair[0] * 100) if b_pair and b_pair[0] != 0 else None
     label = site.replace("_", " ")

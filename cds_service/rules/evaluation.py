@@ -47,8 +47,8 @@ class Evaluation:
     """State of one evaluation. Each rule function either returns or ends it by raising `Finished`."""
 
     def __init__(self, record: PatientRecord, knowledge: Knowledge, as_of: date) -> None:
-        self.r = record
-        self.k = knowledge
+        self.record = record
+        self.knowledge = knowledge
         self.as_of = as_of
         self.caveats: list[str] = list(record.caveats)
         self.missing: list[str] = []
@@ -80,18 +80,21 @@ class Evaluation:
             self.caveats.append(text)
 
     def _in_scope(self) -> bool:
-        if history.with_concept(self.r.findings, "osteoporosis"):
+        if history.with_concept(self.record.findings, "osteoporosis"):
             return True
-        if any(m.role in ("first_line", "anabolic") for m in self.r.medications):
+        if any(m.role in ("first_line", "anabolic") for m in self.record.medications):
             return True
-        return any(v.kind == "t_score" and v.value <= self.k.t.t_score_osteoporosis for v in self.r.bmd)
+        return any(
+            v.kind == "t_score" and v.value <= self.knowledge.thresholds.t_score_osteoporosis
+            for v in self.record.bmd
+        )
 
     def decide(self, outcome: Outcome, rule: str, **extra: object) -> Decision:
         return Decision(
             outcome=outcome,
             rule=rule,
             as_of=self.as_of,
-            protocol_version=self.k.protocol_version,
+            protocol_version=self.knowledge.protocol_version,
             reasons=tuple(self.reasons),
             warnings=tuple(self.warnings),
             missing=tuple(self.missing),
@@ -110,48 +113,52 @@ class Evaluation:
     def agent_context(
         self, hip_failing: bool = False, bisphosphonate_before_followup: bool = False
     ) -> AgentContext:
-        f = self.r.findings
+        findings = self.record.findings
         denosumab = self.exposures.get("denosumab")
-        caution_from = add_months(self.as_of, -self.k.w.pth_caution_denosumab_months)
+        caution_from = add_months(self.as_of, -self.knowledge.windows.pth_caution_denosumab_months)
         den_recent = bool(denosumab and any(caution_from <= d <= self.as_of for d in denosumab.dose_dates))
         if denosumab and not denosumab.dose_dates:
             den_recent = any(iv.end >= caution_from for iv in denosumab.intervals)
         romo = self.exposures.get("romosozumab")
-        hpt = history.hyperparathyroidism_types(f, self.k)
+        hpt = history.hyperparathyroidism_types(findings, self.knowledge)
         return AgentContext(
             sex=self.sex,
-            cv=history.assess_cv(f, self.as_of, self.k),
+            cv_status=history.assess_cv(findings, self.as_of, self.knowledge),
             labs=self.labs,
             romosozumab_doses=romosozumab_doses(romo, self.as_of) if romo else 0,
             pth_use_days=pth_use_days(self.exposures, self.as_of),
-            paget=tuple(history.with_concept(f, "paget_disease_of_bone")),
+            paget=tuple(history.with_concept(findings, "paget_disease_of_bone")),
             alp_unexplained=self.alp_unexplained(),
-            skeletal_radiation=tuple(history.with_concept(f, "skeletal_radiation")),
-            radiotherapy_any=tuple(history.with_concept(f, "radiotherapy_any")),
-            bone_malignancy=tuple(history.with_concept(f, "bone_malignancy")),
+            skeletal_radiation=tuple(history.with_concept(findings, "skeletal_radiation")),
+            radiotherapy_any=tuple(history.with_concept(findings, "radiotherapy_any")),
+            bone_malignancy=tuple(history.with_concept(findings, "bone_malignancy")),
             primary_hpt_active="primary_tertiary_familial" in hpt,
-            hypocalcaemia=tuple(history.active_with_concept(f, "hypocalcaemia")),
-            hypercalcaemia=tuple(history.active_with_concept(f, "hypercalcaemia")),
+            hypocalcaemia=tuple(history.active_with_concept(findings, "hypocalcaemia")),
+            hypercalcaemia=tuple(history.active_with_concept(findings, "hypercalcaemia")),
             denosumab_within_caution_window=den_recent,
-            prior_denosumab_12_months=prior_denosumab_days(denosumab, self.k)
-            >= self.k.w.prior_denosumab_min_days,
+            prior_denosumab_12_months=prior_denosumab_days(denosumab, self.knowledge)
+            >= self.knowledge.windows.prior_denosumab_min_days,
             hip_failing=hip_failing,
             bisphosphonate_before_followup=bisphosphonate_before_followup,
             allergies={
-                a: tuple(history.allergies_to(f, a)) for a in ("romosozumab", "teriparatide", "abaloparatide")
+                a: tuple(history.allergies_to(findings, a))
+                for a in ("romosozumab", "teriparatide", "abaloparatide")
             },
         )
 
     def alp_unexplained(self) -> bool:
         if not self.labs.alp_high:
             return False
-        f = self.r.findings
+        findings = self.record.findings
         fractures = history.assess_fractures(
-            f, self.r.demographics.birth_date if self.r.demographics else None, self.as_of, self.k
+            findings,
+            self.record.demographics.birth_date if self.record.demographics else None,
+            self.as_of,
+            self.knowledge,
         )
         return (
-            not history.with_concept(f, "paget_disease_of_bone")
-            and not history.active_with_concept(f, "liver_disease")
+            not history.with_concept(findings, "paget_disease_of_bone")
+            and not history.active_with_concept(findings, "liver_disease")
             and not fractures.within_months
         )
 
@@ -161,15 +168,15 @@ class Evaluation:
             self.exposures.get("denosumab"),
             self.first_line_records,
             self.as_of,
-            self.k.w.denosumab_max_interval_days,
-            self.k.w.denosumab_overdue_max_months,
+            self.knowledge.windows.denosumab_max_interval_days,
+            self.knowledge.windows.denosumab_overdue_max_months,
         )
         if warning:
             self.warnings.append(warning)
         if caveat:
             self.caveat(caveat)
         missing = follow_on_missing(
-            self.courses, self.first_line_records, self.as_of, self.k.w.follow_on_missing_months
+            self.courses, self.first_line_records, self.as_of, self.knowledge.windows.follow_on_missing_months
         )
         if missing:
             self.warnings.append(missing)
@@ -183,4 +190,4 @@ class Evaluation:
         egfr = self.labs.egfr_follow_on  # None without an eGFR, or when its bound leaves the band open
         if egfr is None:
             self.miss("egfr")
-        return follow_on(egfr, self.sex, "denosumab" in self.exposures, self.k)
+        return follow_on(egfr, self.sex, "denosumab" in self.exposures, self.knowledge)

@@ -152,18 +152,18 @@ def agent_exposures(
         intervals: list[Interval] = []
         unverified_sources: set[str] = set()
         for rec in recs:
-            iv = record_coverage(rec, as_of, knowledge)
-            if iv is None:
+            interval = record_coverage(rec, as_of, knowledge)
+            if interval is None:
                 continue
             dose_statement = rec.source == "statement" and is_dose_record(rec)
             if rec.source not in VERIFIED_SOURCES and first_verified is not None and not dose_statement:
-                clipped = iv.clip(iv.start, previous_day(first_verified))
+                clipped = interval.clip(interval.start, previous_day(first_verified))
                 if clipped is None:
                     continue
-                iv = clipped
+                interval = clipped
             if rec.source not in VERIFIED_SOURCES:
                 unverified_sources.add(rec.source)
-            intervals.append(iv)
+            intervals.append(interval)
         requests = [r.event_date for r in recs if r.source == "request" and r.event_date]
         out[agent] = AgentExposure(
             agent=agent,
@@ -187,9 +187,9 @@ def first_line_record_coverage(
     out: list[tuple[str, Interval]] = []
     for rec in medications:
         if _is_first_line(rec):
-            iv = record_coverage(rec, as_of, knowledge)
-            if iv is not None:
-                out.append((rec.agent, iv))
+            interval = record_coverage(rec, as_of, knowledge)
+            if interval is not None:
+                out.append((rec.agent, interval))
     return out
 
 
@@ -209,10 +209,10 @@ def first_line_union(exposures: dict[str, AgentExposure]) -> list[Interval]:
     return merge(iv for exp in exposures.values() if exp.role == "first_line" for iv in exp.intervals)
 
 
-def _whole_months(iv: Interval, until: date) -> int:
-    end = min(iv.end, until)
+def _whole_months(interval: Interval, until: date) -> int:
+    end = min(interval.end, until)
     months = 0
-    while previous_day(add_months(iv.start, months + 1)) <= end:
+    while previous_day(add_months(interval.start, months + 1)) <= end:
         months += 1
     return months
 
@@ -242,26 +242,28 @@ def anabolic_courses(
         exp = exposures.get(agent)
         if exp is None:
             continue
-        for iv in exp.intervals:
-            if iv.start > as_of:
+        for interval in exp.intervals:
+            if interval.start > as_of:
                 continue
             if agent == "romosozumab":
-                doses = romosozumab_doses(exp, as_of, within=iv)
-                dose_dates = [d for d in exp.dose_dates if iv.contains(d)]
-                planned = add_months(dose_dates[11], 1) if len(dose_dates) >= 12 else add_months(iv.start, 12)
+                doses = romosozumab_doses(exp, as_of, within=interval)
+                dose_dates = [d for d in exp.dose_dates if interval.contains(d)]
+                planned = (
+                    add_months(dose_dates[11], 1) if len(dose_dates) >= 12 else add_months(interval.start, 12)
+                )
             else:
                 allowance = (
-                    knowledge.w.abaloparatide_allowance_days
+                    knowledge.windows.abaloparatide_allowance_days
                     if agent == "abaloparatide"
-                    else knowledge.w.pth_allowance_days
+                    else knowledge.windows.pth_allowance_days
                 )
-                prior = pth_use_days(exposures, previous_day(iv.start))
-                planned = add_days(iv.start, max(allowance - prior, 0))
-                doses = covered_days([iv], iv.start, min(iv.end, as_of))
+                prior = pth_use_days(exposures, previous_day(interval.start))
+                planned = add_days(interval.start, max(allowance - prior, 0))
+                doses = covered_days([interval], interval.start, min(interval.end, as_of))
             courses.append(
                 AnabolicCourse(
                     agent=agent,
-                    interval=iv,
+                    interval=interval,
                     planned_end=planned,
                     doses=doses,
                     requests_only=exp.requests_only,
@@ -283,12 +285,12 @@ def therapy_start(
         return None
     start = blocks[0].start
     previous_end = blocks[0].end
-    for iv in blocks[1:]:
-        long_gap = iv.start > next_day(add_months(previous_end, knowledge.w.episode_gap_months))
-        anabolic_between = any(previous_end < c.interval.end < iv.start for c in courses)
+    for interval in blocks[1:]:
+        long_gap = interval.start > next_day(add_months(previous_end, knowledge.windows.episode_gap_months))
+        anabolic_between = any(previous_end < c.interval.end < interval.start for c in courses)
         if long_gap or anabolic_between:
-            start = iv.start
-        previous_end = max(previous_end, iv.end)
+            start = interval.start
+        previous_end = max(previous_end, interval.end)
     # First-line coverage that began before an anabolic course and continues after it: the
     # episode restarts after the course.
     for course in courses:
@@ -320,4 +322,4 @@ def prior_denosumab_days(denosumab: AgentExposure | None, knowledge: Knowledge) 
             return (denosumab.intervals[-1].end - denosumab.intervals[0].start).days + 1
         return 0
     first, last = denosumab.dose_dates[0], denosumab.dose_dates[-1]
-    return (add_days(last, knowledge.w.denosumab_tail_days) - first).days
+    return (add_days(last, knowledge.windows.denosumab_tail_days) - first).days

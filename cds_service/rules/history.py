@@ -45,16 +45,18 @@ class FractureStatus:
     counted: tuple[ClinicalFinding, ...]
 
 
-def _is_fracture(f: ClinicalFinding) -> bool:
-    return f.fracture_site is not None or "osteoporotic_fracture" in f.concepts
+def _is_fracture(finding: ClinicalFinding) -> bool:
+    return finding.fracture_site is not None or "osteoporotic_fracture" in finding.concepts
 
 
-def _counts(f: ClinicalFinding) -> bool:
+def _counts(finding: ClinicalFinding) -> bool:
     """A fracture at a site that counts for R4 (§3b)."""
-    osteoporotic = f.fracture_osteoporotic or "osteoporotic_fracture" in f.concepts
-    if f.fracture_site in COUNTED_FRACTURE_SITES:
+    osteoporotic = finding.fracture_osteoporotic or "osteoporotic_fracture" in finding.concepts
+    if finding.fracture_site in COUNTED_FRACTURE_SITES:
         return True
-    return osteoporotic and (f.fracture_site is None or f.fracture_site in OSTEOPOROTIC_ONLY_SITES)
+    return osteoporotic and (
+        finding.fracture_site is None or finding.fracture_site in OSTEOPOROTIC_ONLY_SITES
+    )
 
 
 def _distinct_vertebral(vertebral: list[ClinicalFinding], knowledge: Knowledge) -> int:
@@ -69,7 +71,7 @@ def _distinct_vertebral(vertebral: list[ClinicalFinding], knowledge: Knowledge) 
     clusters = 0
     last: date | None = None
     for day in dated:
-        if last is None or (day - last).days > knowledge.w.distinct_vertebral_days:
+        if last is None or (day - last).days > knowledge.windows.distinct_vertebral_days:
             clusters += 1
             last = day
     return max(clusters, len(levels))
@@ -81,18 +83,20 @@ def assess_fractures(
     fractures = [f for f in findings if _is_fracture(f) and f.resource_type != "AllergyIntolerance"]
     counted = [f for f in fractures if _counts(f)]
     vertebral = [f for f in counted if f.fracture_site == "vertebra"]
-    window_start = add_months(as_of, -knowledge.w.recent_fracture_months)
+    window_start = add_months(as_of, -knowledge.windows.recent_fracture_months)
     recent: ClinicalFinding | None = None
     possible = False
-    for f in sorted(counted, key=lambda x: x.onset or date.min, reverse=True):
-        if f.onset is None or not (window_start <= f.onset <= as_of):
+    for finding in sorted(counted, key=lambda x: x.onset or date.min, reverse=True):
+        if finding.onset is None or not (window_start <= finding.onset <= as_of):
             continue
-        osteoporotic = f.fracture_osteoporotic or "osteoporotic_fracture" in f.concepts
-        old_enough = birth_date is None or age_on(birth_date, f.onset) >= knowledge.t.min_age_years
+        osteoporotic = finding.fracture_osteoporotic or "osteoporotic_fracture" in finding.concepts
+        old_enough = (
+            birth_date is None or age_on(birth_date, finding.onset) >= knowledge.thresholds.min_age_years
+        )
         if osteoporotic or old_enough:
-            recent, possible = f, not osteoporotic
+            recent, possible = finding, not osteoporotic
             break
-    alp_start = add_months(as_of, -knowledge.w.alp_fracture_months)
+    alp_start = add_months(as_of, -knowledge.windows.alp_fracture_months)
     return FractureStatus(
         distinct_vertebral=_distinct_vertebral(vertebral, knowledge),
         vertebral=tuple(vertebral),
@@ -113,7 +117,7 @@ class CvStatus:
 
 
 def assess_cv(findings: tuple[ClinicalFinding, ...], as_of: date, knowledge: Knowledge) -> CvStatus:
-    window_start = add_months(as_of, -knowledge.w.cv_event_exclusion_months)
+    window_start = add_months(as_of, -knowledge.windows.cv_event_exclusion_months)
     events = with_concept(findings, "myocardial_infarction", "stroke")
     recent = [f for f in events if f.onset and window_start <= f.onset <= as_of]
     prior = [f for f in events if f.onset and f.onset < window_start]
@@ -136,10 +140,10 @@ def hyperparathyroidism_types(findings: tuple[ClinicalFinding, ...], knowledge: 
     """Types of active hyperparathyroidism: primary_tertiary_familial, renal, secondary_non_renal,
     unspecified (a code of the concept without a mapped type counts as unspecified)."""
     types: set[str] = set()
-    for f in with_concept(findings, "hyperparathyroidism"):
-        if not is_active(f):
+    for finding in with_concept(findings, "hyperparathyroidism"):
+        if not is_active(finding):
             continue
-        mapped = {knowledge.hpt_type[c] for c in f.codes if c in knowledge.hpt_type}
+        mapped = {knowledge.hpt_type[c] for c in finding.codes if c in knowledge.hpt_type}
         types |= mapped or {"unspecified"}
     return types
 
@@ -154,7 +158,7 @@ class RenalFindings:
 def assess_renal(findings: tuple[ClinicalFinding, ...], as_of: date, knowledge: Knowledge) -> RenalFindings:
     renal = with_concept(findings, "ckd_stage_4_5_or_dialysis")
     ckd = [f for f in renal if f.resource_type == "Condition" and is_active(f)]
-    dialysis_start = add_days(as_of, -knowledge.w.dialysis_lookback_days)
+    dialysis_start = add_days(as_of, -knowledge.windows.dialysis_lookback_days)
     dialysis = [
         f for f in renal if f.resource_type == "Procedure" and f.onset and dialysis_start <= f.onset <= as_of
     ]

@@ -29,7 +29,7 @@ class Reading:
     high_open: bool = False
 
     @classmethod
-    def of(cls, lab: LabResult) -> Reading:
+    def from_lab(cls, lab: LabResult) -> Reading:
         value, comparator = lab.value, lab.comparator
         if comparator == "<":
             return cls(None, value, high_open=True)
@@ -68,15 +68,15 @@ class Reading:
 
 def below(lab: LabResult, threshold: Decimal) -> bool | None:
     """Is the lab's value < threshold (decided by its bound, else None)?"""
-    return Reading.of(lab).below(threshold)
+    return Reading.from_lab(lab).below(threshold)
 
 
 def corrected_calcium_reading(calcium: LabResult, albumin: LabResult | None) -> Reading:
     """Ca + 0.8 × (4.0 − albumin), as an interval when either is a bound."""
-    ca = Reading.of(calcium)
+    calcium_reading = Reading.from_lab(calcium)
     if albumin is None:
-        return ca
-    alb = Reading.of(albumin)
+        return calcium_reading
+    alb = Reading.from_lab(albumin)
 
     def shifted(value: Decimal | None, albumin_value: Decimal | None) -> Decimal | None:
         if value is None or albumin_value is None:
@@ -85,10 +85,10 @@ def corrected_calcium_reading(calcium: LabResult, albumin: LabResult | None) -> 
 
     # Albumin enters with a negative sign: the lowest corrected value pairs low calcium with high albumin.
     return Reading(
-        shifted(ca.low, alb.high),
-        shifted(ca.high, alb.low),
-        low_open=ca.low_open or alb.high_open,
-        high_open=ca.high_open or alb.low_open,
+        shifted(calcium_reading.low, alb.high),
+        shifted(calcium_reading.high, alb.low),
+        low_open=calcium_reading.low_open or alb.high_open,
+        high_open=calcium_reading.high_open or alb.low_open,
     )
 
 
@@ -115,8 +115,8 @@ class LabStatus:
 
 def latest(labs: tuple[LabResult, ...], kind: str, as_of: date, months: int) -> LabResult | None:
     """The latest result of `kind` in the window; a readable one wins a tie on the same date."""
-    lo = add_months(as_of, -months)
-    found = [lab for lab in labs if lab.kind == kind and lo <= lab.date <= as_of]
+    since = add_months(as_of, -months)
+    found = [lab for lab in labs if lab.kind == kind and since <= lab.date <= as_of]
     return max(found, key=lambda lab: (lab.date, lab.readable)) if found else None
 
 
@@ -135,7 +135,7 @@ class _Assessor:
 
     def latest_readable(self, kind: str, label: str) -> LabResult | None:
         """The latest result; an unreadable latest one is reported and makes the input missing."""
-        found = latest(self.labs, kind, self.as_of, self.knowledge.w.lab_lookback_months)
+        found = latest(self.labs, kind, self.as_of, self.knowledge.windows.lab_lookback_months)
         if found is not None and not found.readable:
             self.notes.append(f"{label} reported as '{found.text}': not readable")
             return None
@@ -148,7 +148,7 @@ class _Assessor:
 
 
 def assess_labs(labs: tuple[LabResult, ...], as_of: date, knowledge: Knowledge) -> LabStatus:
-    t = knowledge.t
+    thresholds = knowledge.thresholds
     run = _Assessor(labs, as_of, knowledge)
     egfr = run.latest_readable("egfr", "eGFR")
     calcium = run.latest_readable("calcium", "calcium")
@@ -159,19 +159,21 @@ def assess_labs(labs: tuple[LabResult, ...], as_of: date, knowledge: Knowledge) 
     egfr_below_gate: bool | None = None
     egfr_follow_on: LabResult | None = None
     if egfr is not None:
-        reading = Reading.of(egfr)
-        egfr_below_gate = reading.below(t.egfr_renal_gate)
+        reading = Reading.from_lab(egfr)
+        egfr_below_gate = reading.below(thresholds.egfr_renal_gate)
         band_decided = egfr_below_gate is True or (
-            egfr_below_gate is False and reading.below(t.egfr_follow_on_bisphosphonate) is not None
+            egfr_below_gate is False and reading.below(thresholds.egfr_follow_on_bisphosphonate) is not None
         )
         egfr_follow_on = egfr if band_decided else None
         if egfr_below_gate is None:
-            run.undecided_gate("egfr", f"eGFR {egfr.shown}: cannot decide whether < {t.egfr_renal_gate}")
+            run.undecided_gate(
+                "egfr", f"eGFR {egfr.shown}: cannot decide whether < {thresholds.egfr_renal_gate}"
+            )
         elif not band_decided:
             run.undecided_gate(
                 "egfr",
                 f"eGFR {egfr.shown}: cannot decide the follow-on band "
-                f"(< or >= {t.egfr_follow_on_bisphosphonate})",
+                f"(< or >= {thresholds.egfr_follow_on_bisphosphonate})",
             )
 
     corrected: Decimal | None = None
@@ -192,7 +194,7 @@ def assess_labs(labs: tuple[LabResult, ...], as_of: date, knowledge: Knowledge) 
 
     alp_high = False
     if alp is not None:
-        alp_above = Reading.of(alp).above(_bounds(alp, "alkaline_phosphatase", knowledge)[1])
+        alp_above = Reading.from_lab(alp).above(_bounds(alp, "alkaline_phosphatase", knowledge)[1])
         alp_high = alp_above is True
         if alp_above is None:
             run.undecided_gate(
@@ -201,12 +203,13 @@ def assess_labs(labs: tuple[LabResult, ...], as_of: date, knowledge: Knowledge) 
 
     vitamin_d_low = False
     if vitamin_d is not None:
-        vd_below = Reading.of(vitamin_d).below(t.vitamin_d_low_ng_ml)
+        vd_below = Reading.from_lab(vitamin_d).below(thresholds.vitamin_d_low_ng_ml)
         vitamin_d_low = vd_below is True
         if vd_below is None:
             run.undecided_gate(
                 None,
-                f"25-OH vitamin D {vitamin_d.shown} ng/mL: cannot decide whether < {t.vitamin_d_low_ng_ml}",
+                f"25-OH vitamin D {vitamin_d.shown} ng/mL: "
+                f"cannot decide whether < {thresholds.vitamin_d_low_ng_ml}",
             )
     return LabStatus(
         egfr=egfr,

@@ -25,7 +25,7 @@ def phase_plan(
     lines: list[str] = []
     if current_first_line == "denosumab" and last_denosumab is not None:
         due = add_days(last_denosumab, denosumab_interval_days(knowledge))
-        latest = add_months(last_denosumab, knowledge.w.denosumab_transition_months)
+        latest = add_months(last_denosumab, knowledge.windows.denosumab_transition_months)
         lines.append(
             f"Transition: on denosumab, start {name} when the next dose is due ({due.isoformat()}; "
             f"no later than {latest.isoformat()})."
@@ -38,9 +38,9 @@ def phase_plan(
         lines.append("Anabolic phase: romosozumab 12 monthly doses.")
     else:
         allowance = (
-            knowledge.w.abaloparatide_allowance_days
+            knowledge.windows.abaloparatide_allowance_days
             if agent == "abaloparatide"
-            else knowledge.w.pth_allowance_days
+            else knowledge.windows.pth_allowance_days
         )
         remaining = max(allowance - pth_use_days, 0)
         lines.append(

@@ -28,27 +28,31 @@ from cds_service.rules.response import rule_followup, rule_holiday_and_adherence
 from cds_service.rules.treatment import rule_secondary_causes, rule_treatment
 
 
-def _run(ev: Evaluation) -> Decision:
-    rule_demographics(ev)  # R0, R0b, R1 (+ the independent warnings)
-    rule_malignancy(ev)  # R2
-    rule_anabolic(ev)  # R3, R3c
-    rule_very_high_risk(ev)  # R4
-    rule_high_risk(ev)  # R5
-    start = rule_first_line(ev)  # R6
-    rule_duration(ev, start)  # R7
-    scans = bmd.group_scans(ev.r.bmd, ev.as_of)
-    fresh = rule_followup(ev, start, scans)  # R7f
-    th_followup, _ = bmd.followup_scan(fresh, "total_hip", bmd.baseline_scan(scans, "total_hip", start, ev.k))
-    rule_holiday_and_adherence(ev, start, (th_followup or fresh[-1]).date)  # R7h, R7a
-    th, ls, followup = rule_response(ev, start, scans, fresh)  # R8
-    flags = rule_secondary_causes(ev)  # R9a (decides), R9b/R9c (flags)
-    return rule_treatment(ev, th, ls, followup, flags)  # R10, renal gate, R11, R12, R13
+def _run(evaluation: Evaluation) -> Decision:
+    rule_demographics(evaluation)  # R0, R0b, R1 (+ the independent warnings)
+    rule_malignancy(evaluation)  # R2
+    rule_anabolic(evaluation)  # R3, R3c
+    rule_very_high_risk(evaluation)  # R4
+    rule_high_risk(evaluation)  # R5
+    start = rule_first_line(evaluation)  # R6
+    rule_duration(evaluation, start)  # R7
+    scans = bmd.group_scans(evaluation.record.bmd, evaluation.as_of)
+    fresh = rule_followup(evaluation, start, scans)  # R7f
+    th_followup, _ = bmd.followup_scan(
+        fresh, "total_hip", bmd.baseline_scan(scans, "total_hip", start, evaluation.knowledge)
+    )
+    rule_holiday_and_adherence(evaluation, start, (th_followup or fresh[-1]).date)  # R7h, R7a
+    total_hip, lumbar_spine, followup = rule_response(evaluation, start, scans, fresh)  # R8
+    flags = rule_secondary_causes(evaluation)  # R9a (decides), R9b/R9c (flags)
+    return rule_treatment(
+        evaluation, total_hip, lumbar_spine, followup, flags
+    )  # R10, renal gate, R11, R12, R13
 
 
 def evaluate(record: PatientRecord, knowledge: Knowledge, as_of: date) -> Decision:
     """Apply the protocol to one patient's record on `as_of`."""
-    ev = Evaluation(plausible_record(record, as_of), knowledge, as_of)
+    evaluation = Evaluation(plausible_record(record, as_of), knowledge, as_of)
     try:
-        return _run(ev)
+        return _run(evaluation)
     except Finished as finished:
         return finished.decision

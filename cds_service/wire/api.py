@@ -57,16 +57,16 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
     and before prefetch is read), 400 (request), then 412/500 from the service.
     """
     authn = runtime.authenticator
-    bp = Blueprint("cds_hooks", __name__)
+    blueprint = Blueprint("cds_hooks", __name__)
     cors = Cors(settings.cors_allowed_origins)
-    bp.before_app_request(answer_preflight)
-    bp.after_app_request(cors.apply)
+    blueprint.before_app_request(answer_preflight)
+    blueprint.after_app_request(cors.apply)
 
-    @bp.app_errorhandler(Exception)
+    @blueprint.app_errorhandler(Exception)
     def any_error(error: Exception) -> Response:
         return _error_response(error, service.service_id)
 
-    @bp.get("/cds-services")
+    @blueprint.get("/cds-services")
     def discovery() -> Response:
         try:
             authn.authenticate(request.headers.get("Authorization"), "discovery", service.service_id)
@@ -74,7 +74,7 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
             return _error_response(error, service.service_id)
         return _json({"services": [service.descriptor()]})
 
-    @bp.post("/cds-services/<service_id>")
+    @blueprint.post("/cds-services/<service_id>")
     def call_service(service_id: str) -> Response:
         started = time.perf_counter()
         logged: dict[str, Any] = {"service": _clip(service_id)}
@@ -98,7 +98,7 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         _log_event("cds_call", status=response.status_code, duration_ms=_since(started), **logged)
         return response
 
-    @bp.post("/cds-services/<service_id>/feedback")
+    @blueprint.post("/cds-services/<service_id>/feedback")
     def feedback(service_id: str) -> Response:
         started = time.perf_counter()
         try:
@@ -124,7 +124,7 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         )
         return response
 
-    @bp.get("/admin/feedback-report")
+    @blueprint.get("/admin/feedback-report")
     def feedback_report() -> Response:
         try:
             status, report, headers = handle_admin_report(
@@ -139,7 +139,7 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         response.headers.update(headers)
         return response
 
-    @bp.get("/admin/metrics")
+    @blueprint.get("/admin/metrics")
     def metrics() -> Response:
         """Prometheus exposition (all workers), for the operator token: Prometheus sends it natively."""
         try:
@@ -151,7 +151,7 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
 
     readiness = Readiness(runtime, service)
 
-    @bp.get("/readyz")
+    @blueprint.get("/readyz")
     def readyz() -> Response:
         """Readiness: database reachable and migrated, knowledge loaded, each issuer's JWKS loaded."""
         ready, checks = readiness.check()
@@ -161,7 +161,7 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
             response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response
 
-    @bp.get("/healthz")
+    @blueprint.get("/healthz")
     def healthz() -> Response:
         body: dict[str, Any] = {
             "status": "ok",
@@ -176,7 +176,7 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         body["warnings"] = operational_warnings(settings)
         return _json(body, keep_empty=True)
 
-    return bp
+    return blueprint
 
 
 def _yield_to_other_connections() -> None:

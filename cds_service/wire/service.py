@@ -114,14 +114,14 @@ class PatientViewService:
         token = request.fhirAuthorization.access_token if request.fhirAuthorization else None
         if token is None and self.settings.auth_mode == "required":
             return None
-        s = self.settings
+        settings = self.settings
         return FhirClient(
             request.fhirServer,
             token,
-            connect_timeout=s.fhir_connect_timeout_s,
-            read_timeout=s.fhir_read_timeout_s,
-            deadline_s=s.fhir_deadline_s,
-            max_pages=s.fhir_max_pages,
+            connect_timeout=settings.fhir_connect_timeout_s,
+            read_timeout=settings.fhir_read_timeout_s,
+            deadline_s=settings.fhir_deadline_s,
+            max_pages=settings.fhir_max_pages,
             session=guarded_session(request.fhirServer, auth, self.trust),
         )
 

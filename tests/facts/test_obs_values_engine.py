@@ -109,7 +109,7 @@ def test_numeric_strings(text: str, expected: object) -> None:
     ],
 )
 def test_reading_below(comparator: str | None, value: str, below_30: bool | None) -> None:
-    assert Reading.of(bound("egfr", comparator, value)).below(Decimal(30)) is below_30
+    assert Reading.from_lab(bound("egfr", comparator, value)).below(Decimal(30)) is below_30
 
 
 @pytest.mark.protocol("3c-comparators", "3b-labs")
@@ -127,7 +127,7 @@ def test_reading_below(comparator: str | None, value: str, below_30: bool | None
     ],
 )
 def test_reading_above(comparator: str | None, value: str, above_120: bool | None) -> None:
-    assert Reading.of(bound("alkaline_phosphatase", comparator, value)).above(Decimal(120)) is above_120
+    assert Reading.from_lab(bound("alkaline_phosphatase", comparator, value)).above(Decimal(120)) is above_120
 
 
 # ----- lab gates through the protocol --------------------------------------------------------------

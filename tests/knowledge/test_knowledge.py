@@ -46,7 +46,7 @@ def test_packaged_file_loads_with_versioned_digest() -> None:
 def test_override_changes_version_and_thresholds(tmp_path: Path) -> None:
     path = _override(tmp_path, {"thresholds.frax_mof_high_risk": "25.0"})
     k = load_knowledge(path)
-    assert str(k.t.frax_mof_high_risk) == "25.0"
+    assert str(k.thresholds.frax_mof_high_risk) == "25.0"
     assert k.protocol_version != packaged_knowledge().protocol_version
     assert k.medications, "relative code tables fall back to the packaged folder"
 

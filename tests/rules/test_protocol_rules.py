@@ -236,7 +236,7 @@ def test_history_code_never_dates_a_fracture() -> None:
     )
     decision = evaluate(base_record(findings=(hip,)), K, AS_OF)
     assert decision.outcome == "ESCALATE"
-    assert decision.evidence.target_t == K.t.personalised_target_t_after_fracture
+    assert decision.evidence.target_t == K.thresholds.personalised_target_t_after_fracture
 
 
 # ----- R7a adherence ---------------------------------------------------------------------------------

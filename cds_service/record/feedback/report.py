@@ -44,7 +44,7 @@ def parse_since(text: str) -> date:
 @dataclass(frozen=True)
 class _Feedback:
     outcome: str
-    at: datetime
+    received_at: datetime
     accepted: frozenset[str]
 
 
@@ -100,9 +100,9 @@ def _history(connection: Connection, start: datetime | None) -> dict[str, list[_
         start,
     )
     history: dict[str, list[_Feedback]] = defaultdict(list)
-    for card, outcome, at, accepted in connection.execute(query):
+    for card, outcome, received_at, accepted in connection.execute(query):
         ids = frozenset(str(i) for i in accepted) if isinstance(accepted, list) else frozenset()
-        history[card].append(_Feedback(outcome, at, ids))
+        history[card].append(_Feedback(outcome, received_at, ids))
     return history
 
 
@@ -198,7 +198,7 @@ def _median_latency(
     A feedback timestamp before the card was issued (the EHR's clock is behind ours) counts as 0 s.
     """
     delays = [
-        max((events[0].at - cards[card][1]).total_seconds(), 0.0)
+        max((events[0].received_at - cards[card][1]).total_seconds(), 0.0)
         for card, events in history.items()
         if card in cards
     ]

@@ -118,10 +118,10 @@ def parse_timestamp(value: str) -> datetime | None:
     try:
         if match.group(9):
             offset = timedelta(hours=int(match.group(10)), minutes=int(match.group(11)))
-            tz = timezone(offset if match.group(9) == "+" else -offset)
+            zone = timezone(offset if match.group(9) == "+" else -offset)
         else:
-            tz = UTC
-        local = datetime(year, month, day, hour, minute, min(second, 59), int(fraction), tzinfo=tz)
+            zone = UTC
+        local = datetime(year, month, day, hour, minute, min(second, 59), int(fraction), tzinfo=zone)
         return local.astimezone(UTC)
     except (ValueError, OverflowError):
         return None
