@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "coverage_layers.py"
-
-
-def _tool():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("coverage_layers", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["coverage_layers"] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.support.tools import load_tool
 
 
 def _summary(lines: int, covered: int, branches: int, covered_branches: int) -> dict[str, object]:
@@ -44,7 +33,7 @@ REPORT = {
 
 
 def test_layers_are_the_packages_under_cds_service() -> None:
-    tool = _tool()
+    tool = load_tool("coverage_layers")
     layers = tool.by_layer(REPORT)
     assert list(layers) == ["composition root", "record", "rules"]
     rules = layers["rules"]
@@ -59,7 +48,7 @@ def test_a_layer_under_its_minimum_fails(
 ) -> None:
     report = tmp_path / "coverage.json"
     report.write_text(json.dumps(REPORT), encoding="utf-8")
-    assert _tool().main([str(report), "--min", f"rules={minimum}"]) == code
+    assert load_tool("coverage_layers").main([str(report), "--min", f"rules={minimum}"]) == code
     out = capsys.readouterr().out
     assert "rules" in out and "70.0 % (14/20)" in out
     assert ("is under" in out) is (code == 1)
@@ -68,4 +57,4 @@ def test_a_layer_under_its_minimum_fails(
 def test_a_report_without_branches_is_refused(tmp_path: Path) -> None:
     report = tmp_path / "coverage.json"
     report.write_text(json.dumps({**REPORT, "meta": {"branch_coverage": False}}), encoding="utf-8")
-    assert _tool().main([str(report)]) == 1
+    assert load_tool("coverage_layers").main([str(report)]) == 1

@@ -3,26 +3,13 @@ must be current; every protocol item must have at least one test; markers may on
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "protocol_coverage.py"
+from tests.support.tools import load_tool
 
-
-def _load_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("protocol_coverage", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["protocol_coverage"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-coverage = _load_tool()
+coverage = load_tool("protocol_coverage")
 
 # The item list of the common brief, in its order (the tool holds the one list; this pins it).
 BRIEF_IDS = """

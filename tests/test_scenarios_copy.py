@@ -4,12 +4,12 @@ checkout (developers, CI), the copy must be identical to them."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import yaml
+
+from tests.support.tools import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 COPY = REPO / "fhir_fixtures" / "scenarios.yaml"
@@ -23,11 +23,7 @@ def test_the_scenarios_ship_with_the_repository_and_match_the_fixtures() -> None
 
 
 def test_the_generator_reads_only_repository_files_by_default() -> None:
-    spec = importlib.util.spec_from_file_location("gen_fixtures", REPO / "tools" / "gen_fixtures.py")
-    assert spec is not None and spec.loader is not None
-    tool = importlib.util.module_from_spec(spec)
-    sys.modules["gen_fixtures"] = tool  # its dataclasses look their module up
-    spec.loader.exec_module(tool)
+    tool = load_tool("gen_fixtures")
     assert tool.SCENARIOS_YAML == COPY
     assert tool.CODES_DIR == REPO / "cds_service" / "knowledge" / "codes"
 
