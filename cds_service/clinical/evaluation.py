@@ -29,12 +29,19 @@ from cds_service.clinical.exposure import (
     pth_use_days,
     romosozumab_doses,
 )
-from cds_service.clinical.facts import PatientRecord
+from cds_service.clinical.facts import UNAVAILABLE_LABELS, PatientRecord
 from cds_service.clinical.labs import assess_labs
 from cds_service.clinical.warnings import denosumab_overdue, follow_on_missing
 from cds_service.knowledge.loader import Knowledge
 
-CAPPING_MISSING = ("target_t_score", "egfr", "calcium", "alkaline_phosphatase", "unreadable_resources")
+CAPPING_MISSING = (
+    "target_t_score",
+    "egfr",
+    "calcium",
+    "alkaline_phosphatase",
+    "unreadable_resources",
+    "unavailable_data",
+)
 
 
 class Finished(Exception):
@@ -69,6 +76,11 @@ class Evaluation:
             self.caveats.append(f"{count} {kind} entries could not be read")
         if record.unreadable:
             self.miss("unreadable_resources")
+        for category in record.unavailable:
+            label = UNAVAILABLE_LABELS.get(category, category)
+            self.caveats.append(f"{label}: not available from this EHR (unknown, not absent)")
+        if record.unavailable:
+            self.miss("unavailable_data")  # a relevant input that could not be obtained caps (§3a)
 
     # ----- helpers ---------------------------------------------------------------------------
     def miss(self, code: str) -> None:
