@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Final, NoReturn, TypeVar
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -22,6 +22,13 @@ import orjson
 import requests
 
 from cds_service.errors import BadRequest, DataUnavailable, NotR4Server
+from cds_service.fhir.capability import (
+    UNKNOWN,
+    ServerCapabilities,
+    capability_cache,
+    parse_capability_statement,
+)
+from cds_service.fhir.refusal import MAX_REFUSAL_BYTES, issue_code, refusal_text
 from cds_service.fhir.stale_retry import stale_connection_retry
 from cds_service.net_deadline import Deadline, DeadlineAdapter, enforce
 from cds_service.peer_guard import PeerGuard, PeerRefused
@@ -162,8 +169,9 @@ _r4_cache = _R4Cache(_METADATA_CACHE_SIZE)
 
 
 def clear_metadata_cache() -> None:
-    """Forget which servers were confirmed R4 (tests, or after a server upgrade)."""
+    """Forget which servers were confirmed R4 and what they support (tests, or after a server upgrade)."""
     _r4_cache.clear()
+    capability_cache().clear()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -335,24 +343,46 @@ class FhirClient:
         found = self.gather_entries(urls, expression_prefix=expression_prefix)
         return {key: [entry["resource"] for entry in entries] for key, entries in found.items()}
 
+    def capabilities(self) -> ServerCapabilities:
+        """What the server declares (`GET /metadata`, cached per base URL with a TTL; also confirms R4).
+
+        Raises NotR4Server, or DataUnavailable naming fhirServer when it cannot be read (the R4 check has
+        always required it)."""
+        cached = capability_cache().get(self._base)
+        if cached is not None:
+            return cached
+
+        def read_metadata() -> list[JsonObject]:
+            self._ensure_r4()
+            return []
+
+        self._run_parallel({SERVER_EXPRESSION: read_metadata}, "", check_r4=False)
+        return capability_cache().get(self._base) or UNKNOWN
+
     def gather_entries(
         self,
         urls: Mapping[str, str],
         continuations: Mapping[str, Mapping[str, Any]] | None = None,
         *,
         expression_prefix: str = "",
+        optional: Collection[str] = (),
+        failures: dict[str, DataUnavailable] | None = None,
     ) -> dict[str, list[JsonObject]]:
         """Fetch searches/reads and complete paged Bundles in parallel, alongside the R4 metadata check.
 
         Returns Bundle entries (`{"fullUrl"?, "resource"}`) per key; for continuations only the entries of
         the following pages. The first failure raises DataUnavailable naming `expression_prefix + key`
-        (NotR4Server, naming `fhirServer`, wins when the server is not R4). Never returns partial data.
+        (NotR4Server, naming `fhirServer`, wins when the server is not R4). Never returns partial data,
+        except for `optional` keys: a failed one is recorded in `failures` and returns no entries.
         """
         tasks: dict[str, Callable[[], list[JsonObject]]] = {}
         for key, url in urls.items():
             tasks[key] = self._labelled(expression_prefix + key, self._fetch_entries, url)
         for key, bundle in (continuations or {}).items():
             tasks[key] = self._labelled(expression_prefix + key, self._next_pages, bundle, 1)
+        for key in optional:
+            if key in tasks:
+                tasks[key] = _tolerant(key, tasks[key], failures if failures is not None else {})
         return self._run_parallel(tasks, expression_prefix)
 
     # -- parallel execution -------------------------------------------------------------------------------
@@ -367,13 +397,17 @@ class FhirClient:
         return run
 
     def _run_parallel(
-        self, tasks: Mapping[str, Callable[[], list[JsonObject]]], expression_prefix: str
+        self,
+        tasks: Mapping[str, Callable[[], list[JsonObject]]],
+        expression_prefix: str,
+        *,
+        check_r4: bool = True,
     ) -> dict[str, list[JsonObject]]:
         self._check_deadline()
         try:
             with self._peer_guard.call(self._base) as outcome:
                 try:
-                    return self._run_admitted(tasks, expression_prefix)
+                    return self._run_admitted(tasks, expression_prefix, check_r4)
                 finally:
                     if self._peer_failed:
                         outcome.fail()
@@ -387,9 +421,10 @@ class FhirClient:
             raise DataUnavailable(f"The FHIR server {why}", SERVER_EXPRESSION) from None
 
     def _run_admitted(
-        self, tasks: Mapping[str, Callable[[], list[JsonObject]]], expression_prefix: str
+        self, tasks: Mapping[str, Callable[[], list[JsonObject]]], expression_prefix: str, check_r4: bool
     ) -> dict[str, list[JsonObject]]:
-        metadata = None if _r4_cache.get(self._base) else self._executor.submit(self._ensure_r4)
+        wanted = check_r4 and not _r4_cache.get(self._base)
+        metadata = self._executor.submit(self._ensure_r4) if wanted else None
         futures = {key: self._executor.submit(task) for key, task in tasks.items()}
         every: list[cf.Future[Any]] = [*futures.values(), *([metadata] if metadata else [])]
         done, pending = cf.wait(every, timeout=max(self._remaining(), 0.0), return_when=cf.FIRST_EXCEPTION)
@@ -483,6 +518,8 @@ class FhirClient:
                 "not-supported",
             )
         _r4_cache.put(self._base, version)
+        assert body is not None
+        capability_cache().put(self._base, parse_capability_statement(body))
 
     def _absolute(self, url: str) -> str:
         """Resolve `url` against the base; refuse anything outside the FHIR server (never fetched)."""
@@ -532,11 +569,10 @@ class FhirClient:
             if response.status_code >= 500:
                 self._peer_failed = True
             if not 200 <= response.status_code < 300:
-                raise DataUnavailable(
-                    f"The FHIR server answered HTTP {response.status_code} to a {kind} request"
-                    + (" (redirects are not followed)" if 300 <= response.status_code < 400 else ""),
-                    SERVER_EXPRESSION,
-                )
+                code = None
+                if 400 <= response.status_code < 500:  # a refusal: its OperationOutcome says why
+                    code = issue_code(next(response.iter_content(MAX_REFUSAL_BYTES), b""))
+                raise DataUnavailable(refusal_text(response.status_code, kind, code), SERVER_EXPRESSION)
             return self._read_body(response, deadline)
         except DataUnavailable:
             if deadline.expired:
@@ -634,6 +670,23 @@ class FhirClient:
         self._check_deadline()
         remaining = self._remaining()
         return min(self._connect_timeout, remaining), min(self._read_timeout, remaining)
+
+
+def _tolerant(
+    key: str, task: Callable[[], list[JsonObject]], failures: dict[str, DataUnavailable]
+) -> Callable[[], list[JsonObject]]:
+    """`task`, except that a DataUnavailable (not NotR4Server) is recorded under `key` and gives []."""
+
+    def run() -> list[JsonObject]:
+        try:
+            return task()
+        except NotR4Server:
+            raise
+        except DataUnavailable as error:
+            failures[key] = error
+            return []
+
+    return run
 
 
 def _bearer(access_token: str | None) -> str | None:
