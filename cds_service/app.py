@@ -8,6 +8,7 @@ from flask import Flask
 
 from cds_service.api import create_blueprint
 from cds_service.config import Settings, operational_warnings
+from cds_service.fhir.capability import configure_capability_cache
 from cds_service.fhir.client import configure_fhir_peer_guard
 from cds_service.hook_protocol import HookService
 from cds_service.metrics import instrument_app
@@ -30,6 +31,7 @@ def create_app(
         failure_threshold=settings.fhir_failure_threshold,
         open_s=settings.fhir_circuit_open_s,
     )
+    configure_capability_cache(settings.fhir_capability_ttl_s)
     app = Flask(__name__)
     instrument_app(app)
     # One byte above the limit: werkzeug's stream refuses a read AT its limit (under gunicorn a body of

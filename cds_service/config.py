@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     fhir_max_calls_per_server: int = Field(4, ge=1)
     fhir_failure_threshold: int = Field(5, ge=1)
     fhir_circuit_open_s: float = Field(30.0, ge=0, allow_inf_nan=False)
+    # How long a FHIR server's CapabilityStatement is trusted before it is read again.
+    fhir_capability_ttl_s: float = Field(3600.0, gt=0, allow_inf_nan=False)
     max_body_bytes: int = Field(10_000_000, ge=1)
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = "INFO"
     auth_mode: Literal["required", "dev", "off"] = "required"
