@@ -4,6 +4,7 @@ step that applies a profile to cards (selectionBehavior, suggestion code system,
 from __future__ import annotations
 
 import copy
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,16 @@ from cds_service.ehr_profile import (
 )
 from cds_service.security.errors import SecurityConfigError
 from cds_service.security.issuers import read_issuers_file, sandbox_issuer
-from tests.test_security_support import ec_key, issuer_entry
+from tests.support.ehr_profiles import (
+    EPIC_FEEDBACK_AUD,
+    EPIC_ISS,
+    SERVICE_AUD,
+    SERVICE_PATH,
+    client_jwt,
+    required_mode_app,
+)
+from tests.support.fixtures import hook_request
+from tests.test_security_support import ec_key, issuer_entry, rsa_key
 
 
 def _issuers_file(tmp_path: Path, profile: Any) -> Path:
@@ -168,3 +178,31 @@ def test_a_card_without_suggestions_or_links_is_left_as_it_is() -> None:
     plain = {"summary": "s", "indicator": "info", "source": {"label": "x"}}
     (card,) = apply_profile([copy.deepcopy(plain)], EhrProfile(vendor="oracle").resolve(), "any")
     assert card == plain
+
+
+# -- feedback audience ---------------------------------------------------------------------------------------
+
+
+def test_epic_feedback_is_accepted_only_with_the_configured_audience(tmp_path: Path) -> None:
+    key = rsa_key("epic-feedback", "RS384")
+    profile = {"vendor": "epic", "feedback_audience": EPIC_FEEDBACK_AUD}
+    client = required_mode_app(
+        tmp_path, key, {"iss": EPIC_ISS, "fhir_servers": [EPIC_ISS], "profile": profile}
+    )
+    entry = {"card": str(uuid.uuid4()), "outcome": "overridden", "outcomeTimestamp": "2025-06-01T10:00:00Z"}
+
+    def feedback(aud: str) -> int:
+        headers = {"Authorization": f"Bearer {client_jwt(key, EPIC_ISS, aud)}"}
+        return client.post(
+            f"{SERVICE_PATH}/feedback", json={"feedback": [entry]}, headers=headers
+        ).status_code
+
+    assert feedback(EPIC_FEEDBACK_AUD) == 200
+    assert feedback(f"{SERVICE_AUD}/feedback") == 401
+    # The service call itself keeps the service URL as its audience.
+    call = client.post(
+        SERVICE_PATH,
+        json=hook_request("s01", with_prefetch=True),
+        headers={"Authorization": f"Bearer {client_jwt(key, EPIC_ISS, SERVICE_AUD)}"},
+    )
+    assert call.status_code == 200
