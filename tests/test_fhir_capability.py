@@ -325,3 +325,40 @@ def test_medications_are_not_asked_of_a_server_without_them(rsps: responses.Requ
     _serve_statement(rsps)
     assert fetch_missing_medications(make_client(), [_use("Medication/m1")]) == []
     assert [call.request.url for call in rsps.calls] == [f"{BASE}/metadata"]
+
+
+def test_declared_medication_include_brings_the_medications_in_the_same_round(
+    rsps: responses.RequestsMock,
+) -> None:
+    statement = {
+        "resourceType": "CapabilityStatement",
+        "fhirVersion": "4.0.1",
+        "rest": [
+            {
+                "resource": [
+                    {
+                        "type": "MedicationRequest",
+                        "interaction": [{"code": "search-type"}],
+                        "searchParam": [{"name": "patient"}],
+                        "searchInclude": ["MedicationRequest:medication"],
+                    },
+                    {"type": "Medication", "interaction": [{"code": "read"}, {"code": "search-type"}]},
+                ]
+            }
+        ],
+    }
+    rsps.add(responses.GET, f"{BASE}/metadata", json=statement)
+    order = {**_use("Medication/m1"), "subject": {"reference": f"Patient/{PATIENT}"}}
+    found = bundle(order, resource("Medication", "m1"))
+    rsps.add(
+        responses.GET,
+        f"{BASE}/MedicationRequest",
+        match=[matchers.query_string_matcher(f"patient={PATIENT}&_include=MedicationRequest:medication")],
+        json=found,
+    )
+    client = make_client()
+    record = resolve_prefetch(TEMPLATES, _without("medicationRequests"), PATIENT, client)
+    resources = record.resources["medicationRequests"]
+    assert [r["resourceType"] for r in resources] == ["MedicationRequest", "Medication"]
+    assert fetch_missing_medications(client, resources) == []  # nothing left to fetch: no second round
+    assert len(rsps.calls) == 2

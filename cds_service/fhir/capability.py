@@ -10,7 +10,9 @@ What it declares shapes the queries:
 - `combo-code` it does not declare becomes a patient-only search (the parse layer keeps only the
   Observations the protocol reads), so panels with values only in components are still found;
 - any other undeclared filter but `patient` is dropped (a wider search, filtered locally); without
-  `patient` the search falls back to `subject=Patient/<id>`, else the category is not available.
+  `patient` the search falls back to `subject=Patient/<id>`, else the category is not available;
+- a medication search on a server that declares `searchInclude` `<Type>:medication` asks for the
+  referenced Medications in the same round (`_include`), so no separate Medication round is needed.
 A statement that lists no resources (or no search parameters for a type) says nothing: every query is then
 sent as built, exactly as before this module existed.
 """
@@ -37,6 +39,9 @@ class TypeSupport:
     search: bool
     read: bool
     params: frozenset[str] | None  # None: no searchParam declared, so none is known to be missing
+    includes: frozenset[str] = (
+        frozenset()
+    )  # declared `searchInclude` values, e.g. MedicationRequest:medication
 
 
 @dataclass(frozen=True)
@@ -69,10 +74,14 @@ def parse_capability_statement(body: Mapping[str, Any]) -> ServerCapabilities:
             continue
         codes = {i.get("code") for i in resource.get("interaction") or [] if isinstance(i, dict)}
         params = _names(resource.get("searchParam"))
+        includes = resource.get("searchInclude")
         types[resource["type"]] = TypeSupport(
             search="search-type" in codes,
             read="read" in codes,
             params=None if not params else frozenset(params | common),
+            includes=frozenset(i for i in includes if isinstance(i, str))
+            if isinstance(includes, list)
+            else frozenset(),
         )
     return ServerCapabilities(types=types) if types else UNKNOWN
 
@@ -112,9 +121,16 @@ def shape_query(relative_url: str, capabilities: ServerCapabilities) -> ShapedQu
         return ShapedQuery(None, f"{resource_type} read is not supported by the FHIR server")
     if not support.search:
         return ShapedQuery(None, f"{resource_type} search is not supported by the FHIR server")
-    if support.params is None:
-        return ShapedQuery(relative_url)
-    return _shape_params(resource_type, parse_qsl(query, keep_blank_values=True), support.params)
+    shaped = (
+        ShapedQuery(relative_url)
+        if support.params is None
+        else _shape_params(resource_type, parse_qsl(query, keep_blank_values=True), support.params)
+    )
+    include = f"{resource_type}:medication"
+    if shaped.url is not None and include in support.includes:
+        separator = "&" if "?" in shaped.url else "?"
+        return ShapedQuery(f"{shaped.url}{separator}_include={include}", sort_locally=shaped.sort_locally)
+    return shaped
 
 
 def _shape_params(resource_type: str, pairs: list[tuple[str, str]], params: frozenset[str]) -> ShapedQuery:
