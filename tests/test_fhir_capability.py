@@ -3,6 +3,7 @@ it, an unsupported category is "not available" (not a 412), and the per-key fail
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -362,3 +363,21 @@ def test_declared_medication_include_brings_the_medications_in_the_same_round(
     assert [r["resourceType"] for r in resources] == ["MedicationRequest", "Medication"]
     assert fetch_missing_medications(client, resources) == []  # nothing left to fetch: no second round
     assert len(rsps.calls) == 2
+
+
+def test_running_out_of_time_is_412_even_under_omit(rsps: responses.RequestsMock) -> None:
+    rsps.add(
+        responses.GET,
+        f"{BASE}/metadata",
+        json={"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1"},
+    )
+
+    def slow(_: Any) -> tuple[int, dict[str, str], str]:
+        time.sleep(0.6)
+        return 200, {}, '{"resourceType": "Bundle"}'
+
+    rsps.add_callback(responses.GET, f"{BASE}/AllergyIntolerance", callback=slow)
+    with pytest.raises(DataUnavailable, match="deadline"):
+        resolve_prefetch(
+            TEMPLATES, _without("allergies"), PATIENT, make_client(deadline_s=0.3), omit_keys={"allergies"}
+        )

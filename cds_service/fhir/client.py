@@ -382,7 +382,9 @@ class FhirClient:
             tasks[key] = self._labelled(expression_prefix + key, self._next_pages, bundle, 1)
         for key in optional:
             if key in tasks:
-                tasks[key] = _tolerant(key, tasks[key], failures if failures is not None else {})
+                tasks[key] = _tolerant(
+                    key, tasks[key], failures if failures is not None else {}, self._deadline_reached
+                )
         return self._run_parallel(tasks, expression_prefix)
 
     # -- parallel execution -------------------------------------------------------------------------------
@@ -658,6 +660,9 @@ class FhirClient:
     def _remaining(self) -> float:
         return self._deadline - self._clock()
 
+    def _deadline_reached(self) -> bool:
+        return self._remaining() <= 0
+
     def _check_deadline(self) -> None:
         if self._remaining() <= 0:
             raise self._deadline_passed()
@@ -673,9 +678,13 @@ class FhirClient:
 
 
 def _tolerant(
-    key: str, task: Callable[[], list[JsonObject]], failures: dict[str, DataUnavailable]
+    key: str,
+    task: Callable[[], list[JsonObject]],
+    failures: dict[str, DataUnavailable],
+    deadline_reached: Callable[[], bool],
 ) -> Callable[[], list[JsonObject]]:
-    """`task`, except that a DataUnavailable (not NotR4Server) is recorded under `key` and gives []."""
+    """`task`, except that a DataUnavailable is recorded under `key` and gives [] (not NotR4Server, and not
+    once the call's deadline has passed: running out of time fails the call whatever the key)."""
 
     def run() -> list[JsonObject]:
         try:
@@ -683,6 +692,8 @@ def _tolerant(
         except NotR4Server:
             raise
         except DataUnavailable as error:
+            if deadline_reached():
+                raise
             failures[key] = error
             return []
 
