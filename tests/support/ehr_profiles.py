@@ -19,9 +19,9 @@ import yaml
 from flask.testing import FlaskClient
 
 from cds_service.app import create_app
-from cds_service.fhir.parse import MEDICATION_USE_TYPES
+from cds_service.facts.parsed_resources import MEDICATION_USE_TYPES
 from tests.support.app_settings import test_settings
-from tests.test_security_support import Key, jwks
+from tests.wire.test_security_support import Key, jwks
 
 PUBLIC_BASE = "https://cds.example.org"
 SERVICE_PATH = "/cds-services/osteoporosis-escalation"
