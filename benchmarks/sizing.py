@@ -125,7 +125,7 @@ def run(database_url: str | None, seconds: int, workers: int, connections: int) 
         try:
             out["idle"] = processes(server)
             out["records"] = {
-                size: one_record(server, client, work, size, seconds, connections)
+                size: one_record(server, client, work, size, seconds=seconds, connections=connections)
                 for size in ("small", "realistic", "heavy")
             }
         finally:
@@ -144,7 +144,7 @@ def processes(server: Any) -> dict[str, Any]:
 
 
 def one_record(
-    server: Any, client: Any, work: Path, size: str, seconds: int, connections: int
+    server: Any, client: Any, work: Path, size: str, *, seconds: int, connections: int
 ) -> dict[str, Any]:
     body_file = work / f"{size}.json"
     body_file.write_bytes(request_bytes(size, AS_OF))
