@@ -232,6 +232,15 @@ def test_the_pods_never_migrate_and_read_the_mounted_files(production: list[Mani
     )
 
 
+def test_without_a_knowledge_file_the_packaged_one_is_used() -> None:
+    manifests = render([PRODUCTION])
+    env = {entry["name"] for entry in container_env(one(manifests, "Deployment"))}
+    assert "CDS_KNOWLEDGE_FILE" not in env
+    assert [cm["metadata"]["name"] for cm in only(manifests, "ConfigMap")] == ["cds-cds-service-issuers"]
+    volumes = {volume["name"] for volume in pod_spec(one(manifests, "Deployment"))["volumes"]}
+    assert "knowledge" not in volumes
+
+
 def test_the_settings_the_chart_renders_start_the_service(production: list[Manifest], tmp_path: Path) -> None:
     """The rendered plain settings (Secrets and mounted files replaced by local stand-ins) pass the
     service's own start-up validation."""
