@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from cds_service.config import known_variables
 from tests.deploy.helm_render import (
     CHART,
     EXAMPLES,
+    HELM,
     KUBERNETES_VERSIONS,
     Manifest,
     container_env,
@@ -24,6 +26,7 @@ from tests.deploy.helm_render import (
     pod_spec,
     render,
     schema_errors,
+    tool,
     values,
 )
 
@@ -86,6 +89,19 @@ def test_the_schema_check_catches_an_invalid_object(minimal: list[Manifest]) -> 
     hpa = json.loads(json.dumps(one(minimal, "HorizontalPodAutoscaler")))
     hpa["spec"]["minReplicas"] = "two"
     assert len(schema_errors([hpa], KUBERNETES_VERSIONS[0])) == 1
+
+
+@pytest.mark.parametrize("example", [MINIMAL, PRODUCTION], ids=["minimal", "production"])
+def test_helm_lint_strict_passes(example: Path) -> None:
+    done = subprocess.run(
+        [str(tool(HELM)), "lint", "--strict", str(CHART), "--values", str(example)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
 
 
 def test_the_expected_objects_are_rendered(minimal: list[Manifest], production: list[Manifest]) -> None:
