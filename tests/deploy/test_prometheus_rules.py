@@ -1,5 +1,5 @@
 """deploy/prometheus/alerts.yaml: valid for promtool, its unit tests pass, and every expression uses
-only series the service exports (cds_service/metrics.py) or Prometheus' own `up`."""
+only series the service exports (cds_service/record/metrics.py) or Prometheus' own `up`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from cds_service.metrics import Metrics
+from cds_service.record.metrics import Metrics
 from tests.deploy.helm_render import DEPLOY, PROMTOOL, tool
 
 RULES = DEPLOY / "prometheus" / "alerts.yaml"
@@ -92,7 +92,7 @@ def test_the_series_check_catches_a_misspelt_metric() -> None:
 
 
 def test_label_values_in_the_rules_are_values_the_service_uses() -> None:
-    from cds_service.metrics import AUTH_REASONS, ENDPOINTS, FHIR_FETCH_RESULTS
+    from cds_service.record.metrics import AUTH_REASONS, ENDPOINTS, FHIR_FETCH_RESULTS
 
     allowed = {
         "endpoint": set(ENDPOINTS),
