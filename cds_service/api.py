@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from cds_service import __version__
 from cds_service.cdshooks import PatientViewRequest, drop_empty, operation_outcome, parse_patient_view_request
+from cds_service.client_limit import ClientLimiter, client_key
 from cds_service.config import Settings, operational_warnings
 from cds_service.db.engine import RETRY_AFTER_S, DatabaseUnavailable
 from cds_service.errors import BadRequest, Issue, ServiceError
@@ -35,6 +36,7 @@ from cds_service.readiness import Readiness
 from cds_service.runtime import Runtime
 from cds_service.security.errors import Unauthorized, error_headers
 from cds_service.security.fhir_server_guard import check_fhir_server
+from cds_service.security.jwt_verify import AuthContext
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +53,12 @@ _MAX_REFUSED_LOGGED = 100
 def create_blueprint(service: HookService, settings: Settings, runtime: Runtime) -> Blueprint:
     """Routes, CORS and error handlers for one service; registers app-wide hooks on registration.
 
-    Order for a service call: 404/405, 401 (client JWT), 403 (issuer/tenant), 415, 413, 400 (JSON),
-    403 (fhirServer not allowed: checked as soon as the body is parsed, before any other validation
-    and before prefetch is read), 400 (request), then 412/500 from the service.
+    Order for a service call: 404/405, 401 (client JWT), 403 (issuer/tenant), 429 (per-client limits),
+    415, 413, 400 (JSON), 403 (fhirServer not allowed: checked as soon as the body is parsed, before any
+    other validation and before prefetch is read), 400 (request), then 412/500 from the service.
     """
     authn = runtime.authenticator
+    limiter = ClientLimiter(settings.client_rate_limit, settings.client_max_in_flight)
     bp = Blueprint("cds_hooks", __name__)
     cors = _Cors(settings.cors_allowed_origins)
     bp.before_app_request(_answer_preflight)
@@ -73,6 +76,20 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
             return _error_response(error, service.service_id)
         return _json({"services": [service.descriptor()]})
 
+    def answer_hook(auth: AuthContext, logged: dict[str, Any]) -> Response:
+        body = _read_json_body(settings.max_body_bytes)
+        logged["hookInstance"] = _raw_hook_instance(body)
+        fhir_server = body.get("fhirServer") if isinstance(body, dict) else None
+        if isinstance(fhir_server, str):
+            check_fhir_server(fhir_server, auth, runtime.trust)
+        hook = parse_patient_view_request(body)
+        _yield_to_other_connections()
+        result = service.handle(hook, auth)
+        _yield_to_other_connections()
+        logged["cards"] = _card_count(result)
+        _ledger_cards(runtime, hook, result["cards"], service.protocol_version())
+        return _json(result)
+
     @bp.post("/cds-services/<service_id>")
     def call_service(service_id: str) -> Response:
         started = time.perf_counter()
@@ -80,18 +97,8 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         try:
             _require_known(service_id, service.service_id)
             auth = authn.authenticate(request.headers.get("Authorization"), "service", service.service_id)
-            body = _read_json_body(settings.max_body_bytes)
-            logged["hookInstance"] = _raw_hook_instance(body)
-            fhir_server = body.get("fhirServer") if isinstance(body, dict) else None
-            if isinstance(fhir_server, str):
-                check_fhir_server(fhir_server, auth, runtime.trust)
-            hook = parse_patient_view_request(body)
-            _yield_to_other_connections()
-            result = service.handle(hook, auth)
-            _yield_to_other_connections()
-            logged["cards"] = _card_count(result)
-            _ledger_cards(runtime, hook, result["cards"], service.protocol_version())
-            response = _json(result)
+            with limiter.admit(client_key(auth.iss, auth.sub, request.remote_addr)):
+                response = answer_hook(auth, logged)
         except Exception as error:  # mapped to a status; unexpected ones are logged there
             response = _error_response(error, service.service_id)
         _log_event("cds_call", status=response.status_code, duration_ms=_since(started), **logged)
@@ -102,15 +109,16 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         started = time.perf_counter()
         try:
             _require_known(service_id, service.service_id)
-            authn.authenticate(request.headers.get("Authorization"), "feedback", service.service_id)
-            body = _read_json_body(settings.max_body_bytes)
-            if not runtime.db_health.usable():
-                raise DatabaseUnavailable()  # refused, never acknowledged and lost
-            try:
-                status, answer, headers = handle_feedback(body, runtime.store)
-            except DatabaseUnavailable:
-                runtime.db_health.failed("feedback")
-                raise
+            auth = authn.authenticate(request.headers.get("Authorization"), "feedback", service.service_id)
+            with limiter.admit(client_key(auth.iss, auth.sub, request.remote_addr)):
+                body = _read_json_body(settings.max_body_bytes)
+                if not runtime.db_health.usable():
+                    raise DatabaseUnavailable()  # refused, never acknowledged and lost
+                try:
+                    status, answer, headers = handle_feedback(body, runtime.store)
+                except DatabaseUnavailable:
+                    runtime.db_health.failed("feedback")
+                    raise
             response = _json(answer, status, keep_empty=True)
             response.headers.update(headers)
         except Exception as error:
