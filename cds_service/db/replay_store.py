@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, delete
@@ -55,6 +55,22 @@ class DbReplayStore:
         if first_time and self._due_for_prune():
             self.prune(now)
         return first_time
+
+    def record_all(self, pairs: Sequence[tuple[str, str, datetime]]) -> None:
+        """Store (iss, jti, expires_at) pairs seen elsewhere; idempotent (a stored pair keeps the later exp).
+
+        Raises DatabaseUnavailable (503) when the database cannot be reached."""
+        if not pairs:
+            return
+        insert = insert_for(self._engine, jwt_replay)
+        statement = insert.on_conflict_do_update(
+            index_elements=[jwt_replay.c.iss, jwt_replay.c.jti],
+            set_={"expires_at": insert.excluded.expires_at},
+            where=jwt_replay.c.expires_at < insert.excluded.expires_at,
+        )
+        rows = [{"iss": iss, "jti": jti, "expires_at": expires_at} for iss, jti, expires_at in pairs]
+        with unavailable_on_error("jwt replay write-back"), self._engine.begin() as connection:
+            connection.execute(statement, rows)
 
     def prune(self, now: datetime | None = None) -> int:
         """Delete records whose token has expired; returns how many were deleted."""
