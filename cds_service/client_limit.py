@@ -5,6 +5,8 @@ source address when no JWT is checked (CDS_AUTH_MODE=off). Two limits, both per 
 - a rate (CDS_CLIENT_RATE_LIMIT, `limits` notation such as "20/second" or "20/second;600/minute",
   moving window, the `limits` library's in-memory storage); empty turns it off;
 - calls in flight at once (CDS_CLIENT_MAX_IN_FLIGHT); 0 turns it off.
+Under gevent a refusal is answered after a pause of up to 1 s (bounded per client), so a client that
+ignores 429 and Retry-After cannot turn the refusals themselves into a flood.
 
 Scope: the counters live in each worker's memory (no shared store: a database or Redis round trip per call
 would cost more than the calls it protects). The kernel spreads one client's connections over the
@@ -18,7 +20,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Literal
 
@@ -26,11 +28,14 @@ from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from cds_service.db.off_loop import gevent_patched
 from cds_service.errors import Issue, ServiceError
 from cds_service.metrics import get_metrics
 
 ThrottleReason = Literal["rate", "in_flight"]
 IN_FLIGHT_RETRY_AFTER_S = 1
+HOLD_S = 1.0
+HELD_PER_CLIENT = 16
 
 
 class Throttled(ServiceError):
@@ -51,19 +56,32 @@ def parse_rate(text: str) -> tuple[RateLimitItem, ...]:
 
 
 class ClientLimiter:
-    def __init__(self, rate: str = "", max_in_flight: int = 0) -> None:
+    def __init__(
+        self,
+        rate: str = "",
+        max_in_flight: int = 0,
+        *,
+        hold_refusals: bool | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._items = parse_rate(rate)
         self._limiter = MovingWindowRateLimiter(MemoryStorage()) if self._items else None
         self._max_in_flight = max_in_flight
+        self._hold_refusals = gevent_patched() if hold_refusals is None else hold_refusals
+        self._sleep = sleep
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}
+        self._held: dict[str, int] = {}
 
     @contextmanager
     def admit(self, client: str) -> Iterator[None]:
         """Hold one of `client`'s in-flight places for the block; raises Throttled (429) instead."""
-        self._take_place(client)
+        refusal = self._rate_refusal(client) or self._take_place(client)
+        if refusal is not None:
+            get_metrics().record_throttled(refusal.reason)
+            self._hold(client, refusal)
+            raise refusal
         try:
-            self._check_rate(client)
             yield
         finally:
             self._release_place(client)
@@ -72,19 +90,15 @@ class ClientLimiter:
         with self._lock:
             return self._in_flight.get(client, 0)
 
-    def _take_place(self, client: str) -> None:
+    def _take_place(self, client: str) -> Throttled | None:
         if self._max_in_flight <= 0:
-            return
+            return None
         with self._lock:
             held = self._in_flight.get(client, 0)
             if held >= self._max_in_flight:
-                refused = True
-            else:
-                refused = False
-                self._in_flight[client] = held + 1
-        if refused:
-            get_metrics().record_throttled("in_flight")
-            raise Throttled("in_flight", IN_FLIGHT_RETRY_AFTER_S)
+                return Throttled("in_flight", IN_FLIGHT_RETRY_AFTER_S)
+            self._in_flight[client] = held + 1
+        return None
 
     def _release_place(self, client: str) -> None:
         if self._max_in_flight <= 0:
@@ -96,14 +110,37 @@ class ClientLimiter:
             else:
                 self._in_flight.pop(client, None)  # the table only holds clients with calls in flight
 
-    def _check_rate(self, client: str) -> None:
+    def _rate_refusal(self, client: str) -> Throttled | None:
         if self._limiter is None:
-            return
+            return None
         for item in self._items:
             if not self._limiter.hit(item, client):
-                get_metrics().record_throttled("rate")
                 reset_at = self._limiter.get_window_stats(item, client).reset_time
-                raise Throttled("rate", max(1, math.ceil(reset_at - time.time())))
+                return Throttled("rate", max(1, math.ceil(reset_at - time.time())))
+        return None
+
+    def _hold(self, client: str, refusal: Throttled) -> None:
+        """Answer a refusal only after a pause (at most HOLD_S, at most HELD_PER_CLIENT at once per client).
+
+        A client that ignores 429 and Retry-After would otherwise send the next call at once, and its
+        stream of refusals alone would take the worker's CPU. Under gevent a held connection costs a few
+        kB; with threads (gthread) it would hold a thread, so refusals are answered at once there."""
+        if not self._hold_refusals:
+            return
+        with self._lock:
+            held = self._held.get(client, 0)
+            if held >= HELD_PER_CLIENT:
+                return
+            self._held[client] = held + 1
+        try:
+            self._sleep(min(HOLD_S, float(refusal.headers["Retry-After"])))
+        finally:
+            with self._lock:
+                remaining = self._held.get(client, 0) - 1
+                if remaining > 0:
+                    self._held[client] = remaining
+                else:
+                    self._held.pop(client, None)
 
 
 def client_key(iss: str | None, sub: str | None, remote_addr: str | None) -> str:

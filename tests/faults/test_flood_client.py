@@ -15,7 +15,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from cds_service.app import create_app
-from cds_service.client_limit import ClientLimiter, Throttled, client_key, parse_rate
+from cds_service.client_limit import HELD_PER_CLIENT, ClientLimiter, Throttled, client_key, parse_rate
 from cds_service.config import SettingsError
 from cds_service.security.dev_keys import mint_dev_token
 from tests.support.app_settings import test_settings
@@ -118,3 +118,41 @@ def test_client_keys_and_settings() -> None:
     assert len(parse_rate("20/second;600/minute")) == 2
     with pytest.raises(SettingsError, match="CDS_CLIENT_RATE_LIMIT"):
         test_settings({"CDS_CLIENT_RATE_LIMIT": "lots"})
+
+
+def test_under_gevent_a_refusal_is_held_up_to_a_second_and_a_bounded_number_per_client() -> None:
+    pauses: list[float] = []
+    limiter = ClientLimiter(rate="1/minute", hold_refusals=True, sleep=pauses.append)
+    with limiter.admit("c"):
+        pass
+    with pytest.raises(Throttled), limiter.admit("c"):
+        pass
+    assert pauses == [1.0], "held for min(1 s, Retry-After) before the 429 is answered"
+    release = threading.Event()
+    holding = ClientLimiter(rate="1/minute", hold_refusals=True, sleep=lambda _s: release.wait(5))
+    with holding.admit("c"):
+        pass
+    refused: list[float] = []
+
+    def refuse() -> None:
+        started = time.monotonic()
+        with pytest.raises(Throttled), holding.admit("c"):
+            pass
+        refused.append(time.monotonic() - started)
+
+    held = [threading.Thread(target=refuse) for _ in range(HELD_PER_CLIENT)]
+    for thread in held:
+        thread.start()
+    time.sleep(0.2)
+    refuse()
+    assert refused[0] < 0.2, "past the bound a refusal is answered at once"
+    release.set()
+    for thread in held:
+        thread.join(5)
+    not_held: list[float] = []
+    threads_limiter = ClientLimiter(rate="1/minute", hold_refusals=False, sleep=not_held.append)
+    with threads_limiter.admit("c"):
+        pass
+    with pytest.raises(Throttled), threads_limiter.admit("c"):
+        pass
+    assert not_held == [], "with threads (gthread) a refusal is answered at once"
