@@ -313,6 +313,7 @@ def run(
     pause_s: float = 0.0,
     healthy_pause_s: float = 0.1,
     client_limits: bool = True,
+    phases: tuple[str, ...] = tuple(PHASES),
 ) -> dict[str, Any]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="cds-hostile-", dir=os.environ.get("BENCH_DATA_PARENT")) as data:
@@ -336,8 +337,8 @@ def run(
             body = request_bytes("small", AS_OF)
             measure(port, body, 2, healthy_pause_s)  # warm-up
             result["unloaded"] = measure(port, body, seconds, healthy_pause_s)
-            for phase, kinds in PHASES.items():
-                with hostile_load(port, kinds, pause_s) as statuses:
+            for phase in phases:
+                with hostile_load(port, PHASES[phase], pause_s) as statuses:
                     result[phase] = measure(port, body, seconds, healthy_pause_s)
                 result[phase]["hostile_statuses"] = statuses
         finally:
@@ -362,12 +363,14 @@ def main() -> None:
     )
     parser.add_argument("--healthy-pause", type=float, default=0.1, help="seconds between healthy calls")
     parser.add_argument("--no-client-limits", action="store_true", help="turn the per-client limits off")
+    parser.add_argument("--phases", default=",".join(PHASES), help=f"comma list of {', '.join(PHASES)}")
     parser.add_argument("--database-url", help="e.g. a PostgreSQL URL (default: SQLite in a temp dir)")
     args = parser.parse_args()
     kinds = args.worker_class or ["gthread", "gevent"]
     results = [
         run(kind, args.seconds, args.workers, database_url=args.database_url, pause_s=args.tenant_pause,
-            healthy_pause_s=args.healthy_pause, client_limits=not args.no_client_limits)
+            healthy_pause_s=args.healthy_pause, client_limits=not args.no_client_limits,
+            phases=tuple(args.phases.split(",")))
         for kind in kinds
     ]  # fmt: skip
     text = json.dumps(results, indent=2)
