@@ -311,7 +311,7 @@ def run(
     *,
     database_url: str | None = None,
     pause_s: float = 0.0,
-    healthy_pause_s: float = 0.1,
+    healthy_pause_s: float = 0.2,
     client_limits: bool = True,
     phases: tuple[str, ...] = tuple(PHASES),
 ) -> dict[str, Any]:
@@ -361,7 +361,7 @@ def main() -> None:
         default=0.0,
         help="seconds each hostile tenant waits between calls (0: flood)",
     )
-    parser.add_argument("--healthy-pause", type=float, default=0.1, help="seconds between healthy calls")
+    parser.add_argument("--healthy-pause", type=float, default=0.2, help="seconds between healthy calls")
     parser.add_argument("--no-client-limits", action="store_true", help="turn the per-client limits off")
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma list of {', '.join(PHASES)}")
     parser.add_argument("--database-url", help="e.g. a PostgreSQL URL (default: SQLite in a temp dir)")

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     fhir_circuit_open_s: float = Field(30.0, ge=0, allow_inf_nan=False)
     max_body_bytes: int = Field(10_000_000, ge=1)
     # Per-client limits per worker process (cds_service/client_limit.py, docs/operations.md)
-    client_rate_limit: str = "20/second"
+    client_rate_limit: str = "10/second"
     client_max_in_flight: int = Field(4, ge=0)
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = "INFO"
     auth_mode: Literal["required", "dev", "off"] = "required"
