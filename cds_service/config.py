@@ -12,12 +12,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
+from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from cds_service.client_limit import parse_rate
-from cds_service.security.settings import TrustSettings
+from cds_service.core.trust_settings import TrustSettings
 
 ENV_PREFIX = "CDS_"
 DEFAULT_CORS_ORIGINS = ("https://sandbox.cds-hooks.org", "http://localhost:3000", "http://127.0.0.1:3000")
@@ -79,12 +79,12 @@ class Settings(BaseSettings):
     fhir_read_timeout_s: float = Field(2.0, gt=0, allow_inf_nan=False)
     fhir_deadline_s: float = Field(2.0, gt=0, allow_inf_nan=False)
     fhir_max_pages: int = Field(20, ge=1)
-    # Bulkhead and circuit breaker per fhirServer base URL (cds_service.peer_guard).
+    # Bulkhead and circuit breaker per fhirServer base URL (cds_service.gather.peer_guard).
     fhir_max_calls_per_server: int = Field(4, ge=1)
     fhir_failure_threshold: int = Field(5, ge=1)
     fhir_circuit_open_s: float = Field(30.0, ge=0, allow_inf_nan=False)
     max_body_bytes: int = Field(10_000_000, ge=1)
-    # Per-client limits per worker process (cds_service/client_limit.py, docs/operations.md)
+    # Per-client limits per worker process (cds_service/wire/client_limit.py, docs/operations.md)
     client_rate_limit: str = "10/second"
     client_max_in_flight: int = Field(4, ge=0)
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = "INFO"
@@ -158,7 +158,8 @@ class Settings(BaseSettings):
     @classmethod
     def _rate_limit_notation(cls, value: str) -> str:
         try:
-            parse_rate(value)
+            if value.strip():
+                parse_many(value)
         except ValueError:
             raise ValueError(
                 "expected a rate like '20/second' or '20/second;600/minute' (empty: off)"

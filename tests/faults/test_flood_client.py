@@ -15,9 +15,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from cds_service.app import create_app
-from cds_service.client_limit import HELD_PER_CLIENT, ClientLimiter, Throttled, client_key, parse_rate
 from cds_service.config import SettingsError
-from cds_service.security.dev_keys import mint_dev_token
+from cds_service.wire.auth.dev_keys import mint_dev_token
+from cds_service.wire.client_limit import HELD_PER_CLIENT, ClientLimiter, Throttled, client_key, parse_rate
 from tests.support.app_settings import test_settings
 from tests.support.fixtures import hook_request
 
