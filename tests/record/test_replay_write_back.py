@@ -13,7 +13,10 @@ from cds_service.record.db.health import DatabaseHealth
 from cds_service.record.db.migrate import upgrade
 from cds_service.record.db.replay_store import DbReplayStore
 
-LATER = datetime.now(UTC) + timedelta(minutes=5)
+
+def later() -> datetime:
+    """An expiry 5 minutes from now (computed per test: a long suite run outlives a module constant)."""
+    return datetime.now(UTC) + timedelta(minutes=5)
 
 
 def db_store(tmp_path: Path) -> DbReplayStore:
@@ -23,17 +26,18 @@ def db_store(tmp_path: Path) -> DbReplayStore:
 
 
 def test_record_all_is_idempotent_and_keeps_the_later_expiry(tmp_path: Path) -> None:
+    expiry = later()
     store = db_store(tmp_path)
-    pairs = [("iss", f"jti-{index}", LATER) for index in range(3)]
+    pairs = [("iss", f"jti-{index}", expiry) for index in range(3)]
     store.record_all(pairs)
     store.record_all(pairs)
-    store.record_all([("iss", "jti-0", LATER - timedelta(minutes=4))])
-    assert not store.check_and_record("iss", "jti-0", LATER)
-    assert not store.check_and_record("iss", "jti-2", LATER)
+    store.record_all([("iss", "jti-0", expiry - timedelta(minutes=4))])
+    assert not store.check_and_record("iss", "jti-0", expiry)
+    assert not store.check_and_record("iss", "jti-2", expiry)
     now_plus_2 = datetime.now(UTC) + timedelta(minutes=2)
     later_store = DbReplayStore(store._engine, clock=lambda: now_plus_2)
-    assert not later_store.check_and_record("iss", "jti-0", LATER), "the earlier expiry did not shorten it"
-    assert store.check_and_record("iss", "jti-new", LATER)
+    assert not later_store.check_and_record("iss", "jti-0", expiry), "the earlier expiry did not shorten it"
+    assert store.check_and_record("iss", "jti-new", expiry)
 
 
 class FlakyPrimary:
@@ -56,22 +60,23 @@ class FlakyPrimary:
 
 
 def test_the_window_is_written_back_on_recovery_and_a_failure_keeps_the_rest(tmp_path: Path) -> None:
+    expiry = later()
     primary = FlakyPrimary(db_store(tmp_path))
     health = DatabaseHealth(retry_s=3600)
     store = DegradableReplayStore(primary, health)
     primary.down = True
     for index in range(2500):
-        assert store.check_and_record("iss", f"outage-{index}", LATER)
-    assert not store.check_and_record("iss", "outage-0", LATER), "refused in degraded mode"
+        assert store.check_and_record("iss", f"outage-{index}", expiry)
+    assert not store.check_and_record("iss", "outage-0", expiry), "refused in degraded mode"
     primary.down = False
     primary.fail_after_batches = 1  # the first batch of 1000 is written, then the database fails again
     health.succeeded()
-    assert store.check_and_record("iss", "after-1", LATER)
+    assert store.check_and_record("iss", "after-1", expiry)
     assert len(store._window) == 1501, "unwritten pairs (and the call that found them) stay in the window"
-    assert not store.check_and_record("iss", "outage-2499", LATER), "still refused from the window"
+    assert not store.check_and_record("iss", "outage-2499", expiry), "still refused from the window"
     primary.fail_after_batches = None
     health.succeeded()
-    assert store.check_and_record("iss", "after-2", LATER)
+    assert store.check_and_record("iss", "after-2", expiry)
     assert len(store._window) == 0
     other_worker = DegradableReplayStore(primary, DatabaseHealth())
-    assert not any(other_worker.check_and_record("iss", f"outage-{index}", LATER) for index in range(2500))
+    assert not any(other_worker.check_and_record("iss", f"outage-{index}", expiry) for index in range(2500))
