@@ -126,4 +126,6 @@ def test_make_targets_exist() -> None:
     ).stdout
     assert "mypy --strict cds_service" in dry_run
     assert "ruff format --check" in dry_run
-    assert dry_run.rstrip().endswith(".venv/bin/pytest")
+    lines = dry_run.rstrip().splitlines()
+    assert lines[-2].startswith(".venv/bin/pytest --cov=cds_service --cov-branch")  # the whole suite
+    assert lines[-1].startswith(".venv/bin/python tools/coverage_layers.py .coverage.json --min rules=")
