@@ -18,6 +18,7 @@ from cds_service.cards import render_cards
 from cds_service.cdshooks import PatientViewRequest
 from cds_service.clinical.decision import Decision
 from cds_service.clinical.extract import extract_record
+from cds_service.clinical.facts import PatientRecord
 from cds_service.clinical.protocol import evaluate
 from cds_service.config import Settings
 from cds_service.errors import DataUnavailable
@@ -28,6 +29,7 @@ from cds_service.fhir.patient_scope import scoped
 from cds_service.fhir.prefetch import build_prefetch_templates, resolve_prefetch
 from cds_service.knowledge.loader import Knowledge, load_knowledge
 from cds_service.metrics import fhir_fetch_result, get_metrics
+from cds_service.present.smart_link import with_smart_link
 from cds_service.security.fhir_server_guard import guarded_session
 from cds_service.security.jwt_verify import AuthContext
 
@@ -80,6 +82,10 @@ class PatientViewService:
         self.templates = build_prefetch_templates(knowledge.dxa_codes(), knowledge.lab_codes())
         self._new_uuid = new_uuid
         self._today = today
+        # The SMART app's base URL for card links; None while CDS_SMART_CLIENT_ID is unset.
+        self.smart_base_url = (
+            (settings.public_base_url or settings.listen_base_url) if settings.smart_client_id else None
+        )
 
     def protocol_version(self) -> str:
         return self.knowledge.protocol_version
@@ -98,10 +104,16 @@ class PatientViewService:
         return self.settings.as_of or self._today()
 
     def decide(self, resources: Iterable[dict[str, Any]], patient_id: str, as_of: date) -> Decision:
+        return self.assess(resources, patient_id, as_of)[1]
+
+    def assess(
+        self, resources: Iterable[dict[str, Any]], patient_id: str, as_of: date
+    ) -> tuple[PatientRecord, Decision]:
+        """The facts and the decision (the SMART app draws the facts the decision was made from)."""
         # as_of lets parse skip lab results outside the look-back window that validation could not change.
         parsed = parse_resources(scoped(resources, patient_id), self.knowledge, as_of=as_of)
         record = extract_record(parsed, self.knowledge)
-        return evaluate(record, self.knowledge, as_of)
+        return record, evaluate(record, self.knowledge, as_of)
 
     def _client(self, request: PatientViewRequest, auth: AuthContext) -> FhirClient | None:
         """A client for this call only; its session connects solely to the checked fhirServer address.
@@ -151,6 +163,7 @@ class PatientViewService:
             as_of_pinned=self.settings.as_of is not None,
             new_uuid=self._new_uuid,
         )
+        cards = with_smart_link(cards, decision.outcome, patient_id=patient_id, base_url=self.smart_base_url)
         fields = {
             "event": "cds_decision",
             "hookInstance": request.hookInstance[:64],

@@ -1,0 +1,1 @@
+"""Decision -> what people see: cards' SMART links and the SMART app's pages and charts."""

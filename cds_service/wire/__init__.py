@@ -1,0 +1,1 @@
+"""HTTP: routes and the browser-facing session of the SMART app."""
