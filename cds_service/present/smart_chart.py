@@ -52,7 +52,7 @@ SITE_STYLES: Final = {
     "unknown": ("#555555", "x", ":"),
 }
 TARGET_COLOUR: Final = "#1a1a1a"
-SCANNER_COLOUR: Final = "#7A4E00"
+SCANNER_COLOUR: Final = "#5A5A5A"
 _SVG_OPEN: Final = re.compile(r"<svg\b[^>]*>")
 
 
@@ -135,6 +135,17 @@ def bmd_chart(view: PatientView, kind: str) -> str | None:
             linewidth=1.2,
             label="Scanner changed" if index == 0 else None,
             gid=f"scanner-change-{kind}-{index}",
+        )
+        axes.annotate(
+            "scanner changed",
+            xy=(_x(day), 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(-4, -4),
+            textcoords="offset points",
+            ha="right",
+            va="top",
+            fontsize=8,
+            color=SCANNER_COLOUR,
         )
     axes.set_ylabel("T-score" if kind == "t_score" else "BMD (g/cm²)")
     _date_axis(axes, [p.day for p in points])
