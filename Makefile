@@ -5,8 +5,10 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 FHIR_SERVER_DIR := tests/fhir_server
+SMART_AUTH_DIR := tests/smart_auth
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: venv npm run sandbox test lint postgres-up lock
+.PHONY: venv npm chromium run sandbox test lint postgres-up lock
 
 venv: $(VENV)/.installed
 
@@ -32,6 +34,19 @@ npm:
 	else \
 		echo "npm: $(FHIR_SERVER_DIR)/package.json not found, skipping"; \
 	fi
+	npm ci --prefix $(SMART_AUTH_DIR)
+
+# Debian's Chromium for the SMART app's browser tests (Playwright drives it; `playwright install` is never
+# used). Installed with apt when missing (CI runs as root on Debian); a no-op when it is there.
+chromium:
+	@if [ -x $(CHROMIUM) ]; then \
+		echo "chromium: $(CHROMIUM) present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else \
+		echo "chromium: $(CHROMIUM) missing; install Debian's chromium package (apt-get install chromium)"; \
+		exit 1; \
+	fi
 
 # The bundled demo patients are dated for 2025-06-01: the demo pins the clinical date (shown on cards).
 run: venv
@@ -42,7 +57,7 @@ run: venv
 sandbox: venv npm
 	$(BIN)/python tools/sandbox.py
 
-test: venv npm postgres-up lint
+test: venv npm chromium postgres-up lint
 	$(BIN)/pytest
 
 lint: venv
