@@ -184,3 +184,10 @@ def test_app_context_that_is_not_ours_is_ignored() -> None:
     assert parse_app_context("not json") == (None, None)
     assert parse_app_context(orjson.dumps(["x"]).decode()) == (None, None)
     assert parse_app_context('{"decision": "d", "patient": "p"}') == ("d", "p")
+
+
+def test_the_render_benchmark_runs() -> None:
+    from benchmarks.smart_render import measure
+
+    result = measure("small", 1)
+    assert result["outcome"] == "ESCALATE" and result["html_bytes"] > 10_000

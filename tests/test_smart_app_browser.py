@@ -258,6 +258,14 @@ def test_page_has_no_serious_accessibility_violations(page: Any, stack: Stack) -
     ]
     assert serious == []
     assert result["testEngine"]["name"] == "axe-core"
+    # Keyboard: the first Tab reaches the skip link, which moves focus to the content.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    # Print: the form and the banner are not printed, the charts and tables are.
+    page.emulate_media(media="print")
+    assert page.locator("section.feedback").is_hidden()
+    assert page.locator("svg#chart-t-score").is_visible() and page.locator("#bmd-table").is_visible()
+    page.pdf(path=str(ARTIFACTS / "app-escalate-print.pdf"))
 
 
 def _challenge(verifier: str) -> str:
