@@ -22,10 +22,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 import requests
+from sqlalchemy import select
 
 from cds_service.app import create_app
+from cds_service.db.schema import feedback
 from cds_service.gather.smart_oauth import SCOPES
-from cds_service.runtime import build_runtime
+from cds_service.runtime import Runtime, build_runtime
 from tests.support.app_settings import test_settings
 from tests.support.fhir_server import FhirServerProcess
 from tests.support.fixtures import hook_request, load_scenario_bundle
@@ -69,6 +71,7 @@ class Stack:
     fhir: FhirServerProcess
     auth: SmartAuthServer
     blocked: list[str]
+    runtime: Runtime
 
 
 def _ci() -> bool:
@@ -104,14 +107,15 @@ def stack(fhir_server: FhirServerProcess) -> Iterator[Stack]:
                     "CDS_FHIR_READ_TIMEOUT_S": "15",
                 }
             )
-            mount(create_app(settings, runtime=build_runtime(settings)))
+            runtime = build_runtime(settings)
+            mount(create_app(settings, runtime=runtime))
             response = requests.put(
                 f"{fhir_server.base_url}/__smart-configuration",
                 json=auth.smart_configuration(SCOPES),
                 timeout=10,
             )
             response.raise_for_status()
-            yield Stack(app_base, fhir_server, auth, [])
+            yield Stack(app_base, fhir_server, auth, [], runtime)
         finally:
             auth_cm.__exit__(None, None, None)
 
@@ -242,6 +246,15 @@ def test_override_reason_is_sent_as_feedback(page: Any, stack: Stack) -> None:
     page.get_by_role("button", name="Send override reason").click()
     _arrive(page, f"{stack.app_base}/smart/app?feedback=sent")
     assert "override reason was recorded" in page.get_by_role("status").inner_text()
+    decision_id = re.search(r'"decision":"([^"]+)"', link["appContext"])
+    assert decision_id is not None
+    with stack.runtime.engine.connect() as connection:
+        rows = connection.execute(
+            select(feedback.c.outcome, feedback.c.reason_code, feedback.c.matched).where(
+                feedback.c.card == decision_id.group(1)
+            )
+        ).all()
+    assert [tuple(row) for row in rows] == [("overridden", "patient-refuses", True)]
     _shot(page, "feedback-sent")
 
 
