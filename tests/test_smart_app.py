@@ -169,6 +169,12 @@ def test_refusals_are_plain_pages_that_say_why(
     assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
 
 
+def test_the_cds_hooks_sandboxs_open_server_link_gets_a_hint(client: FlaskClient) -> None:
+    response = client.get("/smart/launch?fhirServiceUrl=http://127.0.0.1:8090&patientId=s01")
+    assert response.status_code == 400
+    assert "without a SMART launch" in response.get_data(as_text=True)
+
+
 def test_feedback_needs_the_session_and_its_form_token(client: FlaskClient) -> None:
     assert client.post("/smart/feedback", data={"reason": "patient-refuses"}).status_code == 401
 

@@ -129,9 +129,15 @@ def create_smart_blueprint(service: PatientViewService, settings: Settings, runt
     def launch() -> Response:
         iss, launch_id = request.args.get("iss", ""), request.args.get("launch", "")
         if not iss or not launch_id or len(launch_id) > 2048:
+            hint = (
+                " The CDS Hooks sandbox opened this link for an open FHIR server (fhirServiceUrl, patientId)"
+                " without a SMART launch: open the app from a SMART launcher instead (README, SMART app)."
+                if "fhirServiceUrl" in request.args
+                else ""
+            )
             return refused(
                 "Not an EHR launch",
-                "The app must be opened by the EHR, which sends the iss and launch parameters.",
+                "The app must be opened by the EHR, which sends the iss and launch parameters." + hint,
                 400,
                 "launch",
             )
