@@ -16,6 +16,7 @@ from typing import Final
 from xml.sax.saxutils import escape
 
 import matplotlib as mpl
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 from matplotlib.figure import Figure
@@ -166,9 +167,8 @@ def bmd_chart(view: PatientView, kind: str) -> str | None:
     return _svg(figure, title, description, f"chart-{kind.replace('_', '-')}")
 
 
-def _target(axes: object, target: TargetLine) -> None:
-    plot = axes.plot  # type: ignore[attr-defined]
-    plot(
+def _target(axes: Axes, target: TargetLine) -> None:
+    axes.plot(
         [_x(target.start), _x(target.end)],
         [float(target.level), float(target.level)],
         color=TARGET_COLOUR,
@@ -179,13 +179,13 @@ def _target(axes: object, target: TargetLine) -> None:
     )
 
 
-def _date_axis(axes: object, days: Sequence[date]) -> None:
+def _date_axis(axes: Axes, days: Sequence[date]) -> None:
     locator = AutoDateLocator(minticks=3, maxticks=8)  # type: ignore[no-untyped-call]
-    axis = axes.xaxis  # type: ignore[attr-defined]
+    axis = axes.xaxis
     axis.set_major_locator(locator)
     axis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
     if days:
-        axes.set_xlim(_x(min(days) - timedelta(days=60)), _x(max(days) + timedelta(days=60)))  # type: ignore[attr-defined]
+        axes.set_xlim(_x(min(days) - timedelta(days=60)), _x(max(days) + timedelta(days=60)))
 
 
 def timeline_chart(view: PatientView) -> str | None:
