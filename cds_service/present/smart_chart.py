@@ -52,7 +52,7 @@ SITE_STYLES: Final = {
     "other": ("#555555", "v", "-"),
     "unknown": ("#555555", "x", ":"),
 }
-TARGET_COLOUR: Final = "#1a1a1a"
+TARGET_COLOUR: Final = "#1a1a1a"  # the treat-to-target T-score line
 SCANNER_COLOUR: Final = "#5A5A5A"
 _SVG_OPEN: Final = re.compile(r"<svg\b[^>]*>")
 
@@ -153,7 +153,7 @@ def bmd_chart(view: PatientView, kind: str) -> str | None:
     axes.set_ylabel("T-score" if kind == "t_score" else "BMD (g/cm²)")
     _date_axis(axes, [p.day for p in points])
     axes.grid(True, color="#d0d0d0", linewidth=0.6)
-    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.07, 1.0), frameon=False, fontsize=9)
     unit = "" if kind == "t_score" else " g/cm²"
     title = "T-scores per site over time" if kind == "t_score" else "Bone mineral density per site over time"
     description = _describe(points, unit)
@@ -168,14 +168,25 @@ def bmd_chart(view: PatientView, kind: str) -> str | None:
 
 
 def _target(axes: Axes, target: TargetLine) -> None:
+    """The target level in the site's colour (thin, long dashes), labelled at its right end."""
+    colour = SITE_STYLES.get(target.site, SITE_STYLES["other"])[0]
     axes.plot(
         [_x(target.start), _x(target.end)],
         [float(target.level), float(target.level)],
-        color=TARGET_COLOUR,
-        linestyle="--",
-        linewidth=1.3,
+        color=colour,
+        linestyle=(0, (7, 3)),
+        linewidth=1.1,
         label=f"{target.label} ({'met' if target.met else 'not met'})",
         gid=f"target-{target.kind}-{target.site}",
+    )
+    axes.annotate(
+        "target",
+        xy=(_x(target.end), float(target.level)),
+        xytext=(4, 0),
+        textcoords="offset points",
+        va="center",
+        fontsize=8,
+        color=colour,
     )
 
 
@@ -189,7 +200,7 @@ def _date_axis(axes: Axes, days: Sequence[date]) -> None:
 
 
 def timeline_chart(view: PatientView) -> str | None:
-    """Covered periods per agent (bars), gaps (hatched), doses (ticks), planned phases (outlined)."""
+    """Covered periods per agent (bars), gaps (yellow), doses (ticks), planned phases (hatched)."""
     rows = view.treatment
     if not rows:
         return None

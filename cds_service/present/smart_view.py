@@ -110,10 +110,10 @@ def _targets(record: PatientRecord, decision: Decision) -> tuple[TargetLine, ...
             continue
         if kind == "t_score":
             level = baseline + response.target
-            label = f"{site_label(response.site)} target: +{response.target} T from baseline"
+            label = f"Target {site_label(response.site)}: +{response.target} T"
         else:
             level = (baseline * (1 + response.target / 100)).quantize(Decimal("0.001"))
-            label = f"{site_label(response.site)} target: +{response.target} % BMD from baseline"
+            label = f"Target {site_label(response.site)}: +{response.target} %"
         lines.append(
             TargetLine(
                 response.site,
