@@ -37,7 +37,7 @@ def measure(size: str, repeat: int) -> dict[str, Any]:
     from cds_service.config import load_settings  # noqa: PLC0415 - the import is what is measured
     from cds_service.present.smart_page import PageLinks, render_app  # noqa: PLC0415
     from cds_service.present.smart_view import build_view  # noqa: PLC0415
-    from cds_service.service import build_service  # noqa: PLC0415
+    from cds_service.wire.service import build_service  # noqa: PLC0415
 
     imported_s = time.perf_counter() - started
     service = build_service(load_settings({"CDS_AS_OF": AS_OF_ENV}))

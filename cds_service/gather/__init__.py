@@ -1,1 +1,2 @@
-"""Getting data from outside: FHIR access, SMART App Launch endpoints and token exchange."""
+"""Obtaining data: prefetch resolution, the FHIR client (deadline, paging, peer guard), the SSRF guard,
+and the SMART app's launch discovery and token exchange."""

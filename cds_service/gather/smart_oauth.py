@@ -20,11 +20,11 @@ import requests
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.requests_client import OAuth2Session
 
-from cds_service.fhir.prefetch import PREFETCH_RESOURCE_TYPES
-from cds_service.security.audience import DEFAULT_PORTS, normalise_url
-from cds_service.security.errors import Forbidden
-from cds_service.security.fhir_server_guard import ConnectPolicy, PinnedAdapter
-from cds_service.security.jwks import NoRedirectSession
+from cds_service.core.audience import DEFAULT_PORTS, normalise_url
+from cds_service.core.no_redirect import NoRedirectSession
+from cds_service.core.security_errors import Forbidden
+from cds_service.gather.fhir_server_guard import ConnectPolicy, PinnedAdapter
+from cds_service.gather.prefetch import PREFETCH_RESOURCE_TYPES
 
 log = logging.getLogger(__name__)
 

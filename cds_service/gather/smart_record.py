@@ -5,19 +5,29 @@ breaker as a hook call. Complete or not at all (DataUnavailable), like the hook.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from cds_service.config import Settings
-from cds_service.fhir.client import FhirClient
-from cds_service.fhir.medication_fetch import fetch_missing_medications
-from cds_service.fhir.prefetch import resolve_prefetch
+from cds_service.gather.client import FhirClient
+from cds_service.gather.fhir_server_guard import ConnectPolicy
+from cds_service.gather.medication_fetch import fetch_missing_medications
+from cds_service.gather.prefetch import resolve_prefetch
 from cds_service.gather.smart_oauth import pinned_session
-from cds_service.security.fhir_server_guard import ConnectPolicy
+
+
+@dataclass(frozen=True)
+class FhirLimits:
+    """The hook's FHIR settings (CDS_FHIR_*): timeouts, overall deadline and page cap."""
+
+    connect_timeout_s: float
+    read_timeout_s: float
+    deadline_s: float
+    max_pages: int
 
 
 def fetch_record(
     templates: Mapping[str, str],
-    settings: Settings,
+    limits: FhirLimits,
     *,
     iss: str,
     policy: ConnectPolicy,
@@ -28,10 +38,10 @@ def fetch_record(
     client = FhirClient(
         iss,
         access_token,
-        connect_timeout=settings.fhir_connect_timeout_s,
-        read_timeout=settings.fhir_read_timeout_s,
-        deadline_s=settings.fhir_deadline_s,
-        max_pages=settings.fhir_max_pages,
+        connect_timeout=limits.connect_timeout_s,
+        read_timeout=limits.read_timeout_s,
+        deadline_s=limits.deadline_s,
+        max_pages=limits.max_pages,
         session=pinned_session(policy),
     )
     data = resolve_prefetch(templates, None, patient_id, client)

@@ -1,1 +1,2 @@
-"""Decision -> what people see: cards' SMART links and the SMART app's pages and charts."""
+"""Decision -> typed CDS Hooks cards (texts from knowledge, escaped evidence, links, suggestions), and the
+SMART app's pages and SVG charts."""

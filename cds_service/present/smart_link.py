@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import orjson
 
-from cds_service.cards import topic_code
+from cds_service.present.cards import topic_code
 
 LINKED_OUTCOMES: Final = ("ESCALATE", "CONSIDER", "SPECIALIST_REVIEW")
 LINK_LABEL: Final = "Open the bone-density chart and treatment timeline (SMART app)"

@@ -10,12 +10,12 @@ from typing import Any, Final
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from cds_service.card_detail import agent_display, human_key, missing_short
-from cds_service.cards import TOPIC_DISPLAY
-from cds_service.clinical.decision import Decision, SiteResponse
-from cds_service.knowledge.loader import Knowledge
+from cds_service.knowledge.indexed import Knowledge
+from cds_service.present.card_detail import agent_display, human_key, missing_short
+from cds_service.present.cards import TOPIC_DISPLAY
 from cds_service.present.smart_chart import bmd_chart, timeline_chart
 from cds_service.present.smart_view import Bar, PatientView, site_label
+from cds_service.rules.decision import Decision, SiteResponse
 
 _ENV: Final = Environment(
     loader=PackageLoader("cds_service.present", "templates"),

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from cds_service.card_detail import agent_display, human_key
-from cds_service.clinical import bmd
-from cds_service.clinical.dates import Interval, add_days, add_months, next_day, previous_day
-from cds_service.clinical.decision import ANABOLICS, Decision
-from cds_service.clinical.exposure import agent_exposures, first_line_union, pth_use_days
-from cds_service.clinical.facts import BmdResult, PatientRecord
-from cds_service.knowledge.loader import Knowledge
+from cds_service.facts.dates import Interval, add_days, add_months, next_day, previous_day
+from cds_service.facts.patient_record import BmdResult, PatientRecord
+from cds_service.knowledge.indexed import Knowledge
+from cds_service.present.card_detail import agent_display, human_key
+from cds_service.rules import bmd
+from cds_service.rules.decision import ANABOLICS, Decision
+from cds_service.rules.exposure import agent_exposures, first_line_union, pth_use_days
 
 SITE_ORDER = ("total_hip", "femoral_neck", "lumbar_spine", "radius", "other", "unknown")
 ROMOSOZUMAB_MONTHS = 12  # protocol §7: romosozumab 12 monthly doses (as the card's phase plan says)

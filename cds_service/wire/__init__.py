@@ -1,1 +1,2 @@
-"""HTTP: routes and the browser-facing session of the SMART app."""
+"""HTTP: routes, CDS Hooks wire models, client auth, one hook call's pipeline, OperationOutcome mapping,
+and the SMART app's routes and sealed browser session."""

@@ -19,10 +19,9 @@ from authlib.common.security import generate_token
 from flask import Blueprint, Response, request
 
 from cds_service.config import Settings
-from cds_service.db.engine import DatabaseUnavailable
-from cds_service.errors import DataUnavailable
-from cds_service.feedback.validate import FeedbackItem, OverrideReason
-from cds_service.fhir_id import is_fhir_id
+from cds_service.core.errors import DataUnavailable
+from cds_service.core.fhir_id import is_fhir_id
+from cds_service.core.security_errors import Forbidden
 from cds_service.gather.smart_oauth import (
     SmartEndpoints,
     SmartLaunchError,
@@ -31,13 +30,14 @@ from cds_service.gather.smart_oauth import (
     discover,
     exchange_code,
 )
-from cds_service.gather.smart_record import fetch_record
+from cds_service.gather.smart_record import FhirLimits, fetch_record
 from cds_service.present.smart_link import parse_app_context
 from cds_service.present.smart_page import STYLESHEET, PageLinks, render_app, render_refused
 from cds_service.present.smart_view import build_view
-from cds_service.runtime import Runtime
-from cds_service.security.errors import Forbidden
-from cds_service.service import PatientViewService
+from cds_service.record.db.engine import DatabaseUnavailable
+from cds_service.record.feedback.validate import FeedbackItem, OverrideReason
+from cds_service.wire.runtime import Runtime
+from cds_service.wire.service import PatientViewService
 from cds_service.wire.smart_session import (
     COOKIE_NAME,
     COOKIE_PATH,
@@ -89,6 +89,12 @@ def create_smart_blueprint(service: PatientViewService, settings: Settings, runt
     ttl = settings.smart_session_ttl_s
     secure = base.startswith("https://")
     timeouts = (settings.fhir_connect_timeout_s, settings.fhir_read_timeout_s)
+    limits = FhirLimits(
+        settings.fhir_connect_timeout_s,
+        settings.fhir_read_timeout_s,
+        settings.fhir_deadline_s,
+        settings.fhir_max_pages,
+    )
 
     def page(html: str, status: int = 200) -> Response:
         response = Response(html, status=status, content_type="text/html; charset=utf-8")
@@ -257,7 +263,7 @@ def create_smart_blueprint(service: PatientViewService, settings: Settings, runt
             policy = trust.iss_policy(session.iss)
             resources = fetch_record(
                 service.templates,
-                settings,
+                limits,
                 iss=session.iss,
                 policy=policy,
                 access_token=session.access_token,

@@ -20,7 +20,7 @@ from typing import Any, Final
 import orjson
 from cryptography.fernet import Fernet, InvalidToken
 
-from cds_service.feedback.patient_key import stored_secret
+from cds_service.record.feedback.patient_key import stored_secret
 
 COOKIE_NAME: Final = "osteo_smart"
 COOKIE_PATH: Final = "/smart/"
