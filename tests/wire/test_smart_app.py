@@ -4,6 +4,7 @@ test_smart_app_browser.py.)"""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import orjson
@@ -69,9 +70,12 @@ def test_without_a_client_id_cards_have_no_smart_link_and_no_app_routes() -> Non
 def test_the_session_cookie_is_sealed_and_expires() -> None:
     now = [1_000_000.0]
     codec = SessionCodec(b"k" * 32, clock=lambda: now[0])
-    session = AppSession(ISS, "the-access-token", "p1", "card-1", "p1", now[0] + 60, "csrf")
+    patient = "patient-id-in-clear-0042"
+    session = AppSession(ISS, "the-access-token-in-clear", patient, "card-1", patient, now[0] + 60, "csrf")
     cookie = codec.seal(session)
-    assert "the-access-token" not in cookie and "p1" not in cookie
+    sealed = base64.urlsafe_b64decode(cookie)
+    for clear in ("the-access-token-in-clear", patient):
+        assert clear not in cookie and clear.encode() not in sealed
     assert codec.open(cookie, 900) == session
     assert codec.open(cookie[:-4] + "AAAA", 900) is None
     assert SessionCodec(b"x" * 32, clock=lambda: now[0]).open(cookie, 900) is None
