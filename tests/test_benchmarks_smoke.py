@@ -15,7 +15,7 @@ import orjson
 import pytest
 from fhir.resources.R4B.observation import Observation
 
-from benchmarks import records, run
+from benchmarks import records, run, scaleout
 from benchmarks.auth import make_client
 from benchmarks.fhir_stub import FhirStub
 from benchmarks.harness import WsgiCaller, build_app
@@ -27,6 +27,7 @@ from cds_service.fhir.client import clear_metadata_cache
 from cds_service.fhir.parse import parse_resources
 from cds_service.fhir.patient_scope import scoped
 from cds_service.knowledge.loader import Knowledge, packaged_knowledge
+from tests.support.databases import postgres_base_url
 from tests.support.fixtures import load_scenario_bundle, load_scenario_index
 
 AS_OF = date(2026, 11, 30)
@@ -236,3 +237,21 @@ def test_the_common_lab_shape_is_skipped(knowledge: Knowledge) -> None:
     window = parse_module._LabWindow.build(knowledge, AS_OF)
     assert window.never_read(_lab())
     assert not window.never_read(_lab(effectiveDateTime="2026-10-01"))
+
+
+# ----- scale-out ------------------------------------------------------------------------------------------
+@pytest.mark.usefixtures("postgres_admin")  # PostgreSQL reachable (skips without it unless CI=true)
+def test_scaleout_smoke_two_instances_one_postgresql() -> None:
+    """benchmarks/scaleout.py with tiny counts: two instances behind HAProxy on one PostgreSQL schema; a
+    token is accepted by exactly one instance, and no acknowledged feedback or delivered card is missing
+    after one instance is SIGKILLed under load."""
+    results = scaleout.run(2, 2, postgres_base_url(), smoke=True)
+    assert results["replay"]["exactly_once"] == results["replay"]["rounds"] == 3
+    check = results["consistency"]
+    assert check["cards_delivered"] > 0
+    assert check["feedback_acknowledged"] > 0
+    assert check["acknowledged_feedback_missing"] == 0
+    assert check["delivered_cards_missing_from_ledger"] == 0
+    assert results["verdict"]["replay_exactly_once"]
+    assert results["verdict"]["feedback_never_lost"]
+    assert results["verdict"]["ledger_consistent"]
