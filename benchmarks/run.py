@@ -494,7 +494,12 @@ def production_env(work: Path, name: str) -> tuple[BenchClient, dict[str, str]]:
     return client, client.environ()
 
 
+WRK_CONNECTIONS = (1, 4, 16, 64)
+
+
 def http_phase(mode: Mode, skip: set[str], work: Path, bodies: dict[str, bytes]) -> dict[str, Any]:
+    """Ours and the floor app run side by side; each wrk load runs on ours then on the floor app at once,
+    so that both see the same machine (the shared machine's load changes over minutes)."""
     out: dict[str, Any] = {}
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
@@ -503,26 +508,29 @@ def http_phase(mode: Mode, skip: set[str], work: Path, bodies: dict[str, bytes])
     ours = servers.cds_service_server("cds-service", port, env, workers=2)
     log("HTTP: cds-service serve (2 workers)")
     out["ours_ready_s"] = round(ours.start(log_dir=logs), 3)
+    floor_port = servers.free_port()
+    floor = servers.floor_server(floor_port, env)
     try:
+        log("HTTP: floor app")
+        out["floor_ready_s"] = round(floor.start(log_dir=logs), 3)
         status, _ = servers.request(
             "POST", port, SERVICE_PATH, bodies["small"], {"Content-Type": "application/json"}
         )
         out["auth_active"] = status == 401
         out["status_without_token"] = status
         out["ours_sequential"] = sequential(mode, port, SERVICE_PATH, bodies, client.token)
-        if "wrk" not in skip and shutil.which("wrk"):
-            out["ours_wrk"] = wrk_runs(mode, port, SERVICE_PATH, bodies["realistic"], client, work)
-    finally:
-        ours.stop()
-    floor_port = servers.free_port()
-    floor = servers.floor_server(floor_port, env)
-    log("HTTP: floor app")
-    out["floor_ready_s"] = round(floor.start(log_dir=logs), 3)
-    try:
         out["floor_sequential"] = sequential(mode, floor_port, SERVICE_PATH, bodies, lambda: None)
         if "wrk" not in skip and shutil.which("wrk"):
-            out["floor_wrk"] = wrk_runs(mode, floor_port, SERVICE_PATH, bodies["realistic"], client, work)
+            out["ours_wrk"], out["floor_wrk"] = {}, {}
+            body_file = work / "wrk-body.json"
+            body_file.write_bytes(bodies["realistic"])
+            for connections in WRK_CONNECTIONS:
+                for key, server_port in (("ours_wrk", port), ("floor_wrk", floor_port)):
+                    out[key][f"c{connections}"] = wrk_run(
+                        mode, server_port, body_file, client, work, connections
+                    )
     finally:
+        ours.stop()
         floor.stop()
     if "peers" not in skip:
         out["healthchain"] = healthchain_phase(mode, bodies, logs)
@@ -556,19 +564,14 @@ def sequential(
     return out
 
 
-def wrk_runs(
-    mode: Mode, port: int, path: str, body: bytes, client: BenchClient, work: Path
+def wrk_run(
+    mode: Mode, port: int, body_file: Path, client: BenchClient, work: Path, connections: int
 ) -> dict[str, Any]:
-    body_file = work / "wrk-body.json"
-    body_file.write_bytes(body)
-    out = {}
-    for connections in (4, 16):
-        token_file = client.write_token_file(
-            work / "wrk-tokens.txt", 40 * mode.wrk_seconds * connections + 4000
-        )
-        log(f"  wrk -c{connections} -d{mode.wrk_seconds}s")
-        out[f"c{connections}"] = wrk(port, path, body_file, token_file, connections, mode.wrk_seconds)
-    return out
+    token_file = client.write_token_file(
+        work / "wrk-tokens.txt", 40 * mode.wrk_seconds * max(connections, 4) + 4000
+    )
+    log(f"  wrk -c{connections} -d{mode.wrk_seconds}s on port {port}")
+    return wrk(port, SERVICE_PATH, body_file, token_file, connections, mode.wrk_seconds)
 
 
 def wrk(
@@ -840,12 +843,13 @@ def render(r: dict[str, Any], mode: Mode) -> str:
             lines += [
                 "",
                 f"wrk, realistic record ({rec.get('realistic', {}).get('bytes', 0):,} B), 2 workers, one wrk thread, "
-                f"{mode.wrk_seconds} s per run, a distinct token per request:",
+                f"{mode.wrk_seconds} s per run, a distinct token per request; each load ran on ours, then at once on the "
+                "floor app (both servers up side by side):",
                 "",
                 "| run | server | calls/s | p50 | p90 | p99 | max | non-2xx | socket errors | token reuses |",
                 "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
             ]
-            for key in ("c4", "c16"):
+            for key in [f"c{connections}" for connections in WRK_CONNECTIONS]:
                 for name, data in (("ours", ow.get(key)), ("floor app", (fw or {}).get(key))):
                     if not data or "error" in data:
                         lines.append(f"| {key} | {name} | error: {(data or {}).get('error', '-')[:60]} |")
