@@ -149,9 +149,9 @@ def _plan(templates: Mapping[str, str], supplied: Mapping[str, Any], patient_id:
         elif value is None:
             plan.entries[key] = []
         else:
-            _check_supplied(key, value)
+            entries = _check_supplied(key, value)
             if value["resourceType"] == "Bundle":
-                plan.entries[key] = bundle_entries(value)
+                plan.entries[key] = entries
                 if next_link(value) is not None:
                     plan.to_complete[key] = value
             else:
@@ -187,14 +187,16 @@ def _full_url(entry: Mapping[str, Any]) -> str | None:
     return full_url if isinstance(full_url, str) else None
 
 
-def _check_supplied(key: str, value: Any) -> None:
-    """A supplied value must be a FHIR R4 resource or Bundle (JSON object with a resourceType)."""
+def _check_supplied(key: str, value: Any) -> list[JsonObject]:
+    """A supplied value must be a FHIR R4 resource or Bundle (JSON object with a resourceType).
+
+    Returns the value's Bundle entries (`bundle_entries`; empty for a single resource), read once here."""
     if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
         raise BadRequest(
             f"Prefetch '{key}' must be a FHIR resource, a Bundle or null", f"prefetch.{key}", "structure"
         )
-    resources = [value, *(entry["resource"] for entry in bundle_entries(value))]
-    for resource in resources:
+    entries = bundle_entries(value)
+    for resource in [value, *(entry["resource"] for entry in entries)]:
         signal = _dstu2_signal(resource)
         if signal is not None:
             raise NotR4Server(
@@ -202,6 +204,7 @@ def _check_supplied(key: str, value: Any) -> None:
                 f"prefetch.{key}",
                 "not-supported",
             )
+    return entries
 
 
 def _dstu2_signal(resource: Mapping[str, Any]) -> str | None:
