@@ -135,7 +135,10 @@ def resolve_prefetch(
         resources={key: [entry["resource"] for entry in found] for key, found in entries.items()},
         fetched_keys=tuple(key for key in templates if key in plan.to_fetch),
         pages_fetched=pages,
-        full_urls={key: [_full_url(entry) for entry in found] for key, found in entries.items()},
+        full_urls={
+            key: [url if isinstance(url := entry.get("fullUrl"), str) else None for entry in found]
+            for key, found in entries.items()
+        },
     )
 
 
@@ -182,11 +185,6 @@ def _is_operation_outcome(value: Any) -> bool:
     return isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
 
 
-def _full_url(entry: Mapping[str, Any]) -> str | None:
-    full_url = entry.get("fullUrl")
-    return full_url if isinstance(full_url, str) else None
-
-
 def _check_supplied(key: str, value: Any) -> list[JsonObject]:
     """A supplied value must be a FHIR R4 resource or Bundle (JSON object with a resourceType).
 
@@ -197,6 +195,8 @@ def _check_supplied(key: str, value: Any) -> list[JsonObject]:
         )
     entries = bundle_entries(value)
     for resource in [value, *(entry["resource"] for entry in entries)]:
+        if resource.get("resourceType") not in _DSTU2_SIGNAL_TYPES:
+            continue  # the cheap test first: this runs for every supplied resource
         signal = _dstu2_signal(resource)
         if signal is not None:
             raise NotR4Server(
@@ -205,6 +205,9 @@ def _check_supplied(key: str, value: Any) -> list[JsonObject]:
                 "not-supported",
             )
     return entries
+
+
+_DSTU2_SIGNAL_TYPES: Final = frozenset({"MedicationOrder", "Condition"})  # the types _dstu2_signal reads
 
 
 def _dstu2_signal(resource: Mapping[str, Any]) -> str | None:
