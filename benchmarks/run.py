@@ -918,7 +918,7 @@ NOTES = """
   bytes and joins the response body; the stdlib floor (`json.loads(request)` + `json.dumps(response)`), the
   orjson floor and the floor app are timed in the same loop, interleaved with our calls.
 - Peers: the floor app (`benchmarks/floor_app.py`: Flask, `orjson.loads` of the body, one constant card) runs
-  under `cds_service.gunicorn_conf.gunicorn_options` (gthread, 4 threads, 2 workers), like `cds-service serve`.
+  under `cds_service.gunicorn_conf.gunicorn_options` (gevent, 2 workers, no keep-alive), like `cds-service serve`.
   HealthChain runs its documented patient-view hook (`CdsFhirAdapter().parse` of the prefetch into
   fhir.resources R4B objects, one card, no clinical logic) under uvicorn, as `healthchain serve` starts it.
 - FHIR path: `benchmarks/fhir_stub.py` in its own process serves the realistic record, 300 entries per page
@@ -926,29 +926,9 @@ NOTES = """
 - Memory: `cds-service serve --workers 1`, wrk in 30 s chunks (fresh tokens each) until the call count is
   reached; RSS of the worker from /proc after each chunk.
 
-## What limits the rest (measured by profiling the heavy and realistic records)
+## What limits the rest
 
-- Whole-body JSON: api.py parses the entire request with orjson (about 3 ms realistic, 8 ms heavy) and the
-  request's ~100,000 Python objects are freed after the call. The cyclic GC used to run inside calls and
-  rescan every object alive since start-up (heavy p90 86 ms); each worker now freezes its start-up objects
-  and raises the gen0 threshold (`cds_service.gunicorn_conf.tune_gc_after_worker_init`), which brought the
-  heavy record to p50 ~30 ms / p90 ~32 ms.
-- fhir.resources validation: about 55 us per Observation before any element, even with the per-call reuse of
-  identical elements; validated entries (table "Records") dominate parse time without the as_of hint.
-- Per-resource Python before validation: patient scope, Bundle flattening, status and code filters, about
-  2 to 3 us per resource (2,000 resources: 5 ms).
-- Auth and ledger: ES384 verification plus the replay-store insert cost about 1.3 ms per call (small record:
-  production vs "auth off", which keeps the ledger); the card-ledger insert about 1.5 ms more (profile): two
-  SQLite commits per call with `synchronous=FULL`.
-- Under load the service is CPU-bound: two workers on two cores give at most 2 / (CPU time per call);
-  250 calls/s on the realistic record needs under 8 ms of CPU per call including HTTP, which is about what
-  the floor app alone costs on this body.
-- Worker balance: with gthread workers and keep-alive, wrk's persistent connections all landed on one worker
-  (CPU 100 % / 0-30 %), so two cores served like one (20 calls/s at 4 connections). Keep-alive is now off
-  (`cds_service.gunicorn_conf.KEEPALIVE_S = 0`): both workers serve, which together with the GC tuning gave
-  the wrk figures above. A reverse proxy in front keeps client connections alive anyway.
-- Parse before and after this change (same production settings, realistic / heavy / broad, p50):
-  44.2 / 89.0 / 45.6 ms before, 30.2 / 60.2 / 35.0 ms after (A/B in one process, 120 calls each).
+See "Issue 14" below for the profile (top five costs), the worker model and the scale-out figures.
 """
 
 

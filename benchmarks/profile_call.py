@@ -1,0 +1,77 @@
+"""Where one hook call spends its time: cProfile over in-process calls (production settings), by stage.
+
+    .venv/bin/python -m benchmarks.profile_call [--size heavy] [--calls 30]
+
+Prints each stage's share of the call (cumulative time of the function that does it; cProfile inflates
+small Python functions more than C code, so shares, not absolute times, are the figures to read) and the
+top functions by own time. Loopback only: no server, no socket (the app is called through WSGI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import pstats
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks import records
+from benchmarks.auth import make_client
+from benchmarks.harness import WsgiCaller, build_app
+
+# (label, file suffix, function name): the function whose cumulative time is the stage's cost.
+STAGES = (
+    ("whole call (Flask app)", "cds_service/api.py", "call_service"),
+    ("request JSON parse (orjson.loads of the body)", "cds_service/api.py", "_read_json_body"),
+    ("client JWT check (ES384) + replay-store insert", "cds_service/security/jwt_verify.py", "authenticate"),
+    ("prefetch checks (Bundle entries, DSTU2 signs)", "cds_service/fhir/prefetch.py", "resolve_prefetch"),
+    ("parse: filter + validation", "cds_service/fhir/parse.py", "parse_resources"),
+    ("  of which fhir.resources validation", "cds_service/fhir/parse.py", "_validated"),
+    ("  of which relevance checks (codes)", "cds_service/clinical/relevance.py", "is_relevant"),
+    ("  of which lab look-back skip checks", "cds_service/fhir/parse.py", "never_read"),
+    ("  of which flatten + de-duplicate + patient scope", "cds_service/fhir/parse.py", "_unique_items"),
+    ("extract facts (FHIR -> facts)", "cds_service/clinical/extract.py", "extract_record"),
+    ("card ledger insert", "cds_service/api.py", "_ledger_cards"),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size", default="heavy", choices=records.SIZES)
+    parser.add_argument("--calls", type=int, default=30)
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="cds-profile-"))
+    client = make_client(work, "http://127.0.0.1:8000")
+    call = WsgiCaller(build_app(client.environ()))
+    body = records.request_bytes(args.size, dt.datetime.now(dt.UTC).date())
+    for _ in range(3):
+        call(body, client.token())
+    tokens = [client.token() for _ in range(args.calls)]
+    profile = cProfile.Profile()
+    profile.enable()
+    for token in tokens:
+        status, _ = call(body, token)
+        assert status == 200, status
+    profile.disable()
+    stats = pstats.Stats(profile)
+    table = stats.stats  # type: ignore[attr-defined]
+    whole = None
+    print(f"{args.size} record, {len(body):,} bytes, {args.calls} calls under cProfile")
+    for label, suffix, name in STAGES:
+        cumulative = sum(
+            v[3] for (path, _, func), v in table.items() if path.endswith(suffix) and func == name
+        )
+        whole = whole or cumulative
+        print(
+            f"  {label:<52} {100 * cumulative / whole:5.1f} %  ({1000 * cumulative / args.calls:.1f} ms/call)"
+        )
+    stats.sort_stats("tottime").print_stats(12)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
