@@ -15,7 +15,7 @@ import orjson
 import pytest
 from fhir.resources.R4B.observation import Observation
 
-from benchmarks import records, run, scaleout
+from benchmarks import profile_call, records, run, scaleout
 from benchmarks.auth import make_client
 from benchmarks.fhir_stub import FhirStub
 from benchmarks.harness import WsgiCaller, build_app
@@ -255,3 +255,11 @@ def test_scaleout_smoke_two_instances_one_postgresql() -> None:
     assert results["verdict"]["replay_exactly_once"]
     assert results["verdict"]["feedback_never_lost"]
     assert results["verdict"]["ledger_consistent"]
+
+
+def test_profile_call_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/profile_call.py (the profile behind BENCHMARKS.md's top five costs) stays runnable."""
+    assert profile_call.main(["--size", "small", "--calls", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "whole call (Flask app)" in out
+    assert "fhir.resources validation" in out
