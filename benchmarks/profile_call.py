@@ -1,6 +1,7 @@
 """Where one hook call spends its time: cProfile over in-process calls (production settings), by stage.
 
     .venv/bin/python -m benchmarks.profile_call [--size heavy] [--calls 30]
+    .venv/bin/python -m benchmarks.profile_call --parsers   # request JSON: stdlib vs orjson vs msgspec
 
 Prints each stage's share of the call (cumulative time of the function that does it; cProfile inflates
 small Python functions more than C code, so shares, not absolute times, are the figures to read) and the
@@ -16,6 +17,7 @@ import pstats
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from benchmarks import records
 from benchmarks.auth import make_client
@@ -37,13 +39,49 @@ STAGES = (
 )
 
 
+def compare_parsers(calls: int) -> dict[str, dict[str, float]]:
+    """Median ms to decode each record's request bytes into Python objects, parsers interleaved per call.
+
+    msgspec is not a dependency of the service: measured when importable (e.g. `pip install msgspec` into a
+    scratch directory on PYTHONPATH), else reported absent."""
+    import json  # noqa: PLC0415
+    import statistics  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    import orjson  # noqa: PLC0415
+
+    decoders: dict[str, Any] = {"stdlib json": json.loads, "orjson": orjson.loads}
+    try:
+        import msgspec  # noqa: PLC0415
+
+        decoders[f"msgspec {msgspec.__version__}"] = msgspec.json.Decoder().decode
+    except ImportError:
+        print("msgspec not importable: only stdlib json and orjson are compared")
+    out: dict[str, dict[str, float]] = {}
+    for size in ("realistic", "heavy"):
+        body = records.request_bytes(size, dt.datetime.now(dt.UTC).date())
+        times: dict[str, list[float]] = {name: [] for name in decoders}
+        for _ in range(calls):
+            for name, decode in decoders.items():
+                started = time.perf_counter()
+                decode(body)
+                times[name].append(time.perf_counter() - started)
+        out[size] = {name: round(1000 * statistics.median(values), 2) for name, values in times.items()}
+        print(f"{size} ({len(body):,} B) p50 ms: {out[size]}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--size", default="heavy", choices=records.SIZES)
     parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--parsers", action="store_true", help="compare JSON parsers on the request bytes")
     args = parser.parse_args(argv)
+    if args.parsers:
+        compare_parsers(args.calls)
+        return 0
     work = Path(tempfile.mkdtemp(prefix="cds-profile-"))
     client = make_client(work, "http://127.0.0.1:8000")
     call = WsgiCaller(build_app(client.environ()))

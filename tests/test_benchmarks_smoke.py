@@ -263,3 +263,4 @@ def test_profile_call_runs(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "whole call (Flask app)" in out
     assert "fhir.resources validation" in out
+    assert set(profile_call.compare_parsers(1)["heavy"]) >= {"stdlib json", "orjson"}
