@@ -63,6 +63,9 @@ defaults
     # not idempotent (its token is then spent), so resending after a lost answer is left to the client.
     retries 2
     option redispatch
+    # A busy single-worker instance answers /healthz late, not never: a short check timeout would mark it
+    # down and turn load into 503s (seen with `inter 250ms`).
+    timeout check 5s
 frontend cds
     bind 127.0.0.1:{port}
     default_backend instances
@@ -130,8 +133,7 @@ class Balancer:
     def start(self, ports: list[int]) -> None:
         self.stop()
         lines = "\n".join(
-            f"    server i{n} 127.0.0.1:{port} check inter 250ms fall 2 rise 2"
-            for n, port in enumerate(ports)
+            f"    server i{n} 127.0.0.1:{port} check inter 1s fall 3 rise 2" for n, port in enumerate(ports)
         )
         config = self.work / "haproxy.cfg"
         config.write_text(HAPROXY_CFG.format(port=self.port, servers=lines), encoding="utf-8")
@@ -170,6 +172,9 @@ def throughput(
         tokens = client.write_token_file(work / "wrk-tokens.txt", 60 * seconds * count + 500)
         log(f"throughput: {count} instance(s), wrk -c16 -d{seconds}s")
         figures = wrk(balancer.port, SERVICE_PATH, body_file, tokens, 16, seconds)
+        if "duration_us" in figures:  # calls/s counted on 200s only: a fast 503 is no served call
+            served = figures["responses"] - figures["non2xx"]
+            figures["ok_rps"] = round(served / (figures["duration_us"] / 1e6), 1)
         out.append({"instances": count, **figures})
     balancer.start(ports)
     return out
@@ -395,21 +400,21 @@ def verdict(results: dict[str, Any]) -> dict[str, bool]:
         and check["replay_rows"] >= check["tokens_accepted_in_kill_phase"],
     }
     figures = results.get("throughput") or []
-    if len(figures) >= 2 and all("rps" in item for item in figures):
-        out["calls_per_s_grow_with_instances"] = figures[-1]["rps"] > figures[0]["rps"]
+    if len(figures) >= 2 and all("ok_rps" in item for item in figures):
+        out["calls_per_s_grow_with_instances"] = figures[1]["ok_rps"] > figures[0]["ok_rps"]
     return out
 
 
 def render(results: dict[str, Any]) -> str:
     lines = [
-        "| instances | calls/s | p50 ms | p99 ms | non-2xx | socket errors |",
+        "| instances | calls/s (200 only) | p50 ms | p99 ms | non-2xx | socket errors |",
         "| ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for item in results.get("throughput") or []:
         errors = sum(
             item.get(key, 0) for key in ("connect_errors", "read_errors", "write_errors", "timeouts")
         )
-        cells = [item["instances"], item.get("rps"), item.get("p50_ms"), item.get("p99_ms")]
+        cells = [item["instances"], item.get("ok_rps"), item.get("p50_ms"), item.get("p99_ms")]
         lines.append("| " + " | ".join(str(cell) for cell in [*cells, item.get("non2xx"), errors]) + " |")
     return "\n".join(lines)
 
