@@ -25,17 +25,17 @@ from benchmarks.harness import WsgiCaller, build_app
 
 # (label, file suffix, function name): the function whose cumulative time is the stage's cost.
 STAGES = (
-    ("whole call (Flask app)", "cds_service/api.py", "call_service"),
-    ("request JSON parse (orjson.loads of the body)", "cds_service/api.py", "_read_json_body"),
-    ("client JWT check (ES384) + replay-store insert", "cds_service/security/jwt_verify.py", "authenticate"),
-    ("prefetch checks (Bundle entries, DSTU2 signs)", "cds_service/fhir/prefetch.py", "resolve_prefetch"),
-    ("parse: filter + validation", "cds_service/fhir/parse.py", "parse_resources"),
-    ("  of which fhir.resources validation", "cds_service/fhir/parse.py", "_validated"),
-    ("  of which relevance checks (codes)", "cds_service/clinical/relevance.py", "is_relevant"),
-    ("  of which lab look-back skip checks", "cds_service/fhir/parse.py", "never_read"),
-    ("  of which flatten + de-duplicate + patient scope", "cds_service/fhir/parse.py", "_unique_items"),
-    ("extract facts (FHIR -> facts)", "cds_service/clinical/extract.py", "extract_record"),
-    ("card ledger insert", "cds_service/api.py", "_ledger_cards"),
+    ("whole call (Flask app)", "cds_service/wire/api.py", "call_service"),
+    ("request JSON parse (orjson.loads of the body)", "cds_service/wire/api.py", "_read_json_body"),
+    ("client JWT check (ES384) + replay-store insert", "cds_service/wire/auth/jwt_verify.py", "authenticate"),
+    ("prefetch checks (Bundle entries, DSTU2 signs)", "cds_service/gather/prefetch.py", "resolve_prefetch"),
+    ("parse: filter + validation", "cds_service/facts/parse.py", "parse_resources"),
+    ("  of which fhir.resources validation", "cds_service/facts/parse.py", "_validated"),
+    ("  of which relevance checks (codes)", "cds_service/facts/relevance.py", "is_relevant"),
+    ("  of which lab look-back skip checks", "cds_service/facts/lab_window.py", "never_read"),
+    ("  of which flatten + de-duplicate + patient scope", "cds_service/facts/parse.py", "_unique_items"),
+    ("extract facts (FHIR -> facts)", "cds_service/facts/extract.py", "extract_record"),
+    ("card ledger insert", "cds_service/wire/api.py", "_ledger_cards"),
 )
 
 
