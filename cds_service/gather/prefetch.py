@@ -197,8 +197,9 @@ def _check_supplied(key: str, value: Any) -> list[JsonObject]:
         )
     entries = bundle_entries(value)
     for resource in [value, *(entry["resource"] for entry in entries)]:
-        if resource.get("resourceType") not in _DSTU2_SIGNAL_TYPES:
-            continue  # the cheap test first: this runs for every supplied resource
+        resource_type = resource.get("resourceType")
+        if not isinstance(resource_type, str) or resource_type not in _DSTU2_SIGNAL_TYPES:
+            continue  # the cheap test first (a list or object is no type): runs for every resource
         signal = _dstu2_signal(resource)
         if signal is not None:
             raise NotR4Server(
