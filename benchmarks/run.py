@@ -365,24 +365,9 @@ def timed(
 
 @contextmanager
 def as_of_hint() -> Iterator[None]:
-    """Projection: the service passing its evaluation date to parse_resources (see the report)."""
-    from cds_service.facts.extract import extract_record  # noqa: PLC0415
-    from cds_service.facts.parse import parse_resources  # noqa: PLC0415
-    from cds_service.facts.patient_scope import scoped  # noqa: PLC0415
-    from cds_service.rules.protocol import evaluate  # noqa: PLC0415
-    from cds_service.wire import service  # noqa: PLC0415
-
-    original = service.PatientViewService.decide
-
-    def decide(self: Any, resources: Any, patient_id: str, as_of: dt.date) -> Any:
-        parsed = parse_resources(scoped(resources, patient_id), self.knowledge, as_of=as_of)
-        return evaluate(extract_record(parsed, self.knowledge), self.knowledge, as_of)
-
-    service.PatientViewService.decide = decide  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        service.PatientViewService.decide = original  # type: ignore[method-assign]
+    """Formerly a projection (the evaluation date passed to parse_resources); production does it now,
+    so the column only shows noise. Nothing is patched: `decide` keeps its production signature."""
+    yield
 
 
 @contextmanager

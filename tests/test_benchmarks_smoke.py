@@ -81,6 +81,9 @@ def test_suite_smoke_in_process(tmp_path: Path) -> None:
         assert measured["statuses"] == {"200": run.Mode.of(smoke=True).calls}
         assert measured["cards"] >= 1
         assert measured["floor_ratio"] > 0
+    for variant, by_size in figures["inprocess"]["variants"].items():
+        for size, measured in by_size.items():
+            assert set(measured["statuses"]) == {"200"}, (variant, size, measured["statuses"])
     assert figures["fhir"]["statuses"] == {"200": 2}
     assert figures["scaling"]["resource_ratio"] > 9
 
