@@ -39,13 +39,13 @@ class BenchClient:
     def audience(self) -> str:
         return f"{self.base_url}/cds-services/{SERVICE_ID}"
 
-    def token(self, now: float | None = None) -> str:
-        """A fresh JWT with a unique jti (5-minute lifetime)."""
+    def token(self, now: float | None = None, *, audience: str | None = None) -> str:
+        """A fresh JWT with a unique jti (5-minute lifetime), for the service (or another audience)."""
         issued = int(now if now is not None else time.time())
         claims = {
             "iss": ISSUER,
             "sub": ISSUER,
-            "aud": self.audience,
+            "aud": audience or self.audience,
             "iat": issued,
             "exp": issued + TOKEN_LIFETIME_S,
             "jti": uuid.uuid4().hex,

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from fhir.resources.R4B.observation import Observation
 
-from benchmarks import records, run
+from benchmarks import profile_call, records, run, scaleout
 from benchmarks.auth import make_client
 from benchmarks.fhir_stub import FhirStub
 from benchmarks.harness import WsgiCaller, build_app
@@ -29,6 +29,7 @@ from cds_service.gather.shared_http import clear_metadata_cache
 from cds_service.knowledge.indexed import Knowledge
 from cds_service.knowledge.loader import packaged_knowledge
 from cds_service.rules.protocol import evaluate
+from tests.support.databases import postgres_base_url
 from tests.support.fixtures import load_scenario_bundle, load_scenario_index
 
 AS_OF = date(2026, 11, 30)
@@ -80,6 +81,9 @@ def test_suite_smoke_in_process(tmp_path: Path) -> None:
         assert measured["statuses"] == {"200": run.Mode.of(smoke=True).calls}
         assert measured["cards"] >= 1
         assert measured["floor_ratio"] > 0
+    for variant, by_size in figures["inprocess"]["variants"].items():
+        for size, measured in by_size.items():
+            assert set(measured["statuses"]) == {"200"}, (variant, size, measured["statuses"])
     assert figures["fhir"]["statuses"] == {"200": 2}
     assert figures["scaling"]["resource_ratio"] > 9
 
@@ -238,3 +242,30 @@ def test_the_common_lab_shape_is_skipped(knowledge: Knowledge) -> None:
     window = LabWindow.build(knowledge, AS_OF)
     assert window.never_read(_lab())
     assert not window.never_read(_lab(effectiveDateTime="2026-10-01"))
+
+
+# ----- scale-out ------------------------------------------------------------------------------------------
+@pytest.mark.usefixtures("postgres_admin")  # PostgreSQL reachable (skips without it unless CI=true)
+def test_scaleout_smoke_two_instances_one_postgresql() -> None:
+    """benchmarks/scaleout.py with tiny counts: two instances behind HAProxy on one PostgreSQL schema; a
+    token is accepted by exactly one instance, and no acknowledged feedback or delivered card is missing
+    after one instance is SIGKILLed under load."""
+    results = scaleout.run(2, 2, postgres_base_url(), smoke=True)
+    assert results["replay"]["exactly_once"] == results["replay"]["rounds"] == 3
+    check = results["consistency"]
+    assert check["cards_delivered"] > 0
+    assert check["feedback_acknowledged"] > 0
+    assert check["acknowledged_feedback_missing"] == 0
+    assert check["delivered_cards_missing_from_ledger"] == 0
+    assert results["verdict"]["replay_exactly_once"]
+    assert results["verdict"]["feedback_never_lost"]
+    assert results["verdict"]["ledger_consistent"]
+
+
+def test_profile_call_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/profile_call.py (the profile behind BENCHMARKS.md's top five costs) stays runnable."""
+    assert profile_call.main(["--size", "small", "--calls", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "whole call (Flask app)" in out
+    assert "fhir.resources validation" in out
+    assert set(profile_call.compare_parsers(1)["heavy"]) >= {"stdlib json", "orjson"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -44,6 +44,9 @@ class LabWindow:
     wanted_kinds: frozenset[str]
     lab_kinds: frozenset[str]
     lab_factor: Any
+    # Per call: the lab kind of a code, by the raw (system, code) pairs of its codings (a record repeats
+    # a few lab codes hundreds of times).
+    kind_memo: dict[tuple[tuple[str, str], ...], str | None] = field(default_factory=dict)
 
     @classmethod
     def build(cls, knowledge: Knowledge, as_of: date) -> LabWindow:
@@ -75,6 +78,13 @@ class LabWindow:
 
     def _lab_kind(self, concept: Any) -> str | None:
         """The kind extraction would give the value (its first wanted table entry), if a lab kind."""
+        key = relevance.raw_code_keys(concept)
+        if key in self.kind_memo:
+            return self.kind_memo[key]
+        kind = self.kind_memo[key] = self._lab_kind_of(concept)
+        return kind
+
+    def _lab_kind_of(self, concept: Any) -> str | None:
         for system, code, _ in relevance.raw_codings(concept):
             for entry in self.knowledge.observation_codes(system, code):
                 if entry.kind in self.wanted_kinds:

@@ -97,10 +97,19 @@ def raw_codings(concept: Any) -> Iterator[tuple[str, str, str]]:
         yield system, normalise_code(system, _text(coding.get("code"))), _text(coding.get("display"))
 
 
-def _raw_code_keys(concept: Any) -> Iterator[tuple[str, str]]:
-    """(system, code) of each coding of a raw CodeableConcept exactly as written (for memo keys)."""
-    for coding in _coding_dicts(concept):
-        yield _text(coding.get("system")), _text(coding.get("code"))
+def raw_code_keys(concept: Any) -> tuple[tuple[str, str], ...]:
+    """The (system, code) pairs of a raw CodeableConcept as written: a memo key for what its codes mean."""
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    if not isinstance(codings, list):
+        return ()
+    return tuple(_raw_key(coding) for coding in codings if isinstance(coding, dict))
+
+
+def _raw_key(coding: dict[str, Any]) -> tuple[str, str]:
+    """(system, code) of a raw Coding exactly as written; a non-string is the empty string."""
+    system = coding.get("system")
+    code = coding.get("code")
+    return (system if isinstance(system, str) else "", code if isinstance(code, str) else "")
 
 
 def raw_texts(concept: Any) -> Iterator[str]:
@@ -183,18 +192,29 @@ class RelevanceChecker:
 
     # ----- observations and reports ---------------------------------------------------------
     def _observation(self, resource: dict[str, Any]) -> bool:
-        relevant = self._in_observation_table(resource.get("code")) or any(
-            isinstance(c, dict) and self._in_observation_table(c.get("code"))
-            for c in _list(resource.get("component"))
-        )
+        # Plain loops, no generators: this runs for every Observation of the record (the hottest path).
+        relevant = self._in_observation_table(resource.get("code"))
+        if not relevant:
+            components = resource.get("component")
+            if isinstance(components, list):
+                for component in components:
+                    if isinstance(component, dict) and self._in_observation_table(component.get("code")):
+                        relevant = True
+                        break
         if relevant:
             self._want_reference(resource.get("device"))
         return relevant
 
     def _in_observation_table(self, concept: Any) -> bool:
         """Like `any(observation_codes(s, c) for s, c, _ in raw_codings(concept))`, memoised."""
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        if not isinstance(codings, list):
+            return False
         memo = self._observation_memo
-        for key in _raw_code_keys(concept):
+        for coding in codings:
+            if not isinstance(coding, dict):
+                continue
+            key = _raw_key(coding)
             found = memo.get(key)
             if found is None:
                 system = canonical_system(key[0])
@@ -253,7 +273,7 @@ class RelevanceChecker:
     def _names_agent(self, concept: Any) -> bool:
         medications = self.knowledge.medications
         memo = self._agent_memo
-        for key in _raw_code_keys(concept):
+        for key in raw_code_keys(concept):
             found = memo.get(key)
             if found is None:
                 system = canonical_system(key[0])

@@ -21,17 +21,18 @@ def bundle_entries(bundle: Mapping[str, Any]) -> list[JsonObject]:
     entries = bundle.get("entry")
     if not isinstance(entries, list):
         return []
-    return [entry for entry in entries if _is_data_entry(entry)]
-
-
-def _is_data_entry(entry: Any) -> bool:
-    if not isinstance(entry, dict):
-        return False
-    resource = entry.get("resource")
-    if not isinstance(resource, dict) or resource.get("resourceType") == "OperationOutcome":
-        return False
-    search = entry.get("search")
-    return not (isinstance(search, dict) and search.get("mode") == "outcome")
+    # Plain loop: this runs for every entry of every supplied or fetched Bundle.
+    kept = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        resource = entry.get("resource")
+        if not isinstance(resource, dict) or resource.get("resourceType") == "OperationOutcome":
+            continue
+        search = entry.get("search")
+        if search is None or not (isinstance(search, dict) and search.get("mode") == "outcome"):
+            kept.append(entry)
+    return kept
 
 
 def next_link(bundle: Mapping[str, Any]) -> str | None:

@@ -153,7 +153,10 @@ def resolve_prefetch(
         resources={key: [entry["resource"] for entry in found] for key, found in entries.items()},
         fetched_keys=tuple(key for key in templates if key in plan.to_fetch and key not in plan.unavailable),
         pages_fetched=pages,
-        full_urls={key: [_full_url(entry) for entry in found] for key, found in entries.items()},
+        full_urls={
+            key: [url if isinstance(url := entry.get("fullUrl"), str) else None for entry in found]
+            for key, found in entries.items()
+        },
         unavailable={key: plan.unavailable[key] for key in templates if key in plan.unavailable},
     )
 
@@ -168,9 +171,9 @@ def _plan(templates: Mapping[str, str], supplied: Mapping[str, Any], patient_id:
         elif value is None:
             plan.entries[key] = []
         else:
-            _check_supplied(key, value)
+            entries = _check_supplied(key, value)
             if value["resourceType"] == "Bundle":
-                plan.entries[key] = bundle_entries(value)
+                plan.entries[key] = entries
                 if next_link(value) is not None:
                     plan.to_complete[key] = value
             else:
@@ -257,19 +260,19 @@ def _is_operation_outcome(value: Any) -> bool:
     return isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
 
 
-def _full_url(entry: Mapping[str, Any]) -> str | None:
-    full_url = entry.get("fullUrl")
-    return full_url if isinstance(full_url, str) else None
+def _check_supplied(key: str, value: Any) -> list[JsonObject]:
+    """A supplied value must be a FHIR R4 resource or Bundle (JSON object with a resourceType).
 
-
-def _check_supplied(key: str, value: Any) -> None:
-    """A supplied value must be a FHIR R4 resource or Bundle (JSON object with a resourceType)."""
+    Returns the value's Bundle entries (`bundle_entries`; empty for a single resource), read once here."""
     if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
         raise BadRequest(
             f"Prefetch '{key}' must be a FHIR resource, a Bundle or null", f"prefetch.{key}", "structure"
         )
-    resources = [value, *(entry["resource"] for entry in bundle_entries(value))]
-    for resource in resources:
+    entries = bundle_entries(value)
+    for resource in [value, *(entry["resource"] for entry in entries)]:
+        resource_type = resource.get("resourceType")
+        if not isinstance(resource_type, str) or resource_type not in _DSTU2_SIGNAL_TYPES:
+            continue  # the cheap test first (a list or object is no type): runs for every resource
         signal = _dstu2_signal(resource)
         if signal is not None:
             raise NotR4Server(
@@ -277,6 +280,10 @@ def _check_supplied(key: str, value: Any) -> None:
                 f"prefetch.{key}",
                 "not-supported",
             )
+    return entries
+
+
+_DSTU2_SIGNAL_TYPES: Final = frozenset({"MedicationOrder", "Condition"})  # the types _dstu2_signal reads
 
 
 def _dstu2_signal(resource: Mapping[str, Any]) -> str | None:
