@@ -18,6 +18,7 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from cds_service import __version__
+from cds_service.card_model import Card
 from cds_service.cdshooks import PatientViewRequest, drop_empty, operation_outcome, parse_patient_view_request
 from cds_service.config import Settings, operational_warnings
 from cds_service.db.engine import RETRY_AFTER_S, DatabaseUnavailable
@@ -89,9 +90,9 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
             _yield_to_other_connections()
             result = service.handle(hook, auth)
             _yield_to_other_connections()
-            logged["cards"] = _card_count(result)
-            _ledger_cards(runtime, hook, result["cards"], service.protocol_version())
-            response = _json(result)
+            logged["cards"] = len(result.cards)
+            _ledger_cards(runtime, hook, result.cards, service.protocol_version())
+            response = _json(result.to_wire())
         except Exception as error:  # mapped to a status; unexpected ones are logged there
             response = _error_response(error, service.service_id)
         _log_event("cds_call", status=response.status_code, duration_ms=_since(started), **logged)
@@ -187,7 +188,7 @@ def _yield_to_other_connections() -> None:
 
 
 def _ledger_cards(
-    runtime: Runtime, hook: PatientViewRequest, cards: list[Any], protocol_version: str
+    runtime: Runtime, hook: PatientViewRequest, cards: list[Card], protocol_version: str
 ) -> None:
     """Record the cards before the 200 (feedback joins to them); a failure never hides the cards."""
     get_metrics().record_cards(cards)
@@ -317,13 +318,6 @@ def _too_large(limit: int) -> ServiceError:
 def _raw_hook_instance(body: Any) -> str | None:
     value = body.get("hookInstance") if isinstance(body, dict) else None
     return _clip(value) if isinstance(value, str) else None
-
-
-def _card_count(result: Any) -> int:
-    cards = result.get("cards") if isinstance(result, dict) else None
-    if not isinstance(cards, list):
-        raise TypeError("the service returned a body without a 'cards' list")
-    return len(cards)
 
 
 def _error_response(error: Exception, service_id: str) -> Response:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from cds_service import SERVICE_ID
+from cds_service.card_model import HookResponse
 from cds_service.cards import render_cards
 from cds_service.cdshooks import PatientViewRequest
 from cds_service.clinical.decision import Decision
@@ -124,7 +125,7 @@ class PatientViewService:
             session=guarded_session(request.fhirServer, auth, self.trust),
         )
 
-    def handle(self, request: PatientViewRequest, auth: AuthContext) -> dict[str, Any]:
+    def handle(self, request: PatientViewRequest, auth: AuthContext) -> HookResponse:
         patient_id = request.context.patientId
         client = self._client(request, auth)
         reason = NO_AUTHORIZATION_REASON if client is None and request.fhirServer else NO_SERVER_REASON
@@ -164,7 +165,7 @@ class PatientViewService:
         # One JSON line for operators (no PHI: no patient id, no values); the same fields as record
         # attributes for structured handlers.
         log.info(orjson.dumps(fields).decode(), extra={"decision": fields})
-        return {"cards": cards}
+        return HookResponse(cards)
 
 
 def _log_unavailable(hook_instance: str, error: DataUnavailable) -> None:

@@ -13,6 +13,7 @@ import re
 import string
 import types
 from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -69,12 +70,54 @@ SUMMARY_KEYS = (
     "NOT_ELIGIBLE_ADHERENCE",
     "VERY_HIGH_RISK_PATHWAY",
     "SPECIALIST_REVIEW",
+    "SPECIALIST_REVIEW_R2",
+    "SPECIALIST_REVIEW_R3",
+    "SPECIALIST_REVIEW_R3c",
+    "SPECIALIST_REVIEW_R7h",
+    "SPECIALIST_REVIEW_R8",
+    "SPECIALIST_REVIEW_R9a",
+    "SPECIALIST_REVIEW_R13",
+    "SPECIALIST_REVIEW_renal",
     "INSUFFICIENT_DATA",
     "ON_ANABOLIC",
+    "ON_ANABOLIC_ENDED",
     "DENOSUMAB_OVERDUE",
     "ANABOLIC_FOLLOW_ON_MISSING",
 )
-SUMMARY_PLACEHOLDERS = ("first_line", "agent", "reevaluate_from", "missing_list", "planned_end")
+# Values of the decision the renderer names for the card templates (besides every threshold and window).
+CARD_PLACEHOLDERS = (
+    "first_line",
+    "agent",
+    "agent_note",
+    "sites_missed",
+    "reevaluate_from",
+    "missing_list",
+    "planned_end",
+    "last_dose",
+    "due_date",
+    "course_agent",
+    "course_end",
+    "agent_display",
+    "regimen",
+    "caution",
+    "target_t",
+    "concepts",
+)
+# The missing-input codes of protocol §9: each needs a short name and a line in `texts`.
+MISSING_CODES = (
+    "birth_date",
+    "bmd_or_frax",
+    "medication_history",
+    "baseline_dxa",
+    "followup_dxa",
+    "total_hip_baseline",
+    "total_hip_followup",
+    "target_t_score",
+    "egfr",
+    "calcium",
+    "alkaline_phosphatase",
+    "unreadable_resources",
+)
 # Labs whose default reference range a rule reads, with their canonical unit (the unit values are
 # converted to, so the unit of the default range) and the bounds read: calcium both (R9a high, R9c low),
 # alkaline phosphatase the upper one (R9b). No rule reads an albumin range.
@@ -238,6 +281,7 @@ class CodeAddition(_Strict):
 class ConceptGap(_Strict):
     concept: str
     note: str
+    checked: str | None = None  # shown on the card: what is checked for a partly covered concept
 
 
 class PrefixRule(_Strict):
@@ -311,6 +355,7 @@ class CardSource(_Strict):
 
 class SourceRef(_Strict):
     label: NonEmpty
+    short: str | None = Field(default=None, min_length=1, max_length=40)  # the card link's label
     url: AbsoluteUrl | None = None
 
 
@@ -323,6 +368,19 @@ class Texts(_Strict):
     supplements_line: str
     denosumab_overdue_detail: str
     follow_on_missing_detail: str
+    suggestion_label: str
+    suggestion_label_caution: str
+    action_description: str
+    action_description_caution: str
+    personalised_target_line: str
+    reevaluate_line: str
+    ended_line: str
+    specialist_agents_line: str
+    obtain_egfr_line: str
+    aace_line: str
+    not_checked_line: str
+    missing_names: dict[str, str]
+    missing_lines: dict[str, str]
 
     @field_validator("summaries")
     @classmethod
@@ -332,10 +390,25 @@ class Texts(_Strict):
                 raise ValueError(f"summary {key} is {len(text)} characters; CDS Hooks needs < 140")
         return value
 
-    def line(self, name: str, values: dict[str, str]) -> str:
-        """Card text `name` with its `{threshold}`/`{window}` placeholders filled from `values`."""
-        text: str = getattr(self, name)
-        return text.format_map(values) if placeholders(text) else text.replace("{{", "{").replace("}}", "}")
+    def line(self, name: str, values: Mapping[str, str]) -> str:
+        """Card text `name` with its placeholders filled from `values`."""
+        return fill(getattr(self, name), values)
+
+    def templates(self) -> Iterator[tuple[str, str]]:
+        """(dotted name, template) of every card text, for start-up validation."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                yield from ((f"{name}.{key}", text) for key, text in value.items())
+            else:
+                yield name, value
+
+
+def fill(template: str, values: Mapping[str, str]) -> str:
+    """A card template with its `{name}` placeholders filled (`{{`/`}}` are literal braces)."""
+    if not placeholders(template):
+        return template.replace("{{", "{").replace("}}", "}")
+    return template.format_map(values)
 
 
 class BrandSpec(_Strict):
@@ -693,19 +766,7 @@ def _check_readers(model: KnowledgeModel, ingredients: frozenset[str]) -> None:
     for agent in model.ingredient_names:
         if agent not in ingredients:
             raise unknown_key_error("ingredient_names", agent, ingredients)
-    for key, template in model.texts.summaries.items():
-        if key not in SUMMARY_KEYS:
-            raise unknown_key_error("texts.summaries", key, SUMMARY_KEYS)
-        for name in placeholders(template):
-            if name not in SUMMARY_PLACEHOLDERS:
-                raise unknown_key_error(f"texts.summaries.{key} placeholder", name, SUMMARY_PLACEHOLDERS)
-    line_names = set(Thresholds.model_fields) | set(Windows.model_fields)
-    for name in Texts.model_fields:
-        if name == "summaries":
-            continue
-        for placeholder in placeholders(getattr(model.texts, name)):
-            if placeholder not in line_names:
-                raise unknown_key_error(f"texts.{name} placeholder", placeholder, line_names)
+    _check_texts(model.texts)
     for agent, spec in model.follow_on_agents.items():
         if spec.kind != FOLLOW_ON_KINDS[agent]:
             raise KnowledgeError(
@@ -769,3 +830,26 @@ def load_knowledge(path: str | Path | None = None) -> Knowledge:
 def packaged_knowledge() -> Knowledge:
     """The packaged knowledge file, loaded once per process."""
     return load_knowledge(None)
+
+
+def _check_texts(texts: Texts) -> None:
+    """Every summary and missing-input code has its template; every placeholder is a known name."""
+    for key in texts.summaries:
+        if key not in SUMMARY_KEYS:
+            raise unknown_key_error("texts.summaries", key, SUMMARY_KEYS)
+    absent = [key for key in SUMMARY_KEYS if key not in texts.summaries]
+    if absent:
+        raise KnowledgeError(f"texts.summaries: no template for {', '.join(absent)}")
+    for section in ("missing_names", "missing_lines"):
+        table: dict[str, str] = getattr(texts, section)
+        for key in table:
+            if key not in MISSING_CODES:
+                raise unknown_key_error(f"texts.{section}", key, MISSING_CODES)
+        absent = [code for code in MISSING_CODES if code not in table]
+        if absent:
+            raise KnowledgeError(f"texts.{section}: no text for {', '.join(absent)}")
+    known = {*Thresholds.model_fields, *Windows.model_fields, *CARD_PLACEHOLDERS}
+    for name, template in texts.templates():
+        for placeholder in placeholders(template):
+            if placeholder not in known:
+                raise unknown_key_error(f"texts.{name} placeholder", placeholder, sorted(known))
