@@ -19,7 +19,7 @@ from cds_service.db.migrate import DatabaseNotInitialised, upgrade
 from cds_service.errors import BadRequest
 from cds_service.feedback.report import build_report, format_report, run_report_command
 from cds_service.feedback.routes import AdminUnauthorized, handle_admin_report
-from cds_service.feedback.store import FeedbackStore
+from cds_service.feedback.store import FeedbackStore, IssuedCard, IssuedSuggestion
 from cds_service.feedback.validate import EPIC_REASON_SYSTEM, validate_feedback
 from tests.support.databases import (  # noqa: F401 - pytest fixtures
     any_db_url_fixture,
@@ -35,19 +35,12 @@ TOKEN_SHA256 = hashlib.sha256(TOKEN.encode()).hexdigest()
 EPIC = "com.epic.cdshooks.feedback.overrideReason."
 
 
-def card(uuid: str, kind: str, suggestions: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
-    return {
-        "uuid": uuid,
-        "source": {"topic": {"code": kind.replace("_", "")}},
-        "suggestions": [
-            {"uuid": s, "label": f"Consider {agent}", "isRecommended": i == 0}
-            for i, (s, agent) in enumerate(suggestions)
-        ],
-        "extension": {"osteo-cds/decision": {"outcome": kind, "rule": "R12", "agents": []}},
-    }
+def card(uuid: str, kind: str, suggestions: tuple[tuple[str, str], ...] = ()) -> IssuedCard:
+    issued = tuple(IssuedSuggestion(s, agent, i == 0) for i, (s, agent) in enumerate(suggestions))
+    return IssuedCard(uuid, kind, "R12", issued)
 
 
-def issue(store: FeedbackStore, when: datetime, *cards: dict[str, Any]) -> None:
+def issue(store: FeedbackStore, when: datetime, *cards: IssuedCard) -> None:
     store.record_cards(
         list(cards),
         hook_instance=f"hi-{when.isoformat()}",
