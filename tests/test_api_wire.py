@@ -15,9 +15,9 @@ from werkzeug.test import EnvironBuilder, TestResponse
 from werkzeug.wrappers import Request
 
 from cds_service.app import create_app
+from cds_service.card_model import Card, Coding, HookResponse, Source, Suggestion
 from cds_service.cdshooks import PatientViewRequest, drop_empty, operation_outcome
 from cds_service.config import Settings
-from cds_service.card_model import Card, Coding, HookResponse, Source, Suggestion
 from cds_service.errors import DataUnavailable, Issue, NotR4Server, ServiceError
 from cds_service.security.jwt_verify import AuthContext
 from tests.support.app_settings import test_settings
