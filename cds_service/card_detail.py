@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import date
+from decimal import Decimal
 
 from cds_service.card_text import (
     agent_display,
@@ -104,21 +105,42 @@ def _series(values: list[DxaEvidence], dates: tuple[date, date] | None) -> str:
     return " → ".join(f"{_value(v)} ({v.date.isoformat()})" for v in values)
 
 
-def _response_line(resp: SiteResponse, values: list[DxaEvidence], dates: tuple[date, date] | None) -> str:
+def _targets(site: str, knowledge: Knowledge) -> tuple[Decimal | None, Decimal | None]:
+    """The configured (ΔT, %) targets of a deciding site."""
+    t = knowledge.t
+    if site == "total_hip":
+        return t.target_delta_t_total_hip, t.target_pct_total_hip
+    if site == "lumbar_spine":
+        return t.target_delta_t_lumbar_spine, t.target_pct_lumbar_spine
+    return None, None
+
+
+def _response_line(
+    resp: SiteResponse, values: list[DxaEvidence], dates: tuple[date, date] | None, knowledge: Knowledge
+) -> str:
+    """`**Total hip:** T -2.6 → -2.5: ΔT +0.10 (≥ +0.20), +1.2 % (≥ +3 %, decides): **not met**`."""
+    dt_target, pct_target = _targets(resp.site, knowledge)
+    if resp.metric == "delta_t":
+        dt_target = resp.target
+    else:
+        pct_target = resp.target
+    both = resp.delta_t is not None and resp.pct_change is not None
     parts: list[str] = []
     if resp.delta_t is not None:
-        target = f" vs ≥ +{plain(resp.target)}" if resp.metric == "delta_t" else ""
-        parts.append(f"ΔT {delta_t(resp.delta_t)}{target}")
+        target = f"≥ +{plain(dt_target)}" if dt_target is not None else ""
+        decides = ", decides" if both and resp.metric == "delta_t" else ""
+        parts.append(f"ΔT {delta_t(resp.delta_t)}" + (f" ({target}{decides})" if target else ""))
     if resp.pct_change is not None:
-        target = f" vs ≥ +{plain(resp.target)} %" if resp.metric == "pct" else ""
-        parts.append(f"{pct(resp.pct_change)} %{target}")
+        target = f"≥ +{plain(pct_target)} %" if pct_target is not None else ""
+        decides = ", decides" if both and resp.metric == "pct" else ""
+        parts.append(f"{pct(resp.pct_change)} %" + (f" ({target}{decides})" if target else ""))
     verdict = "met" if resp.met else "not met"
     series = _series(values, dates) or f"{resp.baseline_date.isoformat()} → {resp.followup_date.isoformat()}"
     site = _site(resp.site)
-    return f"**{site[:1].upper()}{site[1:]}:** {series}, " + ", ".join(parts) + f": **{verdict}**"
+    return f"**{site[:1].upper()}{site[1:]}:** {series}: " + ", ".join(parts) + f": **{verdict}**"
 
 
-def _dxa_lines(decision: Decision) -> list[str]:
+def _dxa_lines(decision: Decision, knowledge: Knowledge) -> list[str]:
     """One line per deciding site, then one line with the DXA dates, scanner and the other sites."""
     grouped = _pairs(decision)
     responses = decision.evidence.responses
@@ -130,8 +152,8 @@ def _dxa_lines(decision: Decision) -> list[str]:
         other_kind = (key[0], key[1], "bmd" if key[2] == "t_score" else "t_score") if key else None
         if other_kind in grouped and resp.pct_change is not None and other_kind is not None:
             used += grouped.pop(other_kind)
-        lines.append(_response_line(resp, used, dates))
-    head = f"**DXA {dates[0].isoformat()} → {dates[1].isoformat()}**" if dates else "**DXA:**"
+        lines.append(_response_line(resp, used, dates, knowledge))
+    head = f"**DXA {dates[0].isoformat()} → {dates[1].isoformat()}:**" if dates else "**DXA:**"
     scanners = sorted({_esc(d.scanner_status) for d in decision.evidence.dxa if d.role == "follow-up"})
     parts = [f"scanner: {', '.join(scanners)}"] if scanners else []
     parts += [f"{_where(values[0])} {_series(values, dates)}" for values in grouped.values()]
@@ -155,7 +177,10 @@ def _exposure_line(decision: Decision) -> str:
         parts.append(f"coverage {plain(exp.coverage_ratio)}")
     parts.append(f"longest gap {exp.longest_gap_days} days")
     line = _line("Exposure", parts, ", ")
-    return line + (f"; {_esc(exp.source_quality)}" if exp.source_quality else "")
+    quality = exp.source_quality
+    if "(" in quality and any(quality.split("(", 1)[1].rstrip(")") in c for c in decision.caveats):
+        quality = quality.split("(", 1)[0].strip()  # the caveats say the rest
+    return line + (f"; {_esc(quality)}" if quality else "")
 
 
 def _rank_one_line(decision: Decision, knowledge: Knowledge) -> str:
@@ -185,7 +210,7 @@ def key_evidence(decision: Decision, knowledge: Knowledge, values: dict[str, str
     restated = _RESTATED if ev.responses else None  # the response lines show these deltas
     reasons = (r for r in decision.reasons if restated is None or not restated.match(r))
     lines = [_line("Reasons", (_esc(r) for r in reasons))]
-    lines += _dxa_lines(decision)
+    lines += _dxa_lines(decision, knowledge)
     lines.append(_exposure_line(decision))
     lines.append(_rank_one_line(decision, knowledge))
     lines.append(_labs_line(ev.labs))
@@ -200,30 +225,28 @@ def key_evidence(decision: Decision, knowledge: Knowledge, values: dict[str, str
 
 
 # ----- the rest, compact ---------------------------------------------------------------------
-def _agent_item(
-    agent: AgentAssessment, knowledge: Knowledge, *, ranked_view: bool, skip_reasons: bool
-) -> str:
+def _agent_status(agent: AgentAssessment, ranked_view: bool) -> str:
     if agent.status == "excluded":
-        status = "excluded"
-    elif ranked_view:
-        status = f"{agent.rank}, {agent.status}"
-    else:  # specialist review: the protocol's rank is not a recommendation
-        status = f"rank {agent.rank}" + (", caution" if agent.status == "caution" else "")
-    reasons = "" if skip_reasons else _reasons(agent.reasons)
-    return f"{agent_display(agent.agent, knowledge)} ({status})" + (f": {reasons}" if reasons else "")
+        return "excluded"
+    if ranked_view:
+        return f"{agent.rank}, {agent.status}"
+    # specialist review: the protocol's rank is not a recommendation
+    return f"rank {agent.rank}" + (", caution" if agent.status == "caution" else "")
 
 
 def agents_line(decision: Decision, knowledge: Knowledge) -> str:
+    """Every agent with rank and status; agents sharing the same reasons are listed once with them."""
     if not decision.agents:
         return ""
     order = ranked(decision.agents)
-    excluded = [a for a in decision.agents if a.status == "excluded"]
     ranked_view = decision.outcome in ("ESCALATE", "CONSIDER")
-    items = [
-        _agent_item(a, knowledge, ranked_view=ranked_view, skip_reasons=ranked_view and i == 0)
-        for i, a in enumerate(order)
-    ]
-    items += [_agent_item(a, knowledge, ranked_view=ranked_view, skip_reasons=False) for a in excluded]
+    groups: dict[str, list[str]] = {}
+    for position, agent in enumerate([*order, *(a for a in decision.agents if a.status == "excluded")]):
+        shown_above = ranked_view and position == 0  # the rank-1 line of the key evidence gives its reasons
+        reasons = "" if shown_above else _reasons(agent.reasons)
+        head = f"{agent_display(agent.agent, knowledge)} ({_agent_status(agent, ranked_view)})"
+        groups.setdefault(reasons or f"\0{position}", []).append(head)
+    items = [", ".join(heads) + ("" if why.startswith("\0") else f": {why}") for why, heads in groups.items()]
     return _line("Agents", items)
 
 

@@ -11,7 +11,7 @@ from cds_service.clinical.decision import Decision, Outcome, SiteResponse
 from cds_service.clinical.evaluation import CAPPING_MISSING, Evaluation
 from cds_service.clinical.exposure import BISPHOSPHONATES
 from cds_service.clinical.labs import LabStatus
-from cds_service.clinical.plan import MONITORING, before_starting, phase_plan
+from cds_service.clinical.plan import before_starting, monitoring, phase_plan
 
 
 def rule_secondary_causes(ev: Evaluation) -> list[str]:
@@ -175,9 +175,11 @@ def rule_treatment(
     )
     ev.evidence = replace(
         ev.evidence,
-        plan=phase_plan(ranked[0].agent, ev.first_line_agent, last_denosumab, ctx.pth_use_days, ev.k),
-        before_starting=before_starting(ev.sex, ranked[0].agent),
-        monitoring=MONITORING,
+        plan=phase_plan(
+            ranked[0].agent, ev.first_line_agent, last_denosumab, ctx.pth_use_days, ev.k, as_of=ev.as_of
+        ),
+        before_starting=before_starting(ev.sex, ranked[0].agent, ev.k),
+        monitoring=monitoring(ev.k),
     )
     outcome: Outcome = "CONSIDER" if capped else "ESCALATE"
     return ev.decide(outcome, "R12", agents=agents, follow_on=follow, suggestions_allowed=True)

@@ -102,6 +102,11 @@ CARD_PLACEHOLDERS = (
     "caution",
     "target_t",
     "concepts",
+    "latest_date",
+    "allowance",
+    "used_days",
+    "remaining_days",
+    "tests",
 )
 # The missing-input codes of protocol §9: each needs a short name and a line in `texts`.
 MISSING_CODES = (
@@ -379,6 +384,18 @@ class Texts(_Strict):
     obtain_egfr_line: str
     aace_line: str
     not_checked_line: str
+    plan_transition_denosumab: str
+    plan_transition_denosumab_due_passed: str
+    plan_transition_denosumab_late: str
+    plan_pth_after_denosumab: str
+    plan_transition_oral: str
+    plan_anabolic_romosozumab: str
+    plan_anabolic_pth: str
+    plan_follow_on: str
+    before_labs: str
+    before_pth: str
+    before_secondary_tests: str
+    monitoring_line: str
     missing_names: dict[str, str]
     missing_lines: dict[str, str]
 
