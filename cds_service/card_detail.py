@@ -78,6 +78,11 @@ def _line(title: str, items: Iterable[str], sep: str = "; ") -> str:
     return f"**{title}:** " + sep.join(parts) if parts else ""
 
 
+def _sentences(items: Iterable[str]) -> list[str]:
+    """Items joined as sentences: each ends with a full stop."""
+    return [item if item.endswith((".", "!", "?")) else item + "." for item in items if item]
+
+
 def _follow_on_display(agent: str, knowledge: Knowledge) -> str:
     specs = {str(key): spec.display for key, spec in knowledge.model.follow_on_agents.items()}
     return specs.get(agent) or _esc(human_key(agent).capitalize())
@@ -98,7 +103,7 @@ def _pairs(decision: Decision) -> dict[tuple[str, str | None, str], list[DxaEvid
 
 def _series(values: list[DxaEvidence], dates: tuple[date, date] | None) -> str:
     shown = [v.date for v in values]
-    if dates is not None and shown and set(shown) <= set(dates):  # the common dates are in the DXA line
+    if dates is not None and len(shown) > 1 and set(shown) <= set(dates):  # dates are in the DXA line
         return _value(values[0]) + "".join(
             f" → {t_score(v.value) if v.kind == 't_score' else bmd(v.value)}" for v in values[1:]
         )
@@ -136,7 +141,7 @@ def _response_line(
         parts.append(f"{pct(resp.pct_change)} %" + (f" ({target}{decides})" if target else ""))
     verdict = "met" if resp.met else "not met"
     series = _series(values, dates) or f"{resp.baseline_date.isoformat()} → {resp.followup_date.isoformat()}"
-    site = _site(resp.site)
+    site = _where(values[0]) if values else _site(resp.site)
     return f"**{site[:1].upper()}{site[1:]}:** {series}: " + ", ".join(parts) + f": **{verdict}**"
 
 
@@ -335,13 +340,13 @@ def outcome_detail(
     rest: list[str] = [agents_line(decision, knowledge)]
     if escalation:
         rest.append(text(knowledge, "no_contraindication_line", values))
-    rest.append(_line("Plan", (_esc(p) for p in ev.plan), " "))
+    rest.append(_line("Plan", _sentences(_esc(p) for p in ev.plan), " "))
     rest.append(follow_on_line(decision, knowledge, values))
     before = [_esc(b) for b in ev.before_starting]
     if escalation and not any(_ANY_CALCIUM_LINE.search(t) for t in (*ev.before_starting, *decision.caveats)):
         before.append(text(knowledge, "supplements_line", values))
-    rest.append(_line("Before starting", before, " "))
-    rest.append(_line("Monitoring", (_esc(m) for m in ev.monitoring), " "))
+    rest.append(_line("Before starting", _sentences(before), " "))
+    rest.append(_line("Monitoring", _sentences(_esc(m) for m in ev.monitoring), " "))
     rest.append(caveats_line(decision, knowledge, values))
     if decision.outcome != "INSUFFICIENT_DATA":
         rest.append(missing_line(decision, knowledge, values))
