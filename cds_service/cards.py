@@ -195,7 +195,7 @@ def _suggestions(
 def _links(knowledge: Knowledge) -> list[Link]:
     """The sources as `absolute` links with short labels (never links inside the detail); a source
     without a URL is named in the detail's "also cited" line."""
-    return [Link(src.short or src.label, src.url) for src in knowledge.model.sources if src.url]
+    return [Link(src.label, src.url) for src in knowledge.model.sources if src.url]
 
 
 def render_cards(

@@ -360,7 +360,6 @@ class CardSource(_Strict):
 
 class SourceRef(_Strict):
     label: NonEmpty
-    short: str | None = Field(default=None, min_length=1, max_length=40)  # the card link's label
     url: AbsoluteUrl | None = None
 
 
