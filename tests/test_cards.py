@@ -14,6 +14,7 @@ import pytest
 
 from cds_service.card_model import Card
 from cds_service.cards import fit_summary, render_cards, summary_for
+from cds_service.clinical import bmd
 from cds_service.clinical.decision import (
     AgentAssessment,
     Decision,
@@ -791,3 +792,11 @@ def test_every_configured_number_in_card_text_follows_the_knowledge_file(
 
     assert expected not in text_of(KNOWLEDGE)
     assert expected in text_of(changed)
+
+
+@pytest.mark.protocol("3b-rounding")
+def test_engine_reasons_round_t_scores_without_contradiction() -> None:
+    assert bmd.shown_t(Decimal("-2.537"), Decimal("-2.5"), above=False) == "-2.5"
+    assert bmd.shown_t(Decimal("-2.46"), Decimal("-2.5"), above=True) == "-2.46"  # "-2.5 above -2.5" is false
+    assert bmd.shown_t(Decimal("-2.44"), Decimal("-2.5"), above=True) == "-2.4"
+    assert bmd.shown_t(Decimal("-2.5"), Decimal("-2.5"), above=False) == "-2.5"

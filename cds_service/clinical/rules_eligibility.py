@@ -167,7 +167,8 @@ def rule_high_risk(ev: Evaluation) -> None:
         if lowest.site == "unknown":
             ev.caveat("a T-score of undetermined site was used for the diagnosis only")
         ev.reasons.append(
-            f"T-score {lowest.value} ({lowest.site.replace('_', ' ')}, {lowest.date.isoformat()}) "
+            f"T-score {bmd.shown_t(lowest.value, t.t_score_osteoporosis, above=False)} "
+            f"({lowest.site.replace('_', ' ')}, {lowest.date.isoformat()}) "
             f"<= {t.t_score_osteoporosis}"
         )
     elif mof and mof.value >= t.frax_mof_high_risk:

@@ -142,7 +142,8 @@ def rule_treatment(
         ev.done(
             "CONSIDER",
             "R11",
-            f"lowest total-hip/femoral-neck T-score {lowest} is above the personalised target {target}: "
+            f"lowest total-hip/femoral-neck T-score {bmd.shown_t(lowest, target, above=True)} is above the "
+            f"personalised target {target}: "
             "at target: continuing current therapy is reasonable",
         )
     agents = rank_agents(ctx, ev.k)
