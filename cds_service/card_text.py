@@ -6,6 +6,7 @@ values a template may name are `loader.CARD_PLACEHOLDERS` plus every threshold a
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -17,7 +18,8 @@ _T_STEP = Decimal("0.1")
 _DELTA_STEP = Decimal("0.01")
 _PCT_STEP = Decimal("0.1")
 _BMD_STEP = Decimal("0.001")
-_SITE_NAMES = {"total_hip": "total hip", "lumbar_spine": "lumbar spine"}
+_SITE_NAMES = {"total_hip": "hip", "lumbar_spine": "spine"}
+_FLAG = re.compile(r"^R9[bc]: ([^:;]+)")
 
 
 def _round(value: Decimal, step: Decimal) -> Decimal:
@@ -83,8 +85,22 @@ def _first_line(decision: Decision) -> str:
 
 
 def _sites_missed(decision: Decision) -> str:
+    """`hip BMD target` / `hip and spine BMD targets`: the deciding sites whose target was not met."""
     missed = [_SITE_NAMES.get(r.site, human_key(r.site)) for r in decision.evidence.responses if not r.met]
-    return " and ".join(dict.fromkeys(missed)).capitalize() or "BMD"
+    sites = list(dict.fromkeys(missed))
+    if not sites:
+        return "BMD targets"
+    return " and ".join(sites) + (" BMD target" if len(sites) == 1 else " BMD targets")
+
+
+def _cap_reason(decision: Decision, knowledge: Knowledge) -> str:
+    """Why a CONSIDER is capped: a work-up flag (R9b/R9c), else the missing inputs, else the caveats."""
+    flags = [m.group(1).strip() for r in decision.reasons if (m := _FLAG.match(r))]
+    if flags:
+        return flags[0]
+    if decision.missing:
+        return "missing " + ", ".join(missing_name(m, knowledge) for m in decision.missing)
+    return "see caveats"
 
 
 def _iso(day: date | None, fallback: str) -> str:
@@ -108,6 +124,7 @@ def decision_values(decision: Decision, knowledge: Knowledge) -> dict[str, str]:
         "agent": agent,
         "agent_note": ", caution" if top is not None and top.status == "caution" else "",
         "sites_missed": _sites_missed(decision),
+        "cap_reason": _cap_reason(decision, knowledge),
         "reevaluate_from": _iso(decision.reevaluate_from, "a later date"),
         "missing_list": ", ".join(missing_name(m, knowledge) for m in decision.missing) or "see details",
         "planned_end": _iso(decision.planned_end, f"within {knowledge.w.on_anabolic_card_days} days"),

@@ -386,10 +386,14 @@ def test_fit_summary() -> None:
 
 def test_summary_examples() -> None:
     assert render(make("ESCALATE"))[0]["summary"] == (
-        "Total hip BMD target not met after 3 y of alendronate: consider anabolic therapy (romosozumab first)"
+        "Hip BMD target not met after 3 y of alendronate: consider anabolic therapy (romosozumab first)"
     )
     at_target = render(make("CONSIDER", rule="R11"))[0]["summary"]
     assert at_target == KNOWLEDGE.texts.summaries["CONSIDER_AT_TARGET"].format(first_line="alendronate")
+    capped = render(make("CONSIDER", missing=("egfr",)))[0]["summary"]
+    assert capped.endswith("anabolic therapy may be considered (missing eGFR)")
+    flagged = make("CONSIDER", reasons=("R9c: corrected calcium 8.0 mg/dL below range: correct first",))
+    assert render(flagged)[0]["summary"].endswith("(corrected calcium 8.0 mg/dL below range)")
     missing = render(make("INSUFFICIENT_DATA", missing=("followup_dxa", "egfr")))[0]["summary"]
     assert missing == "Osteoporosis escalation check: data missing (follow-up DXA, eGFR)"
     for _decision, cards in all_cards():

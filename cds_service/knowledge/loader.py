@@ -90,6 +90,7 @@ CARD_PLACEHOLDERS = (
     "agent",
     "agent_note",
     "sites_missed",
+    "cap_reason",
     "reevaluate_from",
     "missing_list",
     "planned_end",
