@@ -159,6 +159,8 @@ class PatientViewService:
             "rule": decision.rule,
             "warnings": [w.code for w in decision.warnings],
             "cards": len(cards),
+            "card_kinds": [card.kind for card in cards],
+            "suggestions": sum(len(card.suggestions) for card in cards),
             "fetched_keys": len(data.fetched_keys),
             "pages": data.pages_fetched,
         }

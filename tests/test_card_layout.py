@@ -8,6 +8,7 @@ first card only); a `caution` agent says so on its button; excluded agents have 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import statistics
 import sys
 from datetime import date
@@ -16,13 +17,15 @@ from types import ModuleType
 
 import pytest
 
+from cds_service.app import create_app
 from cds_service.card_model import Card
 from cds_service.cards import render_cards
 from cds_service.clinical.decision import Decision
 from cds_service.config import Settings
 from cds_service.knowledge.loader import load_knowledge
 from cds_service.service import PatientViewService
-from tests.support.fixtures import load_scenario_bundle, load_scenario_index
+from tests.support.app_settings import test_settings
+from tests.support.fixtures import hook_request, load_scenario_bundle, load_scenario_index
 
 KNOWLEDGE = load_knowledge()
 SERVICE = PatientViewService(Settings(), KNOWLEDGE)
@@ -105,3 +108,16 @@ def test_every_outcome_with_a_card_has_an_example() -> None:
     with_cards |= {"VERY_HIGH_RISK_PATHWAY", "SPECIALIST_REVIEW", "INSUFFICIENT_DATA", "ON_ANABOLIC"}
     with_cards |= {"DENOSUMAB_OVERDUE", "ANABOLIC_FOLLOW_ON_MISSING"}
     assert with_cards <= shown
+
+
+def test_decision_log_reads_the_typed_cards(caplog: pytest.LogCaptureFixture) -> None:
+    """The decision log line counts the cards by kind and their suggestions from the typed cards."""
+    client = create_app(test_settings({"CDS_AS_OF": "2025-06-01"})).test_client()
+    with caplog.at_level(logging.INFO):
+        response = client.post(
+            "/cds-services/osteoporosis-escalation", json=hook_request("s12", with_prefetch=True)
+        )
+    assert response.status_code == 200
+    (logged,) = [r.decision for r in caplog.records if hasattr(r, "decision")]  # type: ignore[attr-defined]
+    assert logged["card_kinds"] == ["ESCALATE"]
+    assert logged["suggestions"] == len(response.get_json()["cards"][0]["suggestions"]) == 3
