@@ -52,8 +52,9 @@ class Link:
     app_context: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
+        context = self.app_context if self.type == "smart" else None  # cds-resp-3: smart links only
         return _without_empty(
-            {"label": self.label, "url": self.url, "type": self.type, "appContext": self.app_context}
+            {"label": self.label, "url": self.url, "type": self.type, "appContext": context}
         )
 
 
