@@ -768,6 +768,7 @@ CONFIGURED_IN_CARD_TEXT = [
     ("windows.baseline_before_start_months", 30, "from 30 months before"),
     ("windows.baseline_after_start_months", 5, "to 5 months after the start"),
     ("windows.therapy_min_months", 35, "at least 35 months after the start"),
+    ("windows.therapy_min_months", 36, "therapy under 36 months: re-evaluate the response from 2026-01-10"),
     ("windows.followup_max_age_months", 30, "within the last 30 months"),
     ("thresholds.target_delta_t_total_hip", "0.25", "The +0.25 T / +0.50 T"),
     ("thresholds.target_delta_t_lumbar_spine", "0.55", "+0.20 T / +0.55 T"),
@@ -778,7 +779,7 @@ CONFIGURED_IN_CARD_TEXT = [
 
 
 @pytest.mark.parametrize(
-    ("path", "value", "expected"), CONFIGURED_IN_CARD_TEXT, ids=[c[0] for c in CONFIGURED_IN_CARD_TEXT]
+    ("path", "value", "expected"), CONFIGURED_IN_CARD_TEXT, ids=[c[2][:40] for c in CONFIGURED_IN_CARD_TEXT]
 )
 def test_every_configured_number_in_card_text_follows_the_knowledge_file(
     path: str, value: Any, expected: str
@@ -791,8 +792,11 @@ def test_every_configured_number_in_card_text_follows_the_knowledge_file(
     ]
     changed = variant(path, value)
 
+    duration = make("NOT_ELIGIBLE_DURATION")
+
     def text_of(knowledge: Knowledge) -> str:
-        return json.dumps([render(d, knowledge) for d in decisions], ensure_ascii=False)
+        summaries = [summary_for("NOT_ELIGIBLE_DURATION", duration, knowledge)]
+        return json.dumps([render(d, knowledge) for d in decisions] + summaries, ensure_ascii=False)
 
     assert expected not in text_of(KNOWLEDGE)
     assert expected in text_of(changed)
