@@ -102,6 +102,10 @@ def _pairs(decision: Decision) -> dict[tuple[str, str | None, str], list[DxaEvid
 
 
 def _series(values: list[DxaEvidence], dates: tuple[date, date] | None) -> str:
+    """`T -2.6 → -2.5` (dates in the DXA line) or with dates; one series per kind (T-score, BMD)."""
+    kinds = list(dict.fromkeys(v.kind for v in values))
+    if len(kinds) > 1:
+        return "; ".join(_series([v for v in values if v.kind == kind], dates) for kind in kinds)
     shown = [v.date for v in values]
     if dates is not None and len(shown) > 1 and set(shown) <= set(dates):  # dates are in the DXA line
         return _value(values[0]) + "".join(

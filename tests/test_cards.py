@@ -808,3 +808,25 @@ def test_engine_reasons_round_t_scores_without_contradiction() -> None:
     assert bmd.shown_t(Decimal("-2.46"), Decimal("-2.5"), above=True) == "-2.46"  # "-2.5 above -2.5" is false
     assert bmd.shown_t(Decimal("-2.44"), Decimal("-2.5"), above=True) == "-2.4"
     assert bmd.shown_t(Decimal("-2.5"), Decimal("-2.5"), above=False) == "-2.5"
+
+
+@pytest.mark.protocol("5-dxa")
+def test_site_with_t_score_and_bmd_shows_one_series_per_kind() -> None:
+    def scan(day: date, kind: str, value: str, role: str) -> DxaEvidence:
+        return DxaEvidence(day, "total_hip", None, kind, Decimal(value), "same scanner", role)
+
+    base, follow = date(2021, 2, 15), date(2024, 5, 20)
+    dxa = (
+        scan(base, "t_score", "-2.6", "baseline"),
+        scan(follow, "t_score", "-2.5", "follow-up"),
+        scan(base, "bmd", "0.7123", "baseline"),
+        scan(follow, "bmd", "0.720", "follow-up"),
+    )
+    response = SiteResponse(
+        "total_hip", base, follow, Decimal("0.10"), Decimal("1.1"), "pct", Decimal("3.0"), False
+    )
+    detail = render(make("ESCALATE", evidence=Evidence(dxa=dxa, responses=(response,))))[0]["detail"]
+    assert (
+        "**Total hip:** T -2.6 → -2.5; BMD 0.712 g/cm² → 0.720: ΔT +0.10 (≥ +0.20), +1.1 % (≥ +3.0 %, decides)"
+        in detail
+    )
