@@ -827,6 +827,6 @@ def test_site_with_t_score_and_bmd_shows_one_series_per_kind() -> None:
     )
     detail = render(make("ESCALATE", evidence=Evidence(dxa=dxa, responses=(response,))))[0]["detail"]
     assert (
-        "**Total hip:** T -2.6 → -2.5; BMD 0.712 g/cm² → 0.720: ΔT +0.10 (≥ +0.20), +1.1 % (≥ +3.0 %, decides)"
-        in detail
+        "**Total hip:** T -2.6 → -2.5; BMD 0.712 g/cm² → 0.720: "
+        "ΔT +0.10 (≥ +0.20), +1.1 % (≥ +3.0 %, decides)" in detail
     )
