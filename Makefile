@@ -49,6 +49,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict cds_service
+	$(BIN)/lint-imports
 
 # Starts the newest local cluster when it is not answering; a no-op without PostgreSQL tools.
 postgres-up:

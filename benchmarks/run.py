@@ -181,7 +181,7 @@ def _git(*args: str) -> str:
 
 
 def record_info(bodies: dict[str, bytes], client: BenchClient) -> dict[str, Any]:
-    from cds_service.fhir.parse import parse_resources  # noqa: PLC0415
+    from cds_service.facts.parse import parse_resources  # noqa: PLC0415
     from cds_service.knowledge.loader import packaged_knowledge  # noqa: PLC0415
 
     knowledge = packaged_knowledge()
@@ -358,11 +358,11 @@ def timed(
 @contextmanager
 def as_of_hint() -> Iterator[None]:
     """Projection: the service passing its evaluation date to parse_resources (see the report)."""
-    from cds_service import service  # noqa: PLC0415
-    from cds_service.clinical.extract import extract_record  # noqa: PLC0415
-    from cds_service.clinical.protocol import evaluate  # noqa: PLC0415
-    from cds_service.fhir.parse import parse_resources  # noqa: PLC0415
-    from cds_service.fhir.patient_scope import scoped  # noqa: PLC0415
+    from cds_service.facts.extract import extract_record  # noqa: PLC0415
+    from cds_service.facts.parse import parse_resources  # noqa: PLC0415
+    from cds_service.facts.patient_scope import scoped  # noqa: PLC0415
+    from cds_service.rules.protocol import evaluate  # noqa: PLC0415
+    from cds_service.wire import service  # noqa: PLC0415
 
     original = service.PatientViewService.decide
 
@@ -446,7 +446,7 @@ class ExternalStub:
 def fhir_path(
     mode: Mode, client: BenchClient, stub: ExternalStub, stub_request: dict[str, Any]
 ) -> dict[str, Any]:
-    from cds_service.fhir.client import clear_metadata_cache  # noqa: PLC0415
+    from cds_service.gather.shared_http import clear_metadata_cache  # noqa: PLC0415
 
     env = client.environ(database_file="ledger-fhir.sqlite3")
     if mode.smoke:  # the smoke run checks the wiring, not the timing: a busy CI machine must not 412 it

@@ -6,12 +6,12 @@ import logging
 
 from flask import Flask
 
-from cds_service.api import create_blueprint
 from cds_service.config import Settings, operational_warnings
-from cds_service.fhir.client import configure_fhir_peer_guard
-from cds_service.hook_protocol import HookService
-from cds_service.metrics import instrument_app
-from cds_service.runtime import Runtime, build_runtime
+from cds_service.gather.shared_http import configure_fhir_peer_guard
+from cds_service.record.metrics import instrument_app
+from cds_service.wire.api import create_blueprint
+from cds_service.wire.hook_protocol import HookService
+from cds_service.wire.runtime import Runtime, build_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def create_app(
     """Build the Flask app; without `service`/`runtime`, build the real ones (fail fast on invalid
     knowledge, trusted-issuers file or database settings)."""
     if service is None:
-        from cds_service.service import build_service  # noqa: PLC0415 - tests pass a fake service
+        from cds_service.wire.service import build_service  # noqa: PLC0415 - tests pass a fake service
 
         service = build_service(settings)
     configure_fhir_peer_guard(

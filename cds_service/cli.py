@@ -23,21 +23,21 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.app import create_app
 from cds_service.config import Settings, SettingsError, load_settings
-from cds_service.db.engine import (
+from cds_service.core.errors import InvalidBundle
+from cds_service.core.security_errors import SecurityConfigError
+from cds_service.gunicorn_conf import gunicorn_options
+from cds_service.record.db.engine import (
     DatabaseConfigError,
     DatabaseUnavailable,
     database_url,
     make_engine,
     startup_failure,
 )
-from cds_service.db.migrate import run_upgrade
-from cds_service.db.retention import Retention, prune
-from cds_service.errors import InvalidBundle
-from cds_service.feedback.patient_key import PatientKeyError
-from cds_service.feedback.report import run_report_command
-from cds_service.gunicorn_conf import gunicorn_options
-from cds_service.security.dev_keys import mint_dev_token
-from cds_service.security.errors import SecurityConfigError
+from cds_service.record.db.migrate import run_upgrade
+from cds_service.record.db.retention import Retention, prune
+from cds_service.record.feedback.patient_key import PatientKeyError
+from cds_service.record.feedback.report import run_report_command
+from cds_service.wire.auth.dev_keys import mint_dev_token
 
 PROG = "cds-service"
 EXIT_OK = 0
@@ -227,7 +227,7 @@ def _iso_date(text: str) -> date:
 
 def _knowledge_errors() -> tuple[type[Exception], ...]:
     try:
-        from cds_service.knowledge.loader import KnowledgeError  # noqa: PLC0415
+        from cds_service.knowledge.schema import KnowledgeError  # noqa: PLC0415
     except ImportError:
         return (ValueError,)
     return (KnowledgeError,)

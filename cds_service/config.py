@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from cds_service.security.settings import TrustSettings
+from cds_service.core.trust_settings import TrustSettings
 
 ENV_PREFIX = "CDS_"
 DEFAULT_CORS_ORIGINS = ("https://sandbox.cds-hooks.org", "http://localhost:3000", "http://127.0.0.1:3000")
@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     fhir_read_timeout_s: float = Field(2.0, gt=0, allow_inf_nan=False)
     fhir_deadline_s: float = Field(2.0, gt=0, allow_inf_nan=False)
     fhir_max_pages: int = Field(20, ge=1)
-    # Bulkhead and circuit breaker per fhirServer base URL (cds_service.peer_guard).
+    # Bulkhead and circuit breaker per fhirServer base URL (cds_service.gather.peer_guard).
     fhir_max_calls_per_server: int = Field(4, ge=1)
     fhir_failure_threshold: int = Field(5, ge=1)
     fhir_circuit_open_s: float = Field(30.0, ge=0, allow_inf_nan=False)

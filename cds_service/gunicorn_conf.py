@@ -1,5 +1,5 @@
 """Gunicorn settings derived from the service settings (used by `cds-service serve`), and the server hooks
-that keep the Prometheus metrics correct across worker processes (see cds_service.metrics)."""
+that keep the Prometheus metrics correct across worker processes (see cds_service.record.metrics)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 from prometheus_client.multiprocess import mark_process_dead
 
 from cds_service.config import Settings
-from cds_service.metrics import MULTIPROC_ENV
+from cds_service.record.metrics import MULTIPROC_ENV
 
 THREADS = 4
 WORKER_CLASSES = {

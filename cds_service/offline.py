@@ -6,9 +6,9 @@ from datetime import date
 from typing import Any
 
 from cds_service.config import Settings
-from cds_service.errors import InvalidBundle
+from cds_service.core.errors import InvalidBundle
 from cds_service.knowledge.loader import load_knowledge
-from cds_service.service import PatientViewService, today_utc
+from cds_service.wire.service import PatientViewService, today_utc
 
 BUNDLE_TYPES = frozenset({"collection", "transaction", "batch", "searchset"})
 

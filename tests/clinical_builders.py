@@ -7,7 +7,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from cds_service.clinical.facts import (
+from cds_service.facts.patient_record import (
     BmdResult,
     ClinicalFinding,
     Demographics,

@@ -50,7 +50,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture(autouse=True)
 def _fresh_fhir_peer_guard() -> None:
     """Each test starts with no fhirServer circuit open (the guard is process-wide, like in a worker)."""
-    from cds_service.fhir.client import (
+    from cds_service.gather.shared_http import (
         DEFAULT_CIRCUIT_OPEN_S,
         DEFAULT_FAILURE_THRESHOLD,
         DEFAULT_MAX_CALLS_PER_SERVER,

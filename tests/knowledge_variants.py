@@ -17,7 +17,9 @@ from typing import Any
 
 import yaml
 
-from cds_service.knowledge.loader import PACKAGED_DIR, PACKAGED_FILE, Knowledge, load_knowledge
+from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.loader import load_knowledge
+from cds_service.knowledge.schema import PACKAGED_DIR, PACKAGED_FILE
 
 PACKAGED_DATA: dict[str, Any] = yaml.safe_load(PACKAGED_FILE.read_text(encoding="utf-8"))
 _FOLDER = Path(tempfile.mkdtemp(prefix="knowledge-variants-"))

@@ -19,14 +19,16 @@ from benchmarks import records, run
 from benchmarks.auth import make_client
 from benchmarks.fhir_stub import FhirStub
 from benchmarks.harness import WsgiCaller, build_app
-from cds_service.clinical.extract import extract_record
-from cds_service.clinical.protocol import evaluate
-from cds_service.clinical.relevance import read_elements
-from cds_service.fhir import parse as parse_module
-from cds_service.fhir.client import clear_metadata_cache
-from cds_service.fhir.parse import parse_resources
-from cds_service.fhir.patient_scope import scoped
-from cds_service.knowledge.loader import Knowledge, packaged_knowledge
+from cds_service.facts import parse as parse_module
+from cds_service.facts.extract import extract_record
+from cds_service.facts.lab_window import LabWindow
+from cds_service.facts.parse import parse_resources
+from cds_service.facts.patient_scope import scoped
+from cds_service.facts.relevance import read_elements
+from cds_service.gather.shared_http import clear_metadata_cache
+from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.loader import packaged_knowledge
+from cds_service.rules.protocol import evaluate
 from tests.support.fixtures import load_scenario_bundle, load_scenario_index
 
 AS_OF = date(2026, 11, 30)
@@ -221,7 +223,7 @@ def test_a_skipped_lab_surely_validates_and_yields_nothing(
 ) -> None:
     """Soundness of the skip: skipped => validation succeeds and extraction adds no caveat."""
     lab = _lab(**changes)
-    window = parse_module._LabWindow.build(knowledge, AS_OF)
+    window = LabWindow.build(knowledge, AS_OF)
     if not window.never_read(lab):
         return
     Observation.model_validate(read_elements(lab))
@@ -233,6 +235,6 @@ def test_a_skipped_lab_surely_validates_and_yields_nothing(
 
 
 def test_the_common_lab_shape_is_skipped(knowledge: Knowledge) -> None:
-    window = parse_module._LabWindow.build(knowledge, AS_OF)
+    window = LabWindow.build(knowledge, AS_OF)
     assert window.never_read(_lab())
     assert not window.never_read(_lab(effectiveDateTime="2026-10-01"))

@@ -24,9 +24,9 @@ from flask import Flask
 
 from cds_service import cli
 from cds_service.config import Settings, load_settings
-from cds_service.errors import InvalidBundle
+from cds_service.core.errors import InvalidBundle
 from cds_service.gunicorn_conf import bind_address, gunicorn_options, worker_timeout_s
-from cds_service.knowledge.loader import KnowledgeError
+from cds_service.knowledge.schema import KnowledgeError
 from tests.support import leak_guard
 
 
@@ -162,7 +162,7 @@ def free_port() -> int:
 GUNICORN_SCRIPT = textwrap.dedent(
     """
     from cds_service.app import create_app
-    from cds_service.card_model import HookResponse
+    from cds_service.present.card_model import HookResponse
     from cds_service.cli import GunicornApplication
     from cds_service.config import load_settings
     from cds_service.gunicorn_conf import gunicorn_options

@@ -17,7 +17,7 @@ import pytest
 if not __package__:  # tests/ is not a package: make `tests.support` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cds_service.fhir.prefetch import build_prefetch_templates, substitute
+from cds_service.gather.prefetch import build_prefetch_templates, substitute
 from cds_service.knowledge.loader import packaged_knowledge
 from tests.support.fhir_server import (
     FhirServerProcess,

@@ -38,8 +38,8 @@ def test_wheel_contains_knowledge_keys_and_migrations(tmp_path: Path) -> None:
         "cds_service/knowledge/codes/SOURCES.md",
         "cds_service/keys/sandbox-jwks.json",
         "cds_service/keys/PROVENANCE.md",
-        "cds_service/db/migrations/env.py",
-        "cds_service/db/migrations/versions/0001_initial.py",
+        "cds_service/record/db/migrations/env.py",
+        "cds_service/record/db/migrations/versions/0001_initial.py",
     ):
         assert required in names, required
     assert not any(name.startswith(("tests/", "benchmarks/", "fhir_fixtures/")) for name in names)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from cds_service.fhir.client import R4_REQUIRED_HINT
-from cds_service.security import errors as security_errors
-from cds_service.security.errors import UNAUTHORIZED_DIAGNOSTICS, Reason
-from cds_service.service import NO_AUTHORIZATION_REASON, NO_SERVER_REASON
+from cds_service.core import security_errors
+from cds_service.core.security_errors import UNAUTHORIZED_DIAGNOSTICS, Reason
+from cds_service.gather.capability import R4_REQUIRED_HINT
+from cds_service.wire.service import NO_AUTHORIZATION_REASON, NO_SERVER_REASON
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION_TITLE = "## Connect to an EHR"
@@ -44,7 +44,7 @@ def _troubleshooting_rows() -> list[str]:
 
 def _refusal_reasons_in_code() -> set[str]:
     """Every reason passed to `_Refused(...)` in jwt_verify.py, plus the `Reason` literal's values."""
-    source = (ROOT / "cds_service" / "security" / "jwt_verify.py").read_text(encoding="utf-8")
+    source = (ROOT / "cds_service" / "wire" / "auth" / "jwt_verify.py").read_text(encoding="utf-8")
     reasons: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if (

@@ -21,8 +21,8 @@ from urllib.parse import urlencode
 import pytest
 import requests
 
-from cds_service.clinical.decision import Outcome, WarningCode
-from cds_service.security.dev_keys import mint_dev_token
+from cds_service.rules.decision import Outcome, WarningCode
+from cds_service.wire.auth.dev_keys import mint_dev_token
 from tests.support.fhir_server import FhirServerProcess, FhirServerUnavailableError, find_node_binary
 from tests.support.fixtures import REPO_ROOT, SCENARIOS_DIR, load_scenario_index
 from tools.sandbox import DEMOS, DESCRIPTION_URL, READY_LINE, Demo, demo_bundle

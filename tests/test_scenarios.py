@@ -145,7 +145,7 @@ def test_scenario_via_fhir_server(
     # `responses` mocks the FHIR server by URL, so the IP-pinning transport (tested in
     # test_security_fhir_guard and end to end in test_real_fhir_server) is replaced by a plain session
     # here; the fhirServer policy check itself still runs in the API layer.
-    monkeypatch.setattr("cds_service.service.guarded_session", lambda *_args: requests.Session())
+    monkeypatch.setattr("cds_service.wire.service.guarded_session", lambda *_args: requests.Session())
     caplog.set_level(logging.INFO)
     request = hook_request(scenario["id"], with_prefetch=False, fhir_server=FHIR_BASE, access_token=TOKEN)
     server = MockFhirServer(FHIR_BASE, load_scenario_bundle(scenario["id"]), TOKEN)

@@ -21,11 +21,13 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from cds_service.card_model import Card
-from cds_service.cards import render_cards
 from cds_service.config import Settings
-from cds_service.knowledge.loader import PACKAGED_DIR, Knowledge, load_knowledge
-from cds_service.service import PatientViewService
+from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.loader import load_knowledge
+from cds_service.knowledge.schema import PACKAGED_DIR
+from cds_service.present.card_model import Card
+from cds_service.present.cards import render_cards
+from cds_service.wire.service import PatientViewService
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS_DIR = REPO_ROOT / "fhir_fixtures" / "scenarios"

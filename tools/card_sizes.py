@@ -24,10 +24,10 @@ from typing import Any
 
 import orjson
 
-from cds_service.cards import render_cards
 from cds_service.config import Settings
 from cds_service.knowledge.loader import load_knowledge
-from cds_service.service import PatientViewService
+from cds_service.present.cards import render_cards
+from cds_service.wire.service import PatientViewService
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS_DIR = REPO_ROOT / "fhir_fixtures" / "scenarios"

@@ -21,11 +21,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, func, select
 
 from cds_service.app import create_app
-from cds_service.db.engine import make_engine
-from cds_service.db.migrate import upgrade
-from cds_service.db.retention import Retention, prune
-from cds_service.db.schema import card_ledger, card_suggestion, feedback
-from cds_service.feedback.store import FeedbackStore, IssuedCard, IssuedSuggestion
+from cds_service.record.db.engine import make_engine
+from cds_service.record.db.migrate import upgrade
+from cds_service.record.db.retention import Retention, prune
+from cds_service.record.db.schema import card_ledger, card_suggestion, feedback
+from cds_service.record.feedback.store import FeedbackStore, IssuedCard, IssuedSuggestion
 from tests.support.app_settings import test_settings
 from tests.support.fixtures import hook_request
 

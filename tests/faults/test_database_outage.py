@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 from sqlalchemy.engine import make_url
 
 from cds_service.app import create_app
-from cds_service.security.dev_keys import mint_dev_token
+from cds_service.wire.auth.dev_keys import mint_dev_token
 from tests.faults.tcp_proxy import TcpProxy
 from tests.support.app_settings import test_settings
 from tests.support.fixtures import hook_request

@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import create_engine, event, func, select
 
 from cds_service.app import create_app
-from cds_service.db.schema import feedback
-from cds_service.runtime import build_runtime
+from cds_service.record.db.schema import feedback
+from cds_service.wire.runtime import build_runtime
 from tests.support.app_settings import test_settings
 from tests.support.fixtures import hook_request
 

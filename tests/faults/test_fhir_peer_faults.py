@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from cds_service.app import create_app
-from cds_service.errors import DataUnavailable
-from cds_service.fhir.client import FhirClient, clear_metadata_cache
-from cds_service.net_deadline import pending_deadlines
-from cds_service.peer_guard import PeerGuard, PeerRefused
+from cds_service.core.errors import DataUnavailable
+from cds_service.core.net_deadline import pending_deadlines
+from cds_service.gather.client import FhirClient
+from cds_service.gather.peer_guard import PeerGuard, PeerRefused
+from cds_service.gather.shared_http import clear_metadata_cache
 from tests.faults.hostile_peers import Behaviour, hostile_peer
 from tests.support.app_settings import test_settings
 from tests.support.fixtures import hook_request

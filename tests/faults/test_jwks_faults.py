@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from cds_service.security.jwks import JwksError, JwksFetcher, JwksRegistry, RemoteKeySource, run_inline
+from cds_service.wire.auth.jwks import JwksError, JwksFetcher, JwksRegistry, RemoteKeySource, run_inline
 from tests.faults.hostile_peers import Behaviour, hostile_peer
-from tests.test_security_support import ec_key, jwks
+from tests.wire.test_security_support import ec_key, jwks
 
 DEADLINE_S = 0.6
 SLACK_S = 0.5

@@ -25,10 +25,10 @@ import responses
 from flask.testing import FlaskClient
 
 from cds_service.config import Settings
-from cds_service.fhir.prefetch import PREFETCH_RESOURCE_TYPES
+from cds_service.gather.prefetch import PREFETCH_RESOURCE_TYPES
 from cds_service.knowledge.loader import packaged_knowledge
 from cds_service.offline import bundle_resources, evaluate_bundle
-from cds_service.service import PatientViewService
+from cds_service.wire.service import PatientViewService
 from tests.metamorphic.transforms import PANEL_TEXT, Record, is_dxa_value, is_lab, observation_kind
 from tests.support.app_settings import test_settings
 from tests.support.fixtures import hook_request_for_bundle
@@ -295,7 +295,7 @@ class _DecisionLog(logging.Handler):
 @contextmanager
 def decision_log() -> Iterator[_DecisionLog]:
     handler = _DecisionLog()
-    logger = logging.getLogger("cds_service.service")
+    logger = logging.getLogger("cds_service.wire.service")
     logger.addHandler(handler)
     try:
         yield handler
@@ -307,7 +307,7 @@ def decision_log() -> Iterator[_DecisionLog]:
 def plain_session() -> Iterator[None]:
     """`responses` mocks by URL, so the IP-pinning transport is replaced by a plain session (as in
     tests/test_scenarios.py); the fhirServer policy check still runs in the API layer."""
-    with mock.patch("cds_service.service.guarded_session", lambda *_args: requests.Session()):
+    with mock.patch("cds_service.wire.service.guarded_session", lambda *_args: requests.Session()):
         yield
 
 

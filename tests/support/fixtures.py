@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from cds_service.fhir.prefetch import PREFETCH_RESOURCE_TYPES
+from cds_service.gather.prefetch import PREFETCH_RESOURCE_TYPES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES_DIR = REPO_ROOT / "fhir_fixtures"

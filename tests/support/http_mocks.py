@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import responses
 
-from cds_service.fhir.client import clear_metadata_cache
+from cds_service.gather.shared_http import clear_metadata_cache
 
 
 @pytest.fixture(autouse=True, name="fresh_metadata_cache")

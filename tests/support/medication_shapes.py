@@ -11,10 +11,11 @@ import copy
 from datetime import date
 from typing import Any
 
-from cds_service.clinical.extract import extract_record
-from cds_service.clinical.protocol import evaluate
-from cds_service.fhir.parse import parse_resources
-from cds_service.knowledge.loader import Knowledge, load_knowledge
+from cds_service.facts.extract import extract_record
+from cds_service.facts.parse import parse_resources
+from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.loader import load_knowledge
+from cds_service.rules.protocol import evaluate
 from tests.support.fixtures import load_scenario_bundle
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"

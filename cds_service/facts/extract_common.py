@@ -1,0 +1,97 @@
+"""Small helpers shared by the extraction modules (validated R4B resources -> plain values)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from cds_service.facts.code_match import canonical_system, normalise_code
+from cds_service.facts.fhir_dates import calendar_date
+
+__all__ = [
+    "Caveats",
+    "Coding3",
+    "calendar_date",
+    "codings",
+    "concept_texts",
+    "decimal_text",
+    "effective_date",
+    "first_text",
+    "round_2",
+    "unit_of",
+    "units_of",
+]
+
+Coding3 = tuple[str, str, str]  # (canonical system, normalised code, display)
+
+
+@dataclass
+class Caveats:
+    """Extraction caveats in first-seen order, without duplicates."""
+
+    items: list[str] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        if text not in self.items:
+            self.items.append(text)
+
+    def as_tuple(self) -> tuple[str, ...]:
+        return tuple(self.items)
+
+
+def codings(concept: Any) -> list[Coding3]:
+    """(system, code, display) of every coding of a CodeableConcept (validated model or None)."""
+    out: list[Coding3] = []
+    for coding in getattr(concept, "coding", None) or ():
+        system = canonical_system(coding.system)
+        out.append((system, normalise_code(system, coding.code), coding.display or ""))
+    return out
+
+
+def concept_texts(concept: Any) -> list[str]:
+    """`text`, then every coding display, of a CodeableConcept."""
+    texts: list[str] = []
+    text = getattr(concept, "text", None)
+    if isinstance(text, str) and text.strip():
+        texts.append(text)
+    texts.extend(display for _, _, display in codings(concept) if display.strip())
+    return texts
+
+
+def first_text(texts: Iterable[str]) -> str:
+    return next((text for text in texts if text.strip()), "")
+
+
+def decimal_text(value: Decimal) -> str:
+    """`70` for Decimal("70.0"), `0.05` for Decimal("0.050"): no exponent, no trailing zeros."""
+    normalised = value.normalize()
+    return format(normalised, "f")
+
+
+def round_2(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def unit_of(quantity: Any) -> str:
+    """The UCUM code of a Quantity, else its human unit ('' when neither is present)."""
+    code = getattr(quantity, "code", None)
+    unit = getattr(quantity, "unit", None)
+    return str(code or unit or "").strip()
+
+
+def units_of(quantity: Any) -> list[str]:
+    """Both the UCUM code and the human unit of a Quantity (either may identify the unit)."""
+    return [str(u).strip() for u in (getattr(quantity, "code", None), getattr(quantity, "unit", None)) if u]
+
+
+def effective_date(resource: Any) -> date | None:
+    """effectiveDateTime, else effectivePeriod.start (else its end), else effectiveInstant (raw value)."""
+    value = getattr(resource, "effectiveDateTime", None)
+    if value is None and getattr(resource, "effectivePeriod", None) is not None:
+        value = resource.effectivePeriod.start or resource.effectivePeriod.end
+    if value is None:
+        value = getattr(resource, "effectiveInstant", None)
+    return calendar_date(value)

@@ -1,0 +1,168 @@
+"""Lab Observations that can never be read: skipped unvalidated when the evaluation date is known."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from cds_service.core.fhir_id import is_fhir_id
+from cds_service.facts import relevance
+from cds_service.facts.dates import add_months
+from cds_service.facts.observation_kinds import LAB_KINDS, WANTED_KINDS, lab_factor
+from cds_service.knowledge.indexed import Knowledge
+
+# Elements a skippable lab may have after `read_elements`: anything else is validated as usual.
+_SKIPPABLE_LAB_ELEMENTS = frozenset(
+    {"resourceType", "id", "status", "code", "effectiveDateTime", "valueQuantity", "referenceRange"}
+)
+_STRICT_DATETIME = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,6})?(?:Z|[+-](\d{2}):(\d{2})))?$"
+)
+_FHIR_CODE = re.compile(r"^[^\s]+( [^\s]+)*$")
+_FHIR_URI = re.compile(r"^\S+$")
+_FINAL_STATUSES = frozenset({"final", "amended", "corrected"})
+_SIMPLE_QUANTITY_KEYS = frozenset({"value", "unit", "system", "code"})
+_QUANTITY_KEYS = _SIMPLE_QUANTITY_KEYS | {"comparator"}
+
+
+@dataclass(frozen=True)
+class LabWindow:
+    """Skips lab Observations that validation would turn into nothing the protocol reads.
+
+    Labs are read only within `lab_lookback_months` before as_of (clinical.labs.latest). A lab dated
+    outside that window is skipped when skipping it is invisible downstream: every element it has
+    passes a strict check that implies FHIR validation succeeds (so it would not be counted as
+    unreadable), it has a date (else extraction adds a caveat), and its value, if any, has a unit
+    that extraction recognises (else it adds a caveat). Anything unusual is validated as before.
+    """
+
+    knowledge: Knowledge
+    start: date
+    end: date
+    wanted_kinds: frozenset[str]
+    lab_kinds: frozenset[str]
+    lab_factor: Any
+
+    @classmethod
+    def build(cls, knowledge: Knowledge, as_of: date) -> LabWindow:
+        # One source of truth for kinds and units: the table extraction reads (`observation_kinds`).
+        start = add_months(as_of, -knowledge.w.lab_lookback_months)
+        return cls(knowledge, start, as_of, frozenset(WANTED_KINDS), frozenset(LAB_KINDS), lab_factor)
+
+    def never_read(self, resource: dict[str, Any]) -> bool:
+        if relevance.has_modifier_extension(resource) or resource.get("resourceType") != "Observation":
+            return False
+        for key in resource:
+            if key not in _SKIPPABLE_LAB_ELEMENTS and key in relevance.READ_ELEMENTS["Observation"]:
+                return False
+        day = _strict_day(resource.get("effectiveDateTime"))
+        if day is None or self.start <= day <= self.end:
+            return False
+        kind = self._lab_kind(resource.get("code"))
+        if kind is None or not _valid_id(resource.get("id")) or resource.get("status") not in _FINAL_STATUSES:
+            return False
+        if not _valid_concept(resource.get("code")) or not _valid_ranges(resource.get("referenceRange")):
+            return False
+        quantity = resource.get("valueQuantity")
+        if quantity is None:
+            return "valueQuantity" not in resource
+        if not _valid_quantity(quantity, simple=False):
+            return False
+        units = [str(u).strip() for u in (quantity.get("code"), quantity.get("unit")) if u]
+        return "value" not in quantity or self.lab_factor(kind, units) is not None
+
+    def _lab_kind(self, concept: Any) -> str | None:
+        """The kind extraction would give the value (its first wanted table entry), if a lab kind."""
+        for system, code, _ in relevance.raw_codings(concept):
+            for entry in self.knowledge.observation_codes(system, code):
+                if entry.kind in self.wanted_kinds:
+                    return entry.kind if entry.kind in self.lab_kinds else None
+        return None
+
+
+def _strict_day(value: Any) -> date | None:
+    """The calendar date of a complete, valid FHIR date or dateTime with a zone; else None."""
+    match = _STRICT_DATETIME.match(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    year, month, day, hours, minutes, seconds, zone_hours, zone_minutes = match.groups()
+    if hours is not None and (int(hours) > 23 or int(minutes) > 59 or int(seconds) > 59):
+        return None
+    if zone_hours is not None and (int(zone_hours) > 14 or int(zone_minutes) > 59):
+        return None
+    try:
+        parsed = date(int(year), int(month), int(day))
+    except ValueError:
+        return None
+    return parsed if parsed.year >= 1 else None
+
+
+def _valid_id(value: Any) -> bool:
+    return value is None or is_fhir_id(value)
+
+
+def _valid_string(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _valid_code(value: Any) -> bool:
+    return isinstance(value, str) and _FHIR_CODE.match(value) is not None
+
+
+def _valid_uri(value: Any) -> bool:
+    return isinstance(value, str) and _FHIR_URI.match(value) is not None
+
+
+def _valid_concept(concept: Any) -> bool:
+    """A CodeableConcept of codings with system, code and display only, every value well-formed."""
+    if not isinstance(concept, dict) or not concept or not set(concept) <= {"coding", "text"}:
+        return False
+    if "text" in concept and not _valid_string(concept["text"]):
+        return False
+    codings = concept.get("coding")
+    if not isinstance(codings, list) or not codings:
+        return False
+    for coding in codings:
+        if not isinstance(coding, dict) or not coding or not set(coding) <= {"system", "code", "display"}:
+            return False
+        if "system" in coding and not _valid_uri(coding["system"]):
+            return False
+        if "code" in coding and not _valid_code(coding["code"]):
+            return False
+        if "display" in coding and not _valid_string(coding["display"]):
+            return False
+    return True
+
+
+def _valid_quantity(quantity: Any, *, simple: bool) -> bool:
+    allowed = _SIMPLE_QUANTITY_KEYS if simple else _QUANTITY_KEYS
+    if not isinstance(quantity, dict) or not quantity or not set(quantity) <= allowed:
+        return False
+    value = quantity.get("value", 0)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if "comparator" in quantity and quantity["comparator"] not in ("<", "<=", ">=", ">"):
+        return False
+    if "code" in quantity and ("system" not in quantity or not _valid_code(quantity["code"])):
+        return False
+    if "system" in quantity and not _valid_uri(quantity["system"]):
+        return False
+    return "unit" not in quantity or _valid_string(quantity["unit"])
+
+
+def _valid_ranges(ranges: Any) -> bool:
+    if ranges is None:
+        return True
+    if not isinstance(ranges, list) or not ranges:
+        return False
+    for item in ranges:
+        if not isinstance(item, dict) or not item or not set(item) <= {"low", "high", "text"}:
+            return False
+        if "text" in item and not _valid_string(item["text"]):
+            return False
+        for bound in ("low", "high"):
+            if bound in item and not _valid_quantity(item[bound], simple=True):
+                return False
+    return True

@@ -1,0 +1,380 @@
+"""Cheap relevance and status filters on raw FHIR JSON dicts, before any pydantic validation.
+
+Every function here must be total on arbitrary JSON: a malformed element makes a resource look
+irrelevant (or, for statuses, not ignored), it never raises.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from cds_service.facts.code_match import (
+    canonical_system,
+    icd_fracture_site,
+    ingredient_in_text,
+    is_icd_cancer,
+    is_snomed_malignancy,
+    normalise_code,
+)
+from cds_service.knowledge.indexed import Knowledge
+
+_OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected"})
+_REPORT_STATUSES = frozenset({"final", "amended", "corrected", "appended"})
+_IGNORED_STATUSES: dict[str, frozenset[str]] = {
+    "MedicationStatement": frozenset({"entered-in-error", "not-taken", "intended"}),
+    "MedicationRequest": frozenset({"entered-in-error", "draft", "cancelled"}),
+    "MedicationAdministration": frozenset({"entered-in-error", "not-done"}),
+    "MedicationDispense": frozenset({"entered-in-error", "declined", "cancelled"}),
+    # A procedure that was not done did not happen (not in the protocol's list: our reading).
+    "Procedure": frozenset({"entered-in-error", "not-done"}),
+    "Medication": frozenset({"entered-in-error"}),
+    "Device": frozenset({"entered-in-error"}),
+}
+_IGNORED_INTENTS = frozenset({"proposal", "plan"})
+_IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
+_MEDICATION_USE = frozenset(
+    {"MedicationStatement", "MedicationRequest", "MedicationAdministration", "MedicationDispense"}
+)
+# A display names a product when it states a strength ("metformin 500 mg tablet", "cholecalciferol 400 IU"):
+# then the drug is identified by name. Generic text ("Home medication") identifies nothing (§3c).
+_PRODUCT_STRENGTH = re.compile(
+    r"\d+(?:[.,]\d+)?\s*(?:mg|mcg|µg|ug|micrograms?|g|iu|units?|ml|meq|mmol|%)(?![a-z])", re.IGNORECASE
+)
+_DXA_REPORT_KINDS = frozenset({"dxa_report", "dxa_procedure", "t_score", "bmd", "z_score"})
+
+
+def reference_key(reference: str) -> str | None:
+    """`Type/id` of a relative or absolute reference (a `_history` suffix dropped); None if contained."""
+    if not reference or reference.startswith("#"):
+        return None
+    path = reference.split("/_history/", maxsplit=1)[0].rstrip("/")
+    parts = path.split("/")
+    if len(parts) < 2 or not parts[-2] or not parts[-1]:
+        return None
+    return f"{parts[-2]}/{parts[-1]}"
+
+
+def ignored_by_status(resource: dict[str, Any]) -> bool:
+    """True for the protocol's "ignored everywhere" statuses (protocol §2)."""
+    rtype = resource.get("resourceType")
+    status = _plain(resource.get("status"))  # a list or object is no status (never hashed)
+    if rtype == "Observation":
+        return status not in _OBSERVATION_STATUSES
+    if rtype == "DiagnosticReport":
+        return status not in _REPORT_STATUSES
+    if rtype in ("Condition", "AllergyIntolerance"):
+        return bool(_codes_of(resource.get("verificationStatus")) & _IGNORED_VERIFICATION)
+    if rtype == "MedicationRequest" and _plain(resource.get("intent")) in _IGNORED_INTENTS:
+        return True
+    ignored = _IGNORED_STATUSES.get(str(rtype))
+    return ignored is not None and status in ignored
+
+
+def _plain(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _codes_of(concept: Any) -> set[str]:
+    return {code for _, code, _ in raw_codings(concept)}
+
+
+def _coding_dicts(concept: Any) -> Iterator[dict[str, Any]]:
+    """The well-formed Coding objects of a raw CodeableConcept (anything else is skipped)."""
+    if not isinstance(concept, dict):
+        return
+    codings = concept.get("coding")
+    if isinstance(codings, list):
+        yield from (coding for coding in codings if isinstance(coding, dict))
+
+
+def raw_codings(concept: Any) -> Iterator[tuple[str, str, str]]:
+    """(canonical system, code, display) of a raw CodeableConcept; codes normalised for ICD."""
+    for coding in _coding_dicts(concept):
+        system = canonical_system(_text(coding.get("system")))
+        yield system, normalise_code(system, _text(coding.get("code"))), _text(coding.get("display"))
+
+
+def _raw_code_keys(concept: Any) -> Iterator[tuple[str, str]]:
+    """(system, code) of each coding of a raw CodeableConcept exactly as written (for memo keys)."""
+    for coding in _coding_dicts(concept):
+        yield _text(coding.get("system")), _text(coding.get("code"))
+
+
+def raw_texts(concept: Any) -> Iterator[str]:
+    """`text` and every coding `display` of a raw CodeableConcept."""
+    if not isinstance(concept, dict):
+        return
+    text = _text(concept.get("text"))
+    if text:
+        yield text
+    for _, _, display in raw_codings(concept):
+        if display:
+            yield display
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+@dataclass
+class ReferencedIndex:
+    """Raw Medication and Device resources of the input, by `Type/id` and by fullUrl."""
+
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, items: Iterable[tuple[str | None, dict[str, Any]]]) -> ReferencedIndex:
+        index = cls()
+        for full_url, resource in items:
+            rid = resource.get("id")
+            if isinstance(rid, str) and rid:
+                index.resources.setdefault(f"{resource.get('resourceType')}/{rid}", resource)
+            if full_url:
+                index.resources.setdefault(full_url, resource)
+        return index
+
+    def find(self, reference: str) -> dict[str, Any] | None:
+        found = self.resources.get(reference)
+        if found is None:
+            key = reference_key(reference)
+            found = self.resources.get(key) if key else None
+        return found
+
+
+@dataclass
+class RelevanceChecker:
+    """Decides, on raw JSON, whether a resource can matter to the protocol."""
+
+    knowledge: Knowledge
+    referenced: ReferencedIndex
+    wanted_references: set[str] = field(default_factory=set)
+    unresolved_medication_references: int = 0
+    # References whose display names a product (with its strength) but no osteoporosis drug (§3c).
+    medications_named_other: int = 0
+    # Per-call memos keyed by the raw (system, code) strings of a coding, or by a text: a record
+    # repeats a few dozen codes across thousands of resources. Never shared between calls.
+    _observation_memo: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False)
+    _finding_memo: dict[tuple[str, str], tuple[bool, str]] = field(default_factory=dict, repr=False)
+    _agent_memo: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False)
+    _text_memo: dict[str, bool] = field(default_factory=dict, repr=False)
+
+    def is_relevant(self, resource: dict[str, Any]) -> bool:
+        rtype = resource.get("resourceType")
+        if rtype == "Patient":
+            return True
+        if rtype == "Observation":
+            return self._observation(resource)
+        if rtype in ("Condition", "Procedure"):
+            return self.finding_concept(resource.get("code"))
+        if rtype == "AllergyIntolerance":
+            return self._allergy(resource)
+        if rtype in _MEDICATION_USE:
+            return self._medication_use(resource)
+        if rtype == "DiagnosticReport":
+            return self._dxa_report(resource)
+        return False
+
+    # ----- observations and reports ---------------------------------------------------------
+    def _observation(self, resource: dict[str, Any]) -> bool:
+        relevant = self._in_observation_table(resource.get("code")) or any(
+            isinstance(c, dict) and self._in_observation_table(c.get("code"))
+            for c in _list(resource.get("component"))
+        )
+        if relevant:
+            self._want_reference(resource.get("device"))
+        return relevant
+
+    def _in_observation_table(self, concept: Any) -> bool:
+        """Like `any(observation_codes(s, c) for s, c, _ in raw_codings(concept))`, memoised."""
+        memo = self._observation_memo
+        for key in _raw_code_keys(concept):
+            found = memo.get(key)
+            if found is None:
+                system = canonical_system(key[0])
+                found = memo[key] = bool(
+                    self.knowledge.observation_codes(system, normalise_code(system, key[1]))
+                )
+            if found:
+                return True
+        return False
+
+    def _dxa_report(self, resource: dict[str, Any]) -> bool:
+        return any(
+            entry.kind in _DXA_REPORT_KINDS
+            for s, c, _ in raw_codings(resource.get("code"))
+            for entry in self.knowledge.observation_codes(s, c)
+        )
+
+    def _want_reference(self, reference: Any) -> None:
+        target = reference.get("reference") if isinstance(reference, dict) else None
+        if isinstance(target, str) and target and not target.startswith("#"):
+            self.wanted_references.add(target)
+            key = reference_key(target)
+            if key:
+                self.wanted_references.add(key)
+
+    # ----- conditions, procedures, allergies -------------------------------------------------
+    def finding_concept(self, concept: Any) -> bool:
+        """A code in the condition table, an ICD fracture prefix, an ICD cancer or SNOMED malignancy."""
+        knowledge = self.knowledge
+        memo = self._finding_memo
+        for coding in _list(concept.get("coding") if isinstance(concept, dict) else None):
+            if not isinstance(coding, dict):
+                continue
+            key = (_text(coding.get("system")), _text(coding.get("code")))
+            found = memo.get(key)
+            if found is None:
+                system = canonical_system(key[0])
+                code = normalise_code(system, key[1])
+                by_code = bool(
+                    knowledge.condition_concepts(system, code)
+                    or icd_fracture_site(system, code, knowledge) is not None
+                    or is_icd_cancer(system, code)
+                )
+                found = memo[key] = (by_code, system)
+            if found[0] or is_snomed_malignancy(found[1], _text(coding.get("display"))):
+                return True
+        return False
+
+    def _allergy(self, resource: dict[str, Any]) -> bool:
+        concepts = [resource.get("code")]
+        for reaction in _list(resource.get("reaction")):
+            if isinstance(reaction, dict):
+                concepts.append(reaction.get("substance"))
+        return any(self._names_agent(concept) for concept in concepts)
+
+    def _names_agent(self, concept: Any) -> bool:
+        medications = self.knowledge.medications
+        memo = self._agent_memo
+        for key in _raw_code_keys(concept):
+            found = memo.get(key)
+            if found is None:
+                system = canonical_system(key[0])
+                found = memo[key] = (system, normalise_code(system, key[1])) in medications
+            if found:
+                return True
+        return any(self._names_ingredient(text) for text in raw_texts(concept))
+
+    def _names_ingredient(self, text: str) -> bool:
+        found = self._text_memo.get(text)
+        if found is None:
+            found = self._text_memo[text] = bool(ingredient_in_text(text, self.knowledge))
+        return found
+
+    # ----- medications ----------------------------------------------------------------------
+    def _medication_use(self, resource: dict[str, Any]) -> bool:
+        if self._names_agent(resource.get("medicationCodeableConcept")):
+            return True
+        reference = resource.get("medicationReference")
+        if not isinstance(reference, dict):
+            return False
+        if self._names_ingredient(_text(reference.get("display"))):
+            self._want_reference(reference)
+            return True
+        medication = self._referenced_medication(resource, _text(reference.get("reference")))
+        if medication is None:
+            if _PRODUCT_STRENGTH.search(_text(reference.get("display"))):
+                self.medications_named_other += 1  # a product named by its display: another drug
+            else:
+                self.unresolved_medication_references += 1
+            return False
+        if self._names_agent(medication.get("code")):
+            self._want_reference(reference)
+            return True
+        return False
+
+    def _referenced_medication(self, resource: dict[str, Any], target: str) -> dict[str, Any] | None:
+        if not target:
+            return None
+        if target.startswith("#"):
+            for item in _list(resource.get("contained")):
+                if isinstance(item, dict) and item.get("id") == target[1:]:
+                    return item if item.get("resourceType") == "Medication" else None
+            return None
+        found = self.referenced.find(target)
+        return found if found is not None and found.get("resourceType") == "Medication" else None
+
+
+# ----- elements the protocol reads ------------------------------------------------------------
+_MEDICATION_ELEMENTS = frozenset({"status", "medicationCodeableConcept", "medicationReference", "contained"})
+# Only these elements are validated and kept (required elements included so that validation passes):
+# validation cost grows with content, and nothing else is read downstream.
+READ_ELEMENTS: dict[str, frozenset[str]] = {
+    "Patient": frozenset({"birthDate", "gender", "deceasedBoolean", "deceasedDateTime"}),
+    "Observation": frozenset(
+        {
+            "status",
+            "code",
+            "effectiveDateTime",
+            "effectivePeriod",
+            "effectiveInstant",
+            "valueQuantity",
+            "valueString",
+            "bodySite",
+            "device",
+            "performer",
+            "component",
+            "referenceRange",
+            "contained",
+        }
+    ),
+    "Condition": frozenset(
+        {
+            "subject",
+            "code",
+            "bodySite",  # names a vertebral level (protocol §3c undated history)
+            "clinicalStatus",
+            "verificationStatus",
+            "onsetDateTime",
+            "onsetPeriod",
+            "recordedDate",
+        }
+    ),
+    "Procedure": frozenset({"subject", "status", "code", "bodySite", "performedDateTime", "performedPeriod"}),
+    "AllergyIntolerance": frozenset(
+        {
+            "patient",
+            "code",
+            "clinicalStatus",
+            "verificationStatus",
+            "reaction",
+            "onsetDateTime",
+            "onsetPeriod",
+            "recordedDate",
+        }
+    ),
+    "MedicationStatement": _MEDICATION_ELEMENTS
+    | {"subject", "effectiveDateTime", "effectivePeriod", "dosage"},
+    "MedicationRequest": _MEDICATION_ELEMENTS
+    | {"subject", "intent", "authoredOn", "dosageInstruction", "dispenseRequest"},
+    "MedicationAdministration": _MEDICATION_ELEMENTS
+    | {"subject", "effectiveDateTime", "effectivePeriod", "dosage"},
+    "MedicationDispense": _MEDICATION_ELEMENTS
+    | {"whenHandedOver", "whenPrepared", "daysSupply", "quantity", "dosageInstruction"},
+    "DiagnosticReport": frozenset(
+        {"status", "code", "effectiveDateTime", "effectivePeriod", "issued", "result"}
+    ),
+    "Medication": frozenset({"status", "code", "form", "ingredient"}),
+    "Device": frozenset(
+        {"status", "identifier", "serialNumber", "deviceName", "manufacturer", "modelNumber"}
+    ),
+}
+_ALWAYS_KEPT = frozenset({"resourceType", "id"})
+
+
+def read_elements(resource: dict[str, Any]) -> dict[str, Any]:
+    """A shallow copy of `resource` with only the elements the protocol reads."""
+    wanted = READ_ELEMENTS.get(str(resource.get("resourceType")), frozenset())
+    return {key: value for key, value in resource.items() if key in wanted or key in _ALWAYS_KEPT}
+
+
+def has_modifier_extension(resource: dict[str, Any]) -> bool:
+    """A root `modifierExtension` changes the resource's meaning: it must not be read as if absent."""
+    return bool(resource.get("modifierExtension"))

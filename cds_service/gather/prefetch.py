@@ -1,0 +1,218 @@
+"""Prefetch templates we publish, and the CDS Hooks 2.0 rules for resolving what the client sent.
+
+Per key: a supplied resource or Bundle is used as is; JSON `null` means "no data" and is never re-queried;
+an absent key, or an OperationOutcome in its place, is fetched from `fhirServer`; a prefetched Bundle with a
+`next` link is completed from `fhirServer`. A record that cannot be completed raises DataUnavailable (412)
+naming `prefetch.<key>`: the service never evaluates partial data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+from urllib.parse import quote
+
+from cds_service.core.errors import BadRequest, DataUnavailable, NotR4Server
+from cds_service.gather.bundles import JsonObject, bundle_entries, next_link
+from cds_service.gather.capability import R4_REQUIRED_HINT
+from cds_service.gather.client import FhirClient
+
+PATIENT_ID_TOKEN: Final = "{{context.patientId}}"  # noqa: S105 - a CDS Hooks prefetch token
+
+PREFETCH_RESOURCE_TYPES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "patient": "Patient",
+        "dxa": "Observation",
+        "labs": "Observation",
+        "conditions": "Condition",
+        "procedures": "Procedure",
+        "allergies": "AllergyIntolerance",
+        "medicationStatements": "MedicationStatement",
+        "medicationRequests": "MedicationRequest",
+        "medicationAdministrations": "MedicationAdministration",
+        "medicationDispenses": "MedicationDispense",
+    }
+)
+"""Prefetch key -> the FHIR resource type its template returns (key names are fixed: sites copy them)."""
+
+_CODED_KEYS: Final = frozenset({"dxa", "labs"})
+_FHIR_SEARCH_ESCAPES: Final = str.maketrans({"\\": "\\\\", "|": "\\|", ",": "\\,", "$": "\\$"})
+_KEEP_READABLE: Final = ":/"
+
+
+@dataclass(frozen=True)
+class RecordData:
+    """The patient's raw FHIR data per prefetch key, complete or not at all.
+
+    `resources[key]` lists the resource dicts exactly as received (not copied); `full_urls[key]` is the
+    parallel list of each resource's Bundle `fullUrl` (None for a bare prefetched resource). Every template
+    key is present. Duplicates are kept: the parse layer removes them.
+    """
+
+    resources: dict[str, list[dict[str, Any]]]
+    fetched_keys: tuple[str, ...]
+    pages_fetched: int
+    full_urls: dict[str, list[str | None]] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Templates
+# ---------------------------------------------------------------------------------------------------------
+
+
+def build_prefetch_templates(
+    dxa_codes: Sequence[tuple[str, str]], lab_codes: Sequence[tuple[str, str]]
+) -> dict[str, str]:
+    """The prefetch templates for discovery, one per key of PREFETCH_RESOURCE_TYPES, in that order."""
+    patient = f"patient={PATIENT_ID_TOKEN}"
+    templates: dict[str, str] = {}
+    for key, resource_type in PREFETCH_RESOURCE_TYPES.items():
+        if key == "patient":
+            templates[key] = f"Patient/{PATIENT_ID_TOKEN}"
+        elif key in _CODED_KEYS:
+            codes = dxa_codes if key == "dxa" else lab_codes
+            # `combo-code` (FHIR R4: Observation.code | Observation.component.code) also finds a panel
+            # whose values are only in components (protocol §3c Panels), e.g. one DXA panel per scan.
+            templates[key] = f"{resource_type}?{patient}&combo-code={_token_list(codes, key)}&_sort=-date"
+        else:
+            templates[key] = f"{resource_type}?{patient}"
+    return templates
+
+
+def _token_list(codes: Sequence[tuple[str, str]], key: str) -> str:
+    """`system|code,system|code` with duplicates removed (first occurrence kept) and values encoded."""
+    unique = list(dict.fromkeys(codes))
+    if not unique:
+        raise ValueError(f"no codes given for the {key!r} prefetch template")
+    for system, code in unique:
+        if not system or not code:
+            raise ValueError(f"a {key!r} code needs both a system and a code: {(system, code)!r}")
+    return ",".join(f"{_encode_token_part(system)}|{_encode_token_part(code)}" for system, code in unique)
+
+
+def _encode_token_part(value: str) -> str:
+    """FHIR search escaping of `\\ | , $`, then percent-encoding of all but unreserved characters and `:/`."""
+    return quote(value.translate(_FHIR_SEARCH_ESCAPES), safe=_KEEP_READABLE)
+
+
+def substitute(template: str, patient_id: str) -> str:
+    """The template with `{{context.patientId}}` replaced by the URL-encoded patient id."""
+    query = template.replace(PATIENT_ID_TOKEN, quote(patient_id, safe=""))
+    if "{{" in query:
+        raise ValueError("prefetch template uses a token other than {{context.patientId}}")
+    return query
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Resolution
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    entries: dict[str, list[JsonObject]] = field(default_factory=dict)
+    to_fetch: dict[str, str] = field(default_factory=dict)
+    to_complete: dict[str, JsonObject] = field(default_factory=dict)
+
+
+def resolve_prefetch(
+    templates: Mapping[str, str],
+    request_prefetch: Mapping[str, Any] | None,
+    patient_id: str,
+    client: FhirClient | None,
+    no_client_reason: str = "no fhirServer was given to fetch it from",
+) -> RecordData:
+    """Every template key's data: as prefetched where supplied, else fetched in parallel from fhirServer.
+
+    Raises BadRequest (malformed prefetch value), NotR4Server (DSTU2 content or server) or DataUnavailable.
+    """
+    if not patient_id:
+        raise BadRequest("context.patientId is required", "context.patientId")
+    plan = _plan(templates, request_prefetch or {}, patient_id)
+    pages = _fetch_missing(plan, client, no_client_reason)
+    entries = {key: plan.entries[key] for key in templates}
+    return RecordData(
+        resources={key: [entry["resource"] for entry in found] for key, found in entries.items()},
+        fetched_keys=tuple(key for key in templates if key in plan.to_fetch),
+        pages_fetched=pages,
+        full_urls={key: [_full_url(entry) for entry in found] for key, found in entries.items()},
+    )
+
+
+def _plan(templates: Mapping[str, str], supplied: Mapping[str, Any], patient_id: str) -> _Plan:
+    """Sort keys into used as supplied / fetched / completed; checks every supplied value first."""
+    plan = _Plan()
+    for key, template in templates.items():
+        value = supplied.get(key)
+        if key not in supplied or _is_operation_outcome(value):
+            plan.to_fetch[key] = substitute(template, patient_id)
+        elif value is None:
+            plan.entries[key] = []
+        else:
+            _check_supplied(key, value)
+            if value["resourceType"] == "Bundle":
+                plan.entries[key] = bundle_entries(value)
+                if next_link(value) is not None:
+                    plan.to_complete[key] = value
+            else:
+                plan.entries[key] = [{"resource": value}]
+    return plan
+
+
+def _fetch_missing(plan: _Plan, client: FhirClient | None, no_client_reason: str) -> int:
+    """Fetch absent keys and later pages in one parallel round; returns the number of pages fetched."""
+    if not plan.to_fetch and not plan.to_complete:
+        return 0
+    if client is None:
+        key = next(iter({**plan.to_fetch, **plan.to_complete}))
+        raise DataUnavailable(
+            f"Prefetch '{key}' is missing or incomplete and {no_client_reason}",
+            f"prefetch.{key}",
+        )
+    before = client.pages_fetched
+    fetched = client.gather_entries(plan.to_fetch, plan.to_complete, expression_prefix="prefetch.")
+    for key in plan.to_complete:
+        plan.entries[key] = plan.entries[key] + fetched[key]
+    for key in plan.to_fetch:
+        plan.entries[key] = fetched[key]
+    return client.pages_fetched - before
+
+
+def _is_operation_outcome(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
+
+
+def _full_url(entry: Mapping[str, Any]) -> str | None:
+    full_url = entry.get("fullUrl")
+    return full_url if isinstance(full_url, str) else None
+
+
+def _check_supplied(key: str, value: Any) -> None:
+    """A supplied value must be a FHIR R4 resource or Bundle (JSON object with a resourceType)."""
+    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+        raise BadRequest(
+            f"Prefetch '{key}' must be a FHIR resource, a Bundle or null", f"prefetch.{key}", "structure"
+        )
+    resources = [value, *(entry["resource"] for entry in bundle_entries(value))]
+    for resource in resources:
+        signal = _dstu2_signal(resource)
+        if signal is not None:
+            raise NotR4Server(
+                f"Prefetch '{key}' holds FHIR DSTU2 content ({signal}). {R4_REQUIRED_HINT}",
+                f"prefetch.{key}",
+                "not-supported",
+            )
+
+
+def _dstu2_signal(resource: Mapping[str, Any]) -> str | None:
+    """A clear, cheap sign of DSTU2 content, or None."""
+    resource_type = resource.get("resourceType")
+    if resource_type == "MedicationOrder":
+        return "a MedicationOrder resource"
+    if resource_type == "Condition":
+        for element in ("clinicalStatus", "verificationStatus"):
+            if isinstance(resource.get(element), str):
+                return f"Condition.{element} as a plain code"
+    return None

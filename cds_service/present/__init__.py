@@ -1,0 +1,1 @@
+"""Decision -> typed CDS Hooks cards (texts from knowledge, escaped evidence, links, suggestions)."""

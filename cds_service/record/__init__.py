@@ -1,0 +1,1 @@
+"""What the service records: card ledger, feedback, JWT replay store, database, metrics."""

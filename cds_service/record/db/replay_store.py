@@ -1,0 +1,67 @@
+"""JWT `jti` replay store in the service database: atomic across processes and replicas.
+
+`check_and_record` is one INSERT ... ON CONFLICT (iss, jti) DO UPDATE ... WHERE the stored row has
+expired, RETURNING: a row comes back only when the (iss, jti) pair was free (new, or expired and
+now taken again), so two processes racing on the same token cannot both win.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, delete
+
+from cds_service.record.db.engine import insert_for, unavailable_on_error, writer
+from cds_service.record.db.schema import jwt_replay
+
+PRUNE_EVERY = 500
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class DbReplayStore:
+    """Remembers (iss, jti) until the token's `exp`; prunes expired rows every `prune_every` inserts."""
+
+    def __init__(
+        self, engine: Engine, *, prune_every: int = PRUNE_EVERY, clock: Callable[[], datetime] = _utcnow
+    ) -> None:
+        if prune_every < 1:
+            raise ValueError("prune_every must be at least 1")
+        self._engine = writer(engine)
+        self._prune_every = prune_every
+        self._clock = clock
+        self._inserts = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def check_and_record(self, iss: str, jti: str, expires_at: datetime) -> bool:
+        """True the first time (iss, jti) is seen; False while an unexpired record of it exists.
+
+        Raises DatabaseUnavailable (503) when the database cannot be reached.
+        """
+        now = self._clock()
+        insert = insert_for(self._engine, jwt_replay).values(iss=iss, jti=jti, expires_at=expires_at)
+        statement = insert.on_conflict_do_update(
+            index_elements=[jwt_replay.c.iss, jwt_replay.c.jti],
+            set_={"expires_at": insert.excluded.expires_at},
+            where=jwt_replay.c.expires_at <= now,
+        ).returning(jwt_replay.c.jti)
+        with unavailable_on_error("jwt replay check"), self._engine.begin() as connection:
+            first_time = connection.execute(statement).first() is not None
+        if first_time and self._due_for_prune():
+            self.prune(now)
+        return first_time
+
+    def prune(self, now: datetime | None = None) -> int:
+        """Delete records whose token has expired; returns how many were deleted."""
+        cutoff = now or self._clock()
+        with unavailable_on_error("jwt replay prune"), self._engine.begin() as connection:
+            return connection.execute(delete(jwt_replay).where(jwt_replay.c.expires_at <= cutoff)).rowcount
+
+    def _due_for_prune(self) -> bool:
+        with self._lock:
+            return next(self._inserts) % self._prune_every == 0

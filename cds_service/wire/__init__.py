@@ -1,0 +1,1 @@
+"""HTTP: routes, CDS Hooks wire models, client auth, one hook call's pipeline, OperationOutcome mapping."""

@@ -1,0 +1,133 @@
+"""markdown_safe.escape: FHIR-derived text must be inert as GFM Markdown and as raw HTML (rehype-raw)."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+
+from cds_service.present.markdown_safe import ZWSP, escape, one_line
+
+PAYLOADS = [
+    "<img src=x onerror=alert(1)>",
+    "<script>alert(1)</script>",
+    "<SCRIPT SRC=//evil/x.js></SCRIPT>",
+    "[click](javascript:alert(1))",
+    "[click](JaVaScRiPt:alert(1))",
+    "javascript:alert(1)",
+    "vbscript:msgbox(1)",
+    "data:text/html;base64,PHNjcmlwdD4=",
+    "![x](http://evil/)",
+    "# heading",
+    "| table | x |\n|---|---|\n| a | b |",
+    "line one\n# injected heading\n\n- list\r\n> quote",
+    "&lt;script&gt;alert(1)&lt;/script&gt; &#106;avascript&#58;alert(1)",
+    "<https://evil.example/>",
+    "see https://evil.example/path and www.evil.example and a@evil.example",
+    "`code` **bold** _em_ ~~strike~~ [ref]: http://evil",
+    "<!-- comment --> <a href='javascript:alert(1)'>x</a>",
+    "\\<script>",
+    "1. ordered\n2) also",
+    "text\u2028more\u2029end\x00\x1b[31m",
+]
+
+# Characters that Markdown reads inline anywhere in a line: never unescaped in the output.
+_MD_INLINE = set("\\`*_[]~|")
+
+
+def _decode(escaped: str) -> str:
+    """What a Markdown renderer shows: backslash escapes resolved, entities decoded, ZWSP removed."""
+    text = re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", escaped)
+    return html.unescape(text).replace(ZWSP, "")
+
+
+def _strip_entities(escaped: str) -> str:
+    return re.sub(r"&(?:amp|lt);", "", escaped)
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_no_raw_html_or_markdown_syntax(payload: str) -> None:
+    out = escape(payload)
+    assert not re.search(r"<[A-Za-z/!?]", out), "no tag, comment or autolink can open"
+    assert "\n" not in out
+    assert "\r" not in out
+    bare = _strip_entities(out)
+    assert not re.search(r"&#?[A-Za-z0-9]+;", bare), "no entity of the input survives"
+    assert not re.match(r"[#>+=*-]|\d+[.)]", out), "no block marker at the start"
+    i = 0
+    while i < len(bare):
+        if bare[i] == "\\":
+            assert i + 1 < len(bare)
+            i += 2
+            continue
+        assert bare[i] not in _MD_INLINE, (payload, out, i)
+        i += 1
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_meaning_preserved(payload: str) -> None:
+    assert _decode(escape(payload)) == one_line(payload)
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_no_link_can_form(payload: str) -> None:
+    out = escape(payload)
+    low = out.lower()
+    assert not re.search(r"(?<!\\)\]\(", out), "a `](` only with the bracket escaped"
+    assert not re.search(r"!(?<!\\)\[", out.replace("\\[", "")), "an image needs an unescaped `[`"
+    assert "<img" not in low
+    assert "<script" not in low
+    assert "<a " not in low
+    for scheme in ("javascript:", "vbscript:", "data:", "http:", "https:"):
+        assert scheme not in low
+        # even after resolving backslash escapes and entities (remark-gfm finds autolinks there)
+        decoded_raw = html.unescape(re.sub(r"\\(.)", r"\1", out)).lower()
+        assert scheme not in decoded_raw
+    decoded_raw = html.unescape(re.sub(r"\\(.)", r"\1", out)).lower()
+    assert not re.search(r"[a-z0-9+.-]://", decoded_raw)  # a scheme right before "://" = autolink
+    assert "www." not in decoded_raw
+    assert not re.search(r"[\w.+-]@[\w-]", decoded_raw)
+
+
+def test_specific_outputs() -> None:
+    assert escape("<img src=x onerror=alert(1)>") == "&lt;img src=x onerror=alert(1)>"
+    assert escape("# heading") == "\\# heading"
+    assert escape("1. first") == "1\\. first"
+    assert escape("- item") == "\\- item"
+    assert escape("| table |") == "\\| table \\|"
+    assert escape("a & b") == "a & b"
+    assert escape("&lt;") == "&amp;lt;"
+    assert escape('O\'Brien "x"') == 'O\'Brien "x"'
+    assert escape("javascript:alert(1)") == f"javascript{ZWSP}:alert(1)"
+    assert escape("JavaScript :x") == f"JavaScript {ZWSP}:x"
+
+
+def test_clinical_text_is_not_over_escaped() -> None:
+    """Issue 11: `T\\-score \\-2\\.9 &lt;\\=` was unreadable where the EHR shows the Markdown source."""
+    text = "T-score -2.9 (lumbar spine, 2021-02-15) <= -2.5; eGFR 75 mL/min/{1.73_m2}"
+    assert escape(text) == "T-score -2.9 (lumbar spine, 2021-02-15) <= -2.5; eGFR 75 mL/min/{1.73\\_m2}"
+
+
+def test_newlines_and_controls_collapse() -> None:
+    assert escape("a\r\n\r\nb\tc\x00d") == "a b c d"
+    assert escape("x\u2028y") == "x y"
+    assert escape("  padded  ") == "padded"
+    assert escape("") == ""
+
+
+def test_bidi_overrides_dropped() -> None:
+    assert escape("abc\u202edef\u2066g") == "abcdefg"
+
+
+def test_plain_clinical_text_readable() -> None:
+    text = "total hip ΔT +0.10 < 0.20 (2021-02-15 → 2024-05-20)"
+    out = escape(text)
+    assert "ΔT" in out
+    assert "→" in out
+    assert _decode(out) == text
+
+
+def test_times_and_ratios_untouched_by_scheme_rule() -> None:
+    out = escape("given at 10:30, ratio 1:2, note: check")
+    assert ZWSP not in out
