@@ -1,7 +1,7 @@
 """Numbers, dates and named values of the card templates (knowledge file `texts`).
 
 Numbers are rounded as the protocol compares them (half-up: T-score 0.1, ΔT 0.01, % change 0.1); the
-values a template may name are `loader.CARD_PLACEHOLDERS` plus every threshold and window.
+values a template may name are `knowledge.texts.CARD_PLACEHOLDERS` plus every threshold and window.
 """
 
 from __future__ import annotations
