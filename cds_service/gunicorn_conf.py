@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gunicorn import config as gunicorn_config
 from prometheus_client.multiprocess import mark_process_dead
 
 from cds_service.config import Settings
@@ -32,6 +33,10 @@ MIN_WORKER_TIMEOUT_S = 30
 # Worker heartbeat files in RAM, not on a possibly slow container disk (gunicorn uses mkstemp there).
 SHM_DIR = "/dev/shm"  # noqa: S108
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+# gunicorn >= 25 opens a control socket (for `gunicornc`) under $XDG_RUNTIME_DIR or ~/.gunicorn: the
+# image's user has no home and Kubernetes runs it on a read-only root filesystem, so it only logged
+# "Control server error: Read-only file system". Nothing here uses it: off (no runtime admin socket).
+CONTROL_SOCKET_DISABLE = True
 METRICS_SUBDIR = "metrics"
 
 
@@ -63,6 +68,8 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "loglevel": settings.log_level.lower(),
         "proc_name": "cds-service",
     }
+    if any(setting.name == "control_socket_disable" for setting in gunicorn_config.KNOWN_SETTINGS):
+        options["control_socket_disable"] = CONTROL_SOCKET_DISABLE
     if os.path.isdir(SHM_DIR):
         options["worker_tmp_dir"] = SHM_DIR
     hooks = MetricsDirHooks(settings.data_dir if "data_dir" in settings.model_fields_set else None)

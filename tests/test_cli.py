@@ -145,6 +145,9 @@ def test_gunicorn_options() -> None:
     assert options["preload_app"] is False
     assert options["graceful_timeout"] > 0
     assert "%(q)s" not in options["access_log_format"] and "%(r)s" not in options["access_log_format"]
+    # gunicorn's control socket would be created under a home the image's user does not have, on a
+    # read-only root filesystem (deploy/helm): it is switched off.
+    assert options["control_socket_disable"] is True
 
 
 def test_worker_timeout_stays_above_the_deadline() -> None:

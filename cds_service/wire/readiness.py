@@ -1,6 +1,7 @@
 """Readiness (`/readyz`): may this worker take traffic? Liveness (`/healthz`) only says it is running.
 
-Ready when: the database answers and its schema is at the code's migration head, the knowledge is
+Ready when: the database answers and its schema is at the code's migration head (or ahead of it: a
+newer release migrated during a rolling upgrade), the knowledge is
 loaded, and every fetched JWKS (trusted issuers' `jwks_url`/`jku`) has been loaded once. A database
 check is cached for `cache_s` and skipped while the database is known down (DatabaseHealth), so the
 endpoint answers in milliseconds even during an outage. A JWKS not loaded yet is fetched in the
@@ -16,11 +17,14 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.record.db.engine import DatabaseUnavailable
-from cds_service.record.db.migrate import current_revision, head_revision
+from cds_service.record.db.migrate import current_revision, head_revision, known_revisions, schema_state
 from cds_service.wire.hook_protocol import HookService
 from cds_service.wire.runtime import Runtime
 
 DEFAULT_CACHE_S = 1.0
+# `ahead`: a newer release's migration ran (a rolling upgrade: its Job migrates before its pods start);
+# this release's pods stay ready on the additive schema instead of all turning unready at once.
+READY_SCHEMA_STATES = frozenset({"ok", "ahead"})
 
 
 class Readiness:
@@ -39,6 +43,7 @@ class Readiness:
         self._lock = threading.Lock()
         self._database_state: tuple[float, str] | None = None
         self._head: str | None = None
+        self._known: frozenset[str] = frozenset()
 
     def check(self) -> tuple[bool, dict[str, Any]]:
         checks = {
@@ -46,7 +51,11 @@ class Readiness:
             "knowledge": "loaded" if self._service.protocol_version() else "missing",
             "jwks": self._jwks(),
         }
-        ready = checks["database"] == "ok" and checks["knowledge"] == "loaded" and checks["jwks"] == "loaded"
+        ready = (
+            checks["database"] in READY_SCHEMA_STATES
+            and checks["knowledge"] == "loaded"
+            and checks["jwks"] == "loaded"
+        )
         return ready, checks
 
     def _database(self) -> str:
@@ -67,13 +76,13 @@ class Readiness:
         health = self._runtime.db_health
         try:
             if self._head is None:
-                self._head = head_revision()
+                self._head, self._known = head_revision(), known_revisions()
             revision = current_revision(self._runtime.engine)
         except (SQLAlchemyError, DatabaseUnavailable):
             health.failed("readiness check")
             return "unavailable"
         health.succeeded()
-        return "ok" if revision == self._head else "not migrated"
+        return schema_state(revision, self._head, self._known)
 
     def _jwks(self) -> str:
         pending = [source for source in self._runtime.jwks.sources() if not source.loaded]

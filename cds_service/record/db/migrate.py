@@ -47,6 +47,23 @@ def head_revision() -> str:
     return head
 
 
+def known_revisions() -> frozenset[str]:
+    """Every revision id this code's migrations define."""
+    script = ScriptDirectory.from_config(alembic_config())
+    return frozenset(revision.revision for revision in script.walk_revisions())
+
+
+def schema_state(revision: str | None, head: str, known: frozenset[str]) -> str:
+    """`ok` at the code's head; `ahead` when a newer release migrated past it (a revision this code
+    does not know: migrations are additive, so this code still works on it; a rolling upgrade runs
+    the migration before the new pods start); `not migrated` when never migrated or behind."""
+    if revision == head:
+        return "ok"
+    if revision is not None and revision not in known:
+        return "ahead"
+    return "not migrated"
+
+
 def current_revision(engine: Engine) -> str | None:
     """The database's schema revision, or None when it was never migrated."""
     with engine.connect() as connection:
