@@ -70,6 +70,9 @@ class BenchClient:
             "CDS_DATABASE_URL": f"sqlite:///{self.work_dir / database_file}",
             "CDS_DATA_DIR": str(self.work_dir / "data"),
             "CDS_LOG_LEVEL": "WARNING",
+            # capacity is measured with one client sending as fast as it is answered: no per-client limits
+            "CDS_CLIENT_RATE_LIMIT": "",
+            "CDS_CLIENT_MAX_IN_FLIGHT": "0",
         }
         if port is not None:
             env["CDS_PORT"] = str(port)

@@ -2,9 +2,12 @@
 8 hostile peers of each kind run against `cds-service serve`.
 
 Hostile kinds: slow-loris clients (headers 1 byte/s), slow-body clients (Content-Length 100 kB, body
-1 byte/s), idle keep-alive connections, and hook calls whose fhirServer drip-feeds its answers (1 byte
-every 0.2 s) or stalls. The healthy tenant sends its record in prefetch (no FHIR access), two loops in
-parallel. Every loop is bounded in count and time; every process started is stopped by pid.
+1 byte/s), idle keep-alive connections, hook calls whose fhirServer drip-feeds its answers (1 byte
+every 0.2 s) or stalls, and a flood client (8 connections posting full hook calls with prefetch as fast
+as they are answered, ignoring 429 and Retry-After). Each kind connects from its own loopback address
+(127.0.0.2-7), so each is one client for the per-client limits; the healthy tenant (127.0.0.1) sends its
+record in prefetch, two loops in parallel, each pausing `--healthy-pause` s between calls (a tenant
+within its quota). Every loop is bounded in count and time; every process started is stopped by pid.
 
     .venv/bin/python -m benchmarks.hostile --worker-class gevent --seconds 15
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import multiprocessing
 import os
@@ -32,6 +36,15 @@ from benchmarks.servers import cds_service_server, free_port, request
 AS_OF = date(2026, 11, 30)
 PATH = "/cds-services/osteoporosis-escalation"
 HOSTILE_EACH = 8
+ADDRESSES = {
+    "healthy": "127.0.0.1",
+    "slow_loris": "127.0.0.2",
+    "slow_body": "127.0.0.3",
+    "idle_keepalive": "127.0.0.4",
+    "drip_tenant": "127.0.0.5",
+    "stall_tenant": "127.0.0.6",
+    "flood": "127.0.0.7",
+}
 LOG_DIR = Path(tempfile.gettempdir()) / "cds-hostile-logs"
 
 
@@ -48,17 +61,32 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def healthy_loop(port: int, body: bytes, until: float, latencies: list[float], errors: list[int]) -> None:
-    headers = {"Content-Type": "application/json"}
+def post_from(kind: str, port: int, body: bytes, timeout: float) -> int:
+    """POST a hook call from the kind's own loopback address; 0 when the connection failed."""
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=timeout, source_address=(ADDRESSES[kind], 0)
+    )
+    try:
+        connection.request("POST", PATH, body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    except (OSError, http.client.HTTPException):
+        return 0
+    finally:
+        connection.close()
+
+
+def healthy_loop(
+    port: int, body: bytes, until: float, latencies: list[float], errors: list[int], *, pause_s: float
+) -> None:
     while time.monotonic() < until:
         started = time.perf_counter()
-        try:
-            status, _ = request("POST", port, PATH, body, headers, timeout=10)
-        except OSError:
-            status = 0
+        status = post_from("healthy", port, body, timeout=10)
         latencies.append((time.perf_counter() - started) * 1000)
         if status != 200:
             errors.append(status)
+        time.sleep(pause_s)
 
 
 def health_loop(port: int, until: float, latencies: list[float], errors: list[int]) -> None:
@@ -74,14 +102,17 @@ def health_loop(port: int, until: float, latencies: list[float], errors: list[in
         time.sleep(0.1)
 
 
-def measure(port: int, body: bytes, seconds: float) -> dict[str, Any]:
+def measure(port: int, body: bytes, seconds: float, pause_s: float) -> dict[str, Any]:
     until = time.monotonic() + seconds
     calls: list[float] = []
     health: list[float] = []
     call_errors: list[int] = []
     health_errors: list[int] = []
     threads = [
-        threading.Thread(target=healthy_loop, args=(port, body, until, calls, call_errors)) for _ in range(2)
+        threading.Thread(
+            target=healthy_loop, args=(port, body, until, calls, call_errors), kwargs={"pause_s": pause_s}
+        )
+        for _ in range(2)
     ]
     threads.append(threading.Thread(target=health_loop, args=(port, until, health, health_errors)))
     for thread in threads:
@@ -103,11 +134,15 @@ def measure(port: int, body: bytes, seconds: float) -> dict[str, Any]:
 # -- hostile peers -----------------------------------------------------------------------------------------
 
 
+def connect(kind: str, port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(ADDRESSES[kind], 0))
+
+
 def slow_loris(port: int, stop: Stop) -> None:
     """Send a request's headers one byte per second, forever (reconnect when cut)."""
     head = f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Pad: {'a' * 5000}"
     while not stop.event.is_set():
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        with contextlib.suppress(OSError), connect("slow_loris", port) as sock:
             for char in head:
                 sock.sendall(char.encode())
                 if stop.wait(1.0):
@@ -119,7 +154,7 @@ def slow_body(port: int, stop: Stop) -> None:
         f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
     )
     while not stop.event.is_set():
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        with contextlib.suppress(OSError), connect("slow_body", port) as sock:
             sock.sendall(head.encode())
             for _ in range(100000):
                 sock.sendall(b" ")
@@ -129,7 +164,7 @@ def slow_body(port: int, stop: Stop) -> None:
 
 def idle_keepalive(port: int, stop: Stop) -> None:
     while not stop.event.is_set():
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        with contextlib.suppress(OSError), connect("idle_keepalive", port) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
             sock.settimeout(2)
             with contextlib.suppress(OSError):
@@ -189,26 +224,31 @@ def hostile_tenant(port: int, fhir: DripFhir, stop: Stop, statuses: list[int], p
             "context": {"userId": "Practitioner/1", "patientId": "p1"},
         }
     ).encode()
+    kind = "stall_tenant" if fhir.stall else "drip_tenant"
     while not stop.event.is_set():
-        try:
-            status, _ = request("POST", port, PATH, body, {"Content-Type": "application/json"}, timeout=15)
-        except OSError:
-            status = 0
-        statuses.append(status)
+        statuses.append(post_from(kind, port, body, timeout=15))
         if pause_s and stop.wait(pause_s):
             return
 
 
-def hostile_main(port: int, stop_flag: Any, statuses: Any, tenants: bool, pause_s: float) -> None:
+def flood(port: int, stop: Stop, statuses: list[int]) -> None:
+    """One client's connection posting full hook calls back to back, ignoring 429 and Retry-After."""
+    body = request_bytes("small", AS_OF)
+    while not stop.event.is_set():
+        statuses.append(post_from("flood", port, body, timeout=15))
+
+
+def hostile_main(port: int, stop_flag: Any, statuses: Any, kinds: frozenset[str], pause_s: float) -> None:
     """In its own process (so the measuring client does not share a GIL with 100 hostile threads)."""
     stop = Stop()
     tenant_statuses: list[int] = []
+    flood_statuses: list[int] = []
     threads = []
-    for kind in (slow_loris, slow_body, idle_keepalive):
+    for kind in (slow_loris, slow_body, idle_keepalive) if "slow" in kinds else ():
         threads += [
             threading.Thread(target=kind, args=(port, stop), daemon=True) for _ in range(HOSTILE_EACH)
         ]
-    for stall in (False, True) if tenants else ():
+    for stall in (False, True) if "tenants" in kinds else ():
         for _ in range(HOSTILE_EACH):
             fhir = DripFhir(stall, stop)
             threads.append(
@@ -216,27 +256,33 @@ def hostile_main(port: int, stop_flag: Any, statuses: Any, tenants: bool, pause_
                     target=hostile_tenant, args=(port, fhir, stop, tenant_statuses, pause_s), daemon=True
                 )
             )
+    if "flood" in kinds:
+        threads += [
+            threading.Thread(target=flood, args=(port, stop, flood_statuses), daemon=True)
+            for _ in range(HOSTILE_EACH)
+        ]
     for thread in threads:
         thread.start()
     stop_flag.wait(600)
     stop.event.set()
     for thread in threads:
         thread.join(timeout=5)
-    statuses.extend(tenant_statuses)
+    statuses.append(("tenants", tenant_statuses))
+    statuses.append(("flood", flood_statuses))
 
 
 @contextlib.contextmanager
-def hostile_load(port: int, tenants: bool = True, pause_s: float = 0.0) -> Iterator[list[int]]:
+def hostile_load(port: int, kinds: frozenset[str], pause_s: float = 0.0) -> Iterator[dict[str, Any]]:
     context = multiprocessing.get_context("spawn")
     manager = context.Manager()
     stop_flag = manager.Event()
     statuses = manager.list()
     process = context.Process(
-        target=hostile_main, args=(port, stop_flag, statuses, tenants, pause_s), daemon=True
+        target=hostile_main, args=(port, stop_flag, statuses, kinds, pause_s), daemon=True
     )
     process.start()
     time.sleep(3)  # let every hostile peer get hold of what it can
-    collected: list[int] = []
+    collected: dict[str, Any] = {}
     try:
         yield collected
     finally:
@@ -244,12 +290,30 @@ def hostile_load(port: int, tenants: bool = True, pause_s: float = 0.0) -> Itera
         process.join(timeout=30)
         if process.is_alive():
             process.kill()
-        collected.extend(statuses)
+        for name, codes in list(statuses):
+            if codes:
+                collected[name] = {str(code): codes.count(code) for code in sorted(set(codes))}
         manager.shutdown()
 
 
+PHASES = {
+    "slow_clients_only": frozenset({"slow"}),
+    "hostile": frozenset({"slow", "tenants"}),
+    "flood_only": frozenset({"flood"}),
+    "all": frozenset({"slow", "tenants", "flood"}),
+}
+
+
 def run(
-    worker_class: str, seconds: float, workers: int, database_url: str | None = None, pause_s: float = 0.0
+    worker_class: str,
+    seconds: float,
+    workers: int,
+    *,
+    database_url: str | None = None,
+    pause_s: float = 0.0,
+    healthy_pause_s: float = 0.2,
+    client_limits: bool = True,
+    phases: tuple[str, ...] = tuple(PHASES),
 ) -> dict[str, Any]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="cds-hostile-", dir=os.environ.get("BENCH_DATA_PARENT")) as data:
@@ -262,27 +326,27 @@ def run(
         }
         if database_url:
             env["CDS_DATABASE_URL"] = database_url
-        env = {key: value for key, value in env.items()}
+        if not client_limits:
+            env.update({"CDS_CLIENT_RATE_LIMIT": "", "CDS_CLIENT_MAX_IN_FLIGHT": "0"})
         for key in [key for key in os.environ if key.startswith("CDS_")]:
             os.environ.pop(key)
         server = cds_service_server(f"cds-{worker_class}", port, env, workers)
         server.start(log_dir=LOG_DIR)
+        result: dict[str, Any] = {}
         try:
             body = request_bytes("small", AS_OF)
-            measure(port, body, 2)  # warm-up
-            unloaded = measure(port, body, seconds)
-            with hostile_load(port, tenants=False):
-                slow_clients_only = measure(port, body, seconds)
-            with hostile_load(port, pause_s=pause_s) as tenant_statuses:
-                loaded = measure(port, body, seconds)
-            hostile = {str(code): tenant_statuses.count(code) for code in sorted(set(tenant_statuses))}
+            measure(port, body, 2, healthy_pause_s)  # warm-up
+            result["unloaded"] = measure(port, body, seconds, healthy_pause_s)
+            for phase in phases:
+                with hostile_load(port, PHASES[phase], pause_s) as statuses:
+                    result[phase] = measure(port, body, seconds, healthy_pause_s)
+                result[phase]["hostile_statuses"] = statuses
         finally:
             server.stop()
+    settings = {"tenant_pause_s": pause_s, "healthy_pause_s": healthy_pause_s, "client_limits": client_limits}
     database = "postgresql" if database_url else "sqlite"
-    unloaded["tenant_pause_s"] = pause_s
-    return {"worker_class": worker_class, "workers": workers, "database": database, "unloaded": unloaded,
-            "slow_clients_only": slow_clients_only, "hostile": loaded,
-            "hostile_tenant_statuses": hostile}  # fmt: skip
+    return {"worker_class": worker_class, "workers": workers, "database": database, "settings": settings,
+            **result}  # fmt: skip
 
 
 def main() -> None:
@@ -297,10 +361,18 @@ def main() -> None:
         default=0.0,
         help="seconds each hostile tenant waits between calls (0: flood)",
     )
+    parser.add_argument("--healthy-pause", type=float, default=0.2, help="seconds between healthy calls")
+    parser.add_argument("--no-client-limits", action="store_true", help="turn the per-client limits off")
+    parser.add_argument("--phases", default=",".join(PHASES), help=f"comma list of {', '.join(PHASES)}")
     parser.add_argument("--database-url", help="e.g. a PostgreSQL URL (default: SQLite in a temp dir)")
     args = parser.parse_args()
     kinds = args.worker_class or ["gthread", "gevent"]
-    results = [run(kind, args.seconds, args.workers, args.database_url, args.tenant_pause) for kind in kinds]
+    results = [
+        run(kind, args.seconds, args.workers, database_url=args.database_url, pause_s=args.tenant_pause,
+            healthy_pause_s=args.healthy_pause, client_limits=not args.no_client_limits,
+            phases=tuple(args.phases.split(",")))
+        for kind in kinds
+    ]  # fmt: skip
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:

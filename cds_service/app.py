@@ -7,6 +7,7 @@ import logging
 from flask import Flask
 
 from cds_service.config import Settings, operational_warnings
+from cds_service.gather.capability import configure_capability_cache
 from cds_service.gather.shared_http import configure_fhir_peer_guard
 from cds_service.record.metrics import instrument_app
 from cds_service.wire.api import create_blueprint
@@ -30,6 +31,7 @@ def create_app(
         failure_threshold=settings.fhir_failure_threshold,
         open_s=settings.fhir_circuit_open_s,
     )
+    configure_capability_cache(settings.fhir_capability_ttl_s)
     app = Flask(__name__)
     instrument_app(app)
     # One byte above the limit: werkzeug's stream refuses a read AT its limit (under gunicorn a body of

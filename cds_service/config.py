@@ -12,6 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
+from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -82,7 +83,12 @@ class Settings(BaseSettings):
     fhir_max_calls_per_server: int = Field(4, ge=1)
     fhir_failure_threshold: int = Field(5, ge=1)
     fhir_circuit_open_s: float = Field(30.0, ge=0, allow_inf_nan=False)
+    # How long a FHIR server's CapabilityStatement is trusted before it is read again.
+    fhir_capability_ttl_s: float = Field(3600.0, gt=0, allow_inf_nan=False)
     max_body_bytes: int = Field(10_000_000, ge=1)
+    # Per-client limits per worker process (cds_service/wire/client_limit.py, docs/operations.md)
+    client_rate_limit: str = "10/second"
+    client_max_in_flight: int = Field(4, ge=0)
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = "INFO"
     auth_mode: Literal["required", "dev", "off"] = "required"
     data_dir: Path = Path("./.data")
@@ -149,6 +155,18 @@ class Settings(BaseSettings):
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
+
+    @field_validator("client_rate_limit")
+    @classmethod
+    def _rate_limit_notation(cls, value: str) -> str:
+        try:
+            if value.strip():
+                parse_many(value)
+        except ValueError:
+            raise ValueError(
+                "expected a rate like '20/second' or '20/second;600/minute' (empty: off)"
+            ) from None
+        return value.strip()
 
     @field_validator("as_of", mode="before")
     @classmethod

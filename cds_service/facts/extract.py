@@ -6,6 +6,7 @@ findings); this one assembles them with the demographics and the extraction cave
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from cds_service.facts.extract_common import Caveats, calendar_date
@@ -20,7 +21,10 @@ _SEXES: dict[str, Sex] = {"female": "female", "male": "male", "other": "other", 
 _FULL_DATE_LENGTH = len("YYYY-MM-DD")
 
 
-def extract_record(parsed: ParsedResources, knowledge: Knowledge) -> PatientRecord:
+def extract_record(
+    parsed: ParsedResources, knowledge: Knowledge, unavailable: Iterable[str] = ()
+) -> PatientRecord:
+    """`unavailable`: data categories (prefetch keys) the EHR could not provide (a §3a gap, not "none")."""
     caveats = Caveats()
     demographics = _demographics(parsed.patients, caveats)
     observations = extract_observations(parsed, knowledge, caveats)
@@ -47,6 +51,7 @@ def extract_record(parsed: ParsedResources, knowledge: Knowledge) -> PatientReco
         findings=extract_findings(parsed, knowledge),
         labs=observations.labs,
         unreadable=tuple(sorted(unreadable.items())),
+        unavailable=tuple(sorted(set(unavailable))),
         caveats=caveats.as_tuple(),
         dxa_reports_without_values=observations.dxa_reports_without_values,
     )

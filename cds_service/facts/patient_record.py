@@ -31,6 +31,22 @@ LAB_LABELS: dict[str, str] = {
     "vitamin_d_25oh": "25-OH vitamin D",
     "pth": "PTH",
 }
+# Data categories an EHR may not provide (the published prefetch keys) and how caveats name them.
+UNAVAILABLE_LABELS: dict[str, str] = {
+    "patient": "Patient record",
+    "dxa": "DXA results",
+    "labs": "lab results",
+    "conditions": "conditions",
+    "procedures": "procedures",
+    "allergies": "allergies",
+    "medicationStatements": "medication statements",
+    "medicationRequests": "medication orders",
+    "medicationAdministrations": "medication administrations",
+    "medicationDispenses": "medication dispenses",
+}
+MEDICATION_CATEGORIES = frozenset(
+    {"medicationStatements", "medicationRequests", "medicationAdministrations", "medicationDispenses"}
+)
 # One list of fracture sites: the knowledge file's fracture-site rules are validated against the same one.
 FractureSite = FractureSiteName
 
@@ -164,5 +180,7 @@ class PatientRecord:
     findings: tuple[ClinicalFinding, ...] = ()
     labs: tuple[LabResult, ...] = ()
     unreadable: tuple[tuple[str, int], ...] = ()  # (resource type, count) dropped by validation
+    # Data categories (UNAVAILABLE_LABELS keys) this EHR could not provide: unknown, never "none" (§3a gap).
+    unavailable: tuple[str, ...] = ()
     caveats: tuple[str, ...] = ()  # extraction caveats (ignored units, undetermined sites, ...)
     dxa_reports_without_values: tuple[date, ...] = field(default=())  # DXA only as a document

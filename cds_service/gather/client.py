@@ -20,7 +20,7 @@ import requests
 from cds_service.core.errors import DataUnavailable, NotR4Server
 from cds_service.core.net_deadline import Deadline, enforce
 from cds_service.gather.bundles import JsonObject, bundle_entries, is_read, json_object, next_link
-from cds_service.gather.capability import r4_version
+from cds_service.gather.capability import capability_cache, parse_capability_statement, r4_version
 from cds_service.gather.fhir_urls import (
     SERVER_EXPRESSION,
     bearer,
@@ -29,6 +29,7 @@ from cds_service.gather.fhir_urls import (
     resource_type_of,
 )
 from cds_service.gather.peer_guard import PeerGuard, PeerRefused
+from cds_service.gather.refusal import refusal, relabel
 from cds_service.gather.shared_http import fhir_peer_guard, r4_cache, shared_executor, shared_session
 
 log = logging.getLogger(__name__)
@@ -39,14 +40,6 @@ FHIR_JSON: Final = "application/fhir+json"
 DEFAULT_MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
 
 _CHUNK_BYTES: Final = 64 * 1024
-
-
-def _relabel(error: DataUnavailable, expression: str) -> DataUnavailable:
-    """The same error (same class, diagnostics and code) naming `expression` instead of the server."""
-    issue = error.issues[0] if error.issues else None
-    if issue is None or issue.expression not in ((), (SERVER_EXPRESSION,)):
-        return error
-    return type(error)(issue.diagnostics, expression, issue.code)
 
 
 class FhirClient:
@@ -127,19 +120,27 @@ class FhirClient:
         continuations: Mapping[str, Mapping[str, Any]] | None = None,
         *,
         expression_prefix: str = "",
+        wrap: Callable[[str, Callable[[], list[JsonObject]]], Callable[[], list[JsonObject]]] | None = None,
     ) -> dict[str, list[JsonObject]]:
         """Fetch searches/reads and complete paged Bundles in parallel, alongside the R4 metadata check.
 
         Returns Bundle entries (`{"fullUrl"?, "resource"}`) per key; for continuations only the entries of
         the following pages. The first failure raises DataUnavailable naming `expression_prefix + key`
-        (NotR4Server, naming `fhirServer`, wins when the server is not R4). Never returns partial data.
+        (NotR4Server, naming `fhirServer`, wins when the server is not R4). Never returns partial data,
+        unless `wrap(key, task)` returns a task that turns a failure into [] (prefetch policy `omit`).
         """
         tasks: dict[str, Callable[[], list[JsonObject]]] = {}
         for key, url in urls.items():
             tasks[key] = self._labelled(expression_prefix + key, self._fetch_entries, url)
         for key, bundle in (continuations or {}).items():
             tasks[key] = self._labelled(expression_prefix + key, self._next_pages, bundle, 1)
+        if wrap is not None:
+            tasks = {key: wrap(key, task) for key, task in tasks.items()}
         return self._run_parallel(tasks, expression_prefix)
+
+    def check_server(self) -> None:
+        """Read the server's CapabilityStatement now (confirms R4; capability.py caches what it declares)."""
+        self._run_parallel({}, "")
 
     # -- parallel execution -------------------------------------------------------------------------------
 
@@ -148,7 +149,7 @@ class FhirClient:
             try:
                 return fn(*args)
             except DataUnavailable as error:
-                raise _relabel(error, expression) from None
+                raise relabel(error, expression) from None
 
         return run
 
@@ -175,7 +176,8 @@ class FhirClient:
     def _run_admitted(
         self, tasks: Mapping[str, Callable[[], list[JsonObject]]], expression_prefix: str
     ) -> dict[str, list[JsonObject]]:
-        metadata = None if r4_cache.get(self._base) else self._executor.submit(self._ensure_r4)
+        known = r4_cache.get(self._base) and capability_cache().get(self._base) is not None
+        metadata = None if known else self._executor.submit(self._ensure_r4)
         futures = {key: self._executor.submit(task) for key, task in tasks.items()}
         every: list[cf.Future[Any]] = [*futures.values(), *([metadata] if metadata else [])]
         done, pending = cf.wait(every, timeout=max(self._remaining(), 0.0), return_when=cf.FIRST_EXCEPTION)
@@ -261,6 +263,7 @@ class FhirClient:
         url = f"{self._base}/metadata"
         body = self._get_json(url, allow_404=False, count_page=False)
         r4_cache.put(self._base, r4_version(body))
+        capability_cache().put(self._base, parse_capability_statement(body or {}))
 
     def _absolute(self, url: str) -> str:
         """Resolve `url` against the base; refuse anything outside the FHIR server (never fetched)."""
@@ -304,11 +307,7 @@ class FhirClient:
             if response.status_code >= 500:
                 self._peer_failed = True
             if not 200 <= response.status_code < 300:
-                raise DataUnavailable(
-                    f"The FHIR server answered HTTP {response.status_code} to a {kind} request"
-                    + (" (redirects are not followed)" if 300 <= response.status_code < 400 else ""),
-                    SERVER_EXPRESSION,
-                )
+                raise refusal(response, kind)
             return self._read_body(response, deadline)
         except DataUnavailable:
             if deadline.expired:
@@ -381,6 +380,9 @@ class FhirClient:
 
     def _remaining(self) -> float:
         return self._deadline - self._clock()
+
+    def deadline_reached(self) -> bool:
+        return self._remaining() <= 0
 
     def _check_deadline(self) -> None:
         if self._remaining() <= 0:

@@ -2,7 +2,9 @@
 
 A MedicationStatement/Request/Administration/Dispense may name its drug only by `medicationReference`
 (Epic). When that Medication is neither contained nor in the data, it is fetched with `Medication?_id=a,b,c`
-(never one read per resource) if the reference is relative or points at fhirServer. A failed round is not
+(never one read per resource) if the reference is relative or points at fhirServer. A server whose
+CapabilityStatement offers no `_id` search on Medication gets the reads `Medication/<id>` instead, all in
+parallel as one round; one that offers no Medication at all is not asked. A failed round is not
 an error of the call: the references are then identified by their `display`, else counted as unreadable
 (clinical.relevance / extract_medications). Only ids are read from the data; nothing is logged but counts.
 """
@@ -17,7 +19,9 @@ from cds_service.core.errors import DataUnavailable
 from cds_service.core.fhir_id import is_fhir_id
 from cds_service.facts.parsed_resources import MEDICATION_USE_TYPES
 from cds_service.facts.relevance import ignored_by_status, reference_key
+from cds_service.gather.capability import ServerCapabilities
 from cds_service.gather.client import FhirClient
+from cds_service.gather.query_shape import server_capabilities
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +74,29 @@ def missing_medication_ids(resources: list[dict[str, Any]], base_url: str) -> li
     return sorted(wanted)
 
 
+def _queries(ids: list[str], capabilities: ServerCapabilities) -> dict[str, str]:
+    """`Medication?_id=` searches of IDS_PER_QUERY ids, else one read per id, else nothing."""
+    support = capabilities.support("Medication")
+    if support is None:
+        return {}
+    if support.search and (support.params is None or "_id" in support.params):
+        chunks = [ids[i : i + IDS_PER_QUERY] for i in range(0, len(ids), IDS_PER_QUERY)]
+        return {f"medications{n}": f"Medication?_id={','.join(chunk)}" for n, chunk in enumerate(chunks)}
+    if support.read:
+        return {f"medication{n}": f"Medication/{medication_id}" for n, medication_id in enumerate(ids)}
+    return {}
+
+
 def fetch_missing_medications(client: FhirClient, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The referenced Medications fetched in one batched round; [] when none is missing or it fails."""
     ids = missing_medication_ids(resources, client.base_url)
     if not ids:
         return []
-    chunks = [ids[i : i + IDS_PER_QUERY] for i in range(0, len(ids), IDS_PER_QUERY)]
-    urls = {f"medications{n}": f"Medication?_id={','.join(chunk)}" for n, chunk in enumerate(chunks)}
     try:
+        urls = _queries(ids, server_capabilities(client))
+        if not urls:
+            log.warning("the FHIR server offers no Medication read or search: identified by display")
+            return []
         found = client.search_many(urls, expression_prefix="medicationReference.")
     except DataUnavailable as error:  # NotR4Server included: fall back to display, never fail the call
         log.warning(

@@ -4,11 +4,16 @@ Per key: a supplied resource or Bundle is used as is; JSON `null` means "no data
 an absent key, or an OperationOutcome in its place, is fetched from `fhirServer`; a prefetched Bundle with a
 `next` link is completed from `fhirServer`. A record that cannot be completed raises DataUnavailable (412)
 naming `prefetch.<key>`: the service never evaluates partial data.
+
+Two exceptions, both reported in `RecordData.unavailable` (key -> why) so that the protocol treats the
+category as unknown (a §3a gap), never as "the patient has none":
+- the key's failure policy is `omit` (per issuer, see ehr_profile.py) and it could not be obtained;
+- fhirServer's CapabilityStatement shows that it cannot answer that query at all (fhir/capability.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
@@ -18,6 +23,7 @@ from cds_service.core.errors import BadRequest, DataUnavailable, NotR4Server
 from cds_service.gather.bundles import JsonObject, bundle_entries, next_link
 from cds_service.gather.capability import R4_REQUIRED_HINT
 from cds_service.gather.client import FhirClient
+from cds_service.gather.query_shape import newest_first, server_capabilities, shape_query
 
 PATIENT_ID_TOKEN: Final = "{{context.patientId}}"  # noqa: S105 - a CDS Hooks prefetch token
 
@@ -55,6 +61,7 @@ class RecordData:
     fetched_keys: tuple[str, ...]
     pages_fetched: int
     full_urls: dict[str, list[str | None]] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)  # key -> why it is not available (no PHI)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -115,6 +122,12 @@ class _Plan:
     entries: dict[str, list[JsonObject]] = field(default_factory=dict)
     to_fetch: dict[str, str] = field(default_factory=dict)
     to_complete: dict[str, JsonObject] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def give_up(self, key: str, reason: str) -> None:
+        """`key` counts as not available: no entries at all (never a partial first page)."""
+        self.unavailable[key] = reason
+        self.entries[key] = []
 
 
 def resolve_prefetch(
@@ -123,21 +136,25 @@ def resolve_prefetch(
     patient_id: str,
     client: FhirClient | None,
     no_client_reason: str = "no fhirServer was given to fetch it from",
+    *,
+    omit_keys: Collection[str] = (),
 ) -> RecordData:
     """Every template key's data: as prefetched where supplied, else fetched in parallel from fhirServer.
 
+    A key in `omit_keys` that cannot be obtained is reported in `unavailable` instead of raising.
     Raises BadRequest (malformed prefetch value), NotR4Server (DSTU2 content or server) or DataUnavailable.
     """
     if not patient_id:
         raise BadRequest("context.patientId is required", "context.patientId")
     plan = _plan(templates, request_prefetch or {}, patient_id)
-    pages = _fetch_missing(plan, client, no_client_reason)
+    pages = _fetch_missing(plan, client, no_client_reason, frozenset(omit_keys))
     entries = {key: plan.entries[key] for key in templates}
     return RecordData(
         resources={key: [entry["resource"] for entry in found] for key, found in entries.items()},
-        fetched_keys=tuple(key for key in templates if key in plan.to_fetch),
+        fetched_keys=tuple(key for key in templates if key in plan.to_fetch and key not in plan.unavailable),
         pages_fetched=pages,
         full_urls={key: [_full_url(entry) for entry in found] for key, found in entries.items()},
+        unavailable={key: plan.unavailable[key] for key in templates if key in plan.unavailable},
     )
 
 
@@ -161,23 +178,79 @@ def _plan(templates: Mapping[str, str], supplied: Mapping[str, Any], patient_id:
     return plan
 
 
-def _fetch_missing(plan: _Plan, client: FhirClient | None, no_client_reason: str) -> int:
+def _fetch_missing(
+    plan: _Plan, client: FhirClient | None, no_client_reason: str, omit: frozenset[str]
+) -> int:
     """Fetch absent keys and later pages in one parallel round; returns the number of pages fetched."""
-    if not plan.to_fetch and not plan.to_complete:
+    wanted = [*plan.to_fetch, *(key for key in plan.to_complete if key not in plan.to_fetch)]
+    if not wanted:
         return 0
     if client is None:
-        key = next(iter({**plan.to_fetch, **plan.to_complete}))
-        raise DataUnavailable(
-            f"Prefetch '{key}' is missing or incomplete and {no_client_reason}",
-            f"prefetch.{key}",
-        )
+        required = [key for key in wanted if key not in omit]
+        if required:
+            raise DataUnavailable(
+                f"Prefetch '{required[0]}' is missing or incomplete and {no_client_reason}",
+                f"prefetch.{required[0]}",
+            )
+        for key in wanted:
+            plan.give_up(key, f"missing or incomplete and {no_client_reason}")
+        return 0
+    urls, sort_locally = _shaped_urls(plan, client)
+    by_url: dict[str, list[str]] = {}
+    for key, url in urls.items():
+        by_url.setdefault(url, []).append(key)  # dxa and labs may become the same patient-only search
+    unique = {keys[0]: url for url, keys in by_url.items()}
+    optional = {keys[0] for keys in by_url.values() if omit.issuperset(keys)}
+    optional |= omit.intersection(plan.to_complete)
+    failures: dict[str, DataUnavailable] = {}
+
+    def tolerant(key: str, task: Callable[[], list[JsonObject]]) -> Callable[[], list[JsonObject]]:
+        """Policy omit: a failure gives [] and is recorded, unless the call's deadline has passed."""
+
+        def run() -> list[JsonObject]:
+            try:
+                return task()
+            except NotR4Server:
+                raise
+            except DataUnavailable as error:
+                if client.deadline_reached():
+                    raise
+                failures[key] = error
+                return []
+
+        return run if key in optional else task
+
     before = client.pages_fetched
-    fetched = client.gather_entries(plan.to_fetch, plan.to_complete, expression_prefix="prefetch.")
+    fetched = client.gather_entries(unique, plan.to_complete, expression_prefix="prefetch.", wrap=tolerant)
     for key in plan.to_complete:
         plan.entries[key] = plan.entries[key] + fetched[key]
-    for key in plan.to_fetch:
-        plan.entries[key] = fetched[key]
+    for keys in by_url.values():
+        for key in keys:
+            found = fetched[keys[0]]
+            plan.entries[key] = newest_first(found) if key in sort_locally else found
+    for key, error in failures.items():
+        for same in [key, *next((k[1:] for k in by_url.values() if k[0] == key), [])]:
+            issue = error.issues[0] if error.issues else None
+            plan.give_up(same, issue.diagnostics if issue else "could not be obtained from fhirServer")
     return client.pages_fetched - before
+
+
+def _shaped_urls(plan: _Plan, client: FhirClient) -> tuple[dict[str, str], set[str]]:
+    """The absent keys' queries as fhirServer can answer them; unanswerable keys are given up."""
+    if not plan.to_fetch:
+        return {}, set()
+    capabilities = server_capabilities(client)
+    urls: dict[str, str] = {}
+    sort_locally: set[str] = set()
+    for key, url in plan.to_fetch.items():
+        shaped = shape_query(url, capabilities)
+        if shaped.url is None:
+            plan.give_up(key, shaped.reason)
+            continue
+        urls[key] = shaped.url
+        if shaped.sort_locally:
+            sort_locally.add(key)
+    return urls, sort_locally
 
 
 def _is_operation_outcome(value: Any) -> bool:

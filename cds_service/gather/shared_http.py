@@ -12,6 +12,7 @@ from typing import Any, Final
 import requests
 
 from cds_service.core.net_deadline import DeadlineAdapter
+from cds_service.gather.capability import capability_cache
 from cds_service.gather.peer_guard import PeerGuard
 from cds_service.gather.stale_retry import stale_connection_retry
 
@@ -125,5 +126,6 @@ r4_cache = _R4Cache(_METADATA_CACHE_SIZE)
 
 
 def clear_metadata_cache() -> None:
-    """Forget which servers were confirmed R4 (tests, or after a server upgrade)."""
+    """Forget which servers were confirmed R4 and what they declare (tests, or after a server upgrade)."""
     r4_cache.clear()
+    capability_cache().clear()

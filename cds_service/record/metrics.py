@@ -62,6 +62,7 @@ _AUTH_REASON_SET: Final = frozenset(AUTH_REASONS)
 
 
 DEGRADED_COMPONENTS: Final = ("replay_store", "ledger")
+THROTTLE_REASONS: Final = ("rate", "in_flight")
 
 
 def endpoint_label(path: str) -> Endpoint:
@@ -183,6 +184,12 @@ class Metrics:
             ["component"],
             registry=r,
         )
+        self._throttled = Counter(
+            "cds_client_throttled",
+            "Calls refused with 429 by the per-client limits, by limit",
+            ["reason"],
+            registry=r,
+        )
         # Series of the small fixed label sets exist from the start at 0 (rate() and alerts need them).
         for kind in CARD_KINDS:
             self._cards.labels(kind=kind)
@@ -194,6 +201,8 @@ class Metrics:
             self._feedback.labels(outcome=outcome)
         for component in DEGRADED_COMPONENTS:
             self._degraded.labels(component=component)
+        for reason in THROTTLE_REASONS:
+            self._throttled.labels(reason=reason)
 
     def observe_request(self, path: str, status: int, duration_s: float) -> None:
         """One HTTP request; `path` is reduced to its endpoint family here."""
@@ -222,6 +231,9 @@ class Metrics:
 
     def record_degraded(self, component: str) -> None:
         self._degraded.labels(component=component if component in DEGRADED_COMPONENTS else OTHER).inc()
+
+    def record_throttled(self, reason: str) -> None:
+        self._throttled.labels(reason=reason if reason in THROTTLE_REASONS else OTHER).inc()
 
     def record_feedback(self, outcome: str, count: int = 1) -> None:
         if count > 0:

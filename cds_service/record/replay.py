@@ -48,6 +48,19 @@ class InMemoryReplayStore:
         with self._lock:
             return len(self._seen)
 
+    def pairs(self) -> list[tuple[str, str, float]]:
+        """The unexpired (iss, jti, expiry as a UNIX time) pairs held now."""
+        now = self._clock()
+        with self._lock:
+            return [(iss, jti, until) for (iss, jti), until in self._seen.items() if until > now]
+
+    def forget(self, pairs: list[tuple[str, str, float]]) -> None:
+        """Drop these pairs (once stored elsewhere), unless a later record gave them another expiry."""
+        with self._lock:
+            for iss, jti, until in pairs:
+                if self._seen.get((iss, jti)) == until:
+                    del self._seen[(iss, jti)]
+
     def _prune(self, now: float) -> None:
         self._seen = {key: until for key, until in self._seen.items() if until > now}
         self._last_prune = now

@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import date
 
 from cds_service.facts.dates import add_days, add_months, age_on
+from cds_service.facts.patient_record import MEDICATION_CATEGORIES
 from cds_service.rules import bmd, history
 from cds_service.rules.agents import findings_for, rank_agents
 from cds_service.rules.evaluation import Evaluation
@@ -187,6 +188,10 @@ def rule_high_risk(ev: Evaluation) -> None:
         else:
             ev.miss("bmd_or_frax")
             ev.done("INSUFFICIENT_DATA", "R5", "no T-score at the diagnostic sites and no FRAX")
+    elif "dxa" in ev.r.unavailable:
+        # The DXA results could not be obtained: "no T-score <= -2.5" is unknown, not shown (§3a blocking).
+        ev.miss("bmd_or_frax")
+        ev.done("INSUFFICIENT_DATA", "R5", "no high-risk criterion met, but DXA results not available")
     else:
         ev.done("NOT_ELIGIBLE_NOT_HIGH_RISK", "R5", "no high-risk criterion met (T-score, FRAX)")
     if not ev.r.frax:
@@ -226,6 +231,10 @@ def rule_first_line(ev: Evaluation) -> date:
             # An unreadable medication entry may be the first-line drug: never "no first-line" (§3a).
             ev.miss("medication_history")
             ev.done("INSUFFICIENT_DATA", "R6", "no readable first-line record; medication entries unreadable")
+        if MEDICATION_CATEGORIES.intersection(ev.r.unavailable):
+            # A medication category the EHR could not provide may hold the first-line drug (§3a blocking).
+            ev.miss("medication_history")
+            ev.done("INSUFFICIENT_DATA", "R6", "no first-line record found; medication data not available")
         ev.done("NOT_ELIGIBLE_NO_FIRST_LINE", "R6", "no first-line anti-resorptive in the record")
     if any(m.matched_by_name for m in records):
         ev.caveat("medication identified by name")

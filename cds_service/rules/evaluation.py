@@ -10,7 +10,7 @@ from datetime import date
 from typing import NoReturn
 
 from cds_service.facts.dates import add_months
-from cds_service.facts.patient_record import PatientRecord
+from cds_service.facts.patient_record import UNAVAILABLE_LABELS, PatientRecord
 from cds_service.knowledge.indexed import Knowledge
 from cds_service.rules import history
 from cds_service.rules.agents import AgentContext, follow_on
@@ -34,7 +34,14 @@ from cds_service.rules.exposure import (
 from cds_service.rules.labs import assess_labs
 from cds_service.rules.warnings import denosumab_overdue, follow_on_missing
 
-CAPPING_MISSING = ("target_t_score", "egfr", "calcium", "alkaline_phosphatase", "unreadable_resources")
+CAPPING_MISSING = (
+    "target_t_score",
+    "egfr",
+    "calcium",
+    "alkaline_phosphatase",
+    "unreadable_resources",
+    "unavailable_data",
+)
 
 
 class Finished(Exception):
@@ -69,6 +76,11 @@ class Evaluation:
             self.caveats.append(f"{count} {kind} entries could not be read")
         if record.unreadable:
             self.miss("unreadable_resources")
+        for category in record.unavailable:
+            label = UNAVAILABLE_LABELS.get(category, category)
+            self.caveats.append(f"{label}: not available from this EHR (unknown, not absent)")
+        if record.unavailable:
+            self.miss("unavailable_data")  # a relevant input that could not be obtained caps (§3a)
 
     # ----- helpers ---------------------------------------------------------------------------
     def miss(self, code: str) -> None:

@@ -26,12 +26,14 @@ from cds_service.present.card_model import Card
 from cds_service.record.db.engine import RETRY_AFTER_S, DatabaseUnavailable
 from cds_service.record.metrics import get_metrics
 from cds_service.record.metrics import render as render_metrics
+from cds_service.wire.auth.jwt_verify import AuthContext
 from cds_service.wire.cdshooks import (
     PatientViewRequest,
     drop_empty,
     operation_outcome,
     parse_patient_view_request,
 )
+from cds_service.wire.client_limit import ClientLimiter, client_key
 from cds_service.wire.cors import Cors, answer_preflight
 from cds_service.wire.feedback_routes import (
     handle_admin_report,
@@ -53,11 +55,12 @@ _LOG_TEXT_MAX = 64
 def create_blueprint(service: HookService, settings: Settings, runtime: Runtime) -> Blueprint:
     """Routes, CORS and error handlers for one service; registers app-wide hooks on registration.
 
-    Order for a service call: 404/405, 401 (client JWT), 403 (issuer/tenant), 415, 413, 400 (JSON),
-    403 (fhirServer not allowed: checked as soon as the body is parsed, before any other validation
-    and before prefetch is read), 400 (request), then 412/500 from the service.
+    Order for a service call: 404/405, 401 (client JWT), 403 (issuer/tenant), 429 (per-client limits),
+    415, 413, 400 (JSON), 403 (fhirServer not allowed: checked as soon as the body is parsed, before any
+    other validation and before prefetch is read), 400 (request), then 412/500 from the service.
     """
     authn = runtime.authenticator
+    limiter = ClientLimiter(settings.client_rate_limit, settings.client_max_in_flight)
     bp = Blueprint("cds_hooks", __name__)
     cors = Cors(settings.cors_allowed_origins)
     bp.before_app_request(answer_preflight)
@@ -75,6 +78,20 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
             return _error_response(error, service.service_id)
         return _json({"services": [service.descriptor()]})
 
+    def answer_hook(auth: AuthContext, logged: dict[str, Any]) -> Response:
+        body = _read_json_body(settings.max_body_bytes)
+        logged["hookInstance"] = _raw_hook_instance(body)
+        fhir_server = body.get("fhirServer") if isinstance(body, dict) else None
+        if isinstance(fhir_server, str):
+            check_fhir_server(fhir_server, auth, runtime.trust)
+        hook = parse_patient_view_request(body)
+        _yield_to_other_connections()
+        result = service.handle(hook, auth)
+        _yield_to_other_connections()
+        logged["cards"] = len(result.cards)
+        _ledger_cards(runtime, hook, result.cards, service.protocol_version())
+        return _json(result.to_wire())
+
     @bp.post("/cds-services/<service_id>")
     def call_service(service_id: str) -> Response:
         started = time.perf_counter()
@@ -82,18 +99,8 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         try:
             _require_known(service_id, service.service_id)
             auth = authn.authenticate(request.headers.get("Authorization"), "service", service.service_id)
-            body = _read_json_body(settings.max_body_bytes)
-            logged["hookInstance"] = _raw_hook_instance(body)
-            fhir_server = body.get("fhirServer") if isinstance(body, dict) else None
-            if isinstance(fhir_server, str):
-                check_fhir_server(fhir_server, auth, runtime.trust)
-            hook = parse_patient_view_request(body)
-            _yield_to_other_connections()
-            result = service.handle(hook, auth)
-            _yield_to_other_connections()
-            logged["cards"] = len(result.cards)
-            _ledger_cards(runtime, hook, result.cards, service.protocol_version())
-            response = _json(result.to_wire())
+            with limiter.admit(client_key(auth.iss, auth.sub, request.remote_addr)):
+                response = answer_hook(auth, logged)
         except Exception as error:  # mapped to a status; unexpected ones are logged there
             response = _error_response(error, service.service_id)
         _log_event("cds_call", status=response.status_code, duration_ms=_since(started), **logged)
@@ -104,15 +111,16 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         started = time.perf_counter()
         try:
             _require_known(service_id, service.service_id)
-            authn.authenticate(request.headers.get("Authorization"), "feedback", service.service_id)
-            body = _read_json_body(settings.max_body_bytes)
-            if not runtime.db_health.usable():
-                raise DatabaseUnavailable()  # refused, never acknowledged and lost
-            try:
-                status, answer, headers = handle_feedback(body, runtime.store)
-            except DatabaseUnavailable:
-                runtime.db_health.failed("feedback")
-                raise
+            auth = authn.authenticate(request.headers.get("Authorization"), "feedback", service.service_id)
+            with limiter.admit(client_key(auth.iss, auth.sub, request.remote_addr)):
+                body = _read_json_body(settings.max_body_bytes)
+                if not runtime.db_health.usable():
+                    raise DatabaseUnavailable()  # refused, never acknowledged and lost
+                try:
+                    status, answer, headers = handle_feedback(body, runtime.store)
+                except DatabaseUnavailable:
+                    runtime.db_health.failed("feedback")
+                    raise
             response = _json(answer, status, keep_empty=True)
             response.headers.update(headers)
         except Exception as error:

@@ -1,6 +1,7 @@
 """The patient-view service: discovery descriptor and the hook pipeline.
 
-prefetch/FHIR -> patient scope -> parse (filter, then validate) -> extract facts -> evaluate -> cards.
+prefetch/FHIR -> patient scope -> parse (filter, then validate) -> extract facts -> evaluate -> cards
+-> the calling EHR's profile applied to the cards (card_profile.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import orjson
 
 from cds_service import SERVICE_ID
 from cds_service.config import Settings
+from cds_service.core.ehr_profile import GENERIC_PROFILE, ResolvedProfile
 from cds_service.core.errors import DataUnavailable
 from cds_service.facts.extract import extract_record
 from cds_service.facts.parse import parse_resources
@@ -26,6 +28,7 @@ from cds_service.gather.prefetch import build_prefetch_templates, resolve_prefet
 from cds_service.knowledge.indexed import Knowledge
 from cds_service.knowledge.loader import load_knowledge
 from cds_service.present.card_model import HookResponse
+from cds_service.present.card_profile import apply_profile
 from cds_service.present.cards import render_cards
 from cds_service.record.metrics import fhir_fetch_result, get_metrics
 from cds_service.rules.decision import Decision
@@ -99,10 +102,17 @@ class PatientViewService:
     def as_of(self) -> date:
         return self.settings.as_of or self._today()
 
-    def decide(self, resources: Iterable[dict[str, Any]], patient_id: str, as_of: date) -> Decision:
+    def decide(
+        self,
+        resources: Iterable[dict[str, Any]],
+        patient_id: str,
+        as_of: date,
+        unavailable: Iterable[str] = (),
+    ) -> Decision:
+        """`unavailable`: prefetch keys the EHR could not provide (unknown to the protocol, never "none")."""
         # as_of lets parse skip lab results outside the look-back window that validation could not change.
         parsed = parse_resources(scoped(resources, patient_id), self.knowledge, as_of=as_of)
-        record = extract_record(parsed, self.knowledge)
+        record = extract_record(parsed, self.knowledge, unavailable)
         return evaluate(record, self.knowledge, as_of)
 
     def _client(self, request: PatientViewRequest, auth: AuthContext) -> FhirClient | None:
@@ -131,8 +141,16 @@ class PatientViewService:
         client = self._client(request, auth)
         reason = NO_AUTHORIZATION_REASON if client is None and request.fhirServer else NO_SERVER_REASON
         metrics = get_metrics()
+        profile = _profile_of(auth)
         try:
-            data = resolve_prefetch(self.templates, request.prefetch, patient_id, client, reason)
+            data = resolve_prefetch(
+                self.templates,
+                request.prefetch,
+                patient_id,
+                client,
+                reason,
+                omit_keys=profile.omitted_keys(),
+            )
         except DataUnavailable as error:
             if client is not None:
                 metrics.record_fhir_fetch(fhir_fetch_result(error) or "unavailable")
@@ -143,16 +161,18 @@ class PatientViewService:
         resources = [r for found in data.resources.values() for r in found]
         if client is not None:  # one extra batched round for referenced, unsupplied Medications (§3c)
             resources.extend(fetch_missing_medications(client, resources))
-        decision = self.decide(resources, patient_id, self.as_of())
+        decision = self.decide(resources, patient_id, self.as_of(), data.unavailable)
         metrics.record_decision(decision.outcome, decision.rule)
-        cards = render_cards(
+        behavior = profile.selection_behavior or self.settings.selection_behavior
+        rendered = render_cards(
             decision,
             self.knowledge,
             patient_id=patient_id,
-            selection_behavior=self.settings.selection_behavior,
+            selection_behavior=behavior,
             as_of_pinned=self.settings.as_of is not None,
             new_uuid=self._new_uuid,
         )
+        cards = apply_profile(rendered, profile, self.settings.selection_behavior)
         fields = {
             "event": "cds_decision",
             "hookInstance": request.hookInstance[:64],
@@ -164,11 +184,19 @@ class PatientViewService:
             "suggestions": sum(len(card.suggestions) for card in cards),
             "fetched_keys": len(data.fetched_keys),
             "pages": data.pages_fetched,
+            "profile": profile.vendor,
+            # Keys this EHR could not provide (policy omit, or not in its CapabilityStatement) and why.
+            "unavailable": {key: why[:200] for key, why in data.unavailable.items()},
         }
         # One JSON line for operators (no PHI: no patient id, no values); the same fields as record
         # attributes for structured handlers.
         log.info(orjson.dumps(fields).decode(), extra={"decision": fields})
         return HookResponse(cards)
+
+
+def _profile_of(auth: AuthContext) -> ResolvedProfile:
+    """The verified issuer's EHR profile; the generic one when no JWT was checked (`off` mode)."""
+    return auth.issuer.profile.resolve() if auth.issuer is not None else GENERIC_PROFILE
 
 
 def _log_unavailable(hook_instance: str, error: DataUnavailable) -> None:

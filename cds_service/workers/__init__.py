@@ -34,6 +34,13 @@ def operation_outcome_error(sock: Any, status_int: int, reason: str, mesg: str) 
 
     The request's own text (`mesg` echoes the offending line or header) is never sent back or logged."""
     code, diagnostics = _DIAGNOSTICS.get(status_int, ("processing", reason))
+    util.write_nonblock(sock, _outcome_response(status_int, reason, code, diagnostics))
+    linger(sock)
+
+
+def _outcome_response(
+    status: int, reason: str, code: str, diagnostics: str, extra_headers: str = ""
+) -> bytes:
     body = orjson.dumps(
         {
             "resourceType": "OperationOutcome",
@@ -41,11 +48,49 @@ def operation_outcome_error(sock: Any, status_int: int, reason: str, mesg: str) 
         }
     )
     head = (
-        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        f"Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n{extra_headers}"
+        f"Content-Length: {len(body)}\r\n\r\n"
     )
-    util.write_nonblock(sock, head.encode("latin-1") + body)
-    linger(sock)
+    return head.encode("latin-1") + body
+
+
+DRAINING_RETRY_AFTER_S = 1
+_HEAD_END = b"\r\n\r\n"
+
+
+def answer_draining(sock: Any, max_s: float = LINGER_S) -> None:
+    """503 + Retry-After for a connection that arrives while the worker stops (it was waiting in the
+    listen queue): read the request head (bounded), answer, close lingering. Closing it unanswered
+    made the kernel reset it; the client may now retry on another worker or replica."""
+    deadline = time.monotonic() + max_s
+    try:
+        received = b""
+        while _HEAD_END not in received and len(received) < LINGER_BYTES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            sock.settimeout(remaining)
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        sock.settimeout(max_s)
+        sock.sendall(
+            _outcome_response(
+                503,
+                "Service Unavailable",
+                "transient",
+                "this worker is shutting down; retry the request",
+                f"Retry-After: {DRAINING_RETRY_AFTER_S}\r\n",
+            )
+        )
+        linger(sock)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
 
 
 def linger(sock: Any, max_s: float = LINGER_S, max_bytes: int = LINGER_BYTES) -> None:

@@ -129,3 +129,26 @@ def test_a_corrupt_sqlite_file_is_503_and_not_ready_never_500(tmp_path: Path) ->
     assert answer.status_code in (200, 503), answer.status_code
     assert client.get("/readyz").status_code == 503
     assert client.get("/healthz").status_code == 200
+
+
+def test_tokens_accepted_during_an_outage_are_refused_by_every_worker_after_recovery(
+    proxy: TcpProxy, postgres_url: str, tmp_path: Path
+) -> None:
+    """Two workers (two apps) share the database; worker A accepts a token while it is down. Once it is
+    back, A writes its window to the database (in the background, no call needed), so worker B, which
+    never saw the token, refuses its replay: exactly once again after recovery."""
+    worker_a = app_behind(proxy, postgres_url, tmp_path)
+    worker_b = app_behind(proxy, postgres_url, tmp_path)
+    assert call(worker_a, tmp_path).status_code == 200
+    assert call(worker_b, tmp_path).status_code == 200
+    proxy.cut()
+    during = [mint_dev_token(tmp_path, SERVICE) for _ in range(3)]
+    assert [call(worker_a, tmp_path, token).status_code for token in during] == [200] * 3
+    proxy.restore()
+    deadline = time.monotonic() + 10
+    while worker_a.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.2)  # two CDS_DB_RETRY_S periods: the write-back loop has run
+    assert [call(worker_b, tmp_path, token).status_code for token in during] == [401] * 3
+    assert call(worker_a, tmp_path, during[0]).status_code == 401
+    assert call(worker_b, tmp_path).status_code == 200, "fresh tokens are still accepted"

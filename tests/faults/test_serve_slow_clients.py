@@ -88,17 +88,20 @@ def server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         log.close()
 
 
+HOSTILE_ADDRESS = ("127.0.0.2", 0)  # another client than the test's own calls (per-client limits)
+
+
 def open_hostile_connections(port: int) -> list[socket.socket]:
     sockets: list[socket.socket] = []
     for index in range(HOSTILE_EACH):
-        loris = socket.create_connection(("127.0.0.1", port))
+        loris = socket.create_connection(("127.0.0.1", port), source_address=HOSTILE_ADDRESS)
         loris.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\nX-Slow-{index}: a".encode())  # never finished
-        body = socket.create_connection(("127.0.0.1", port))
+        body = socket.create_connection(("127.0.0.1", port), source_address=HOSTILE_ADDRESS)
         body.sendall(
             f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             "Content-Length: 100000\r\n\r\n{".encode()
         )  # 1 byte of 100 000
-        idle = socket.create_connection(("127.0.0.1", port))
+        idle = socket.create_connection(("127.0.0.1", port), source_address=HOSTILE_ADDRESS)
         idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
         sockets += [loris, body, idle]
     return sockets

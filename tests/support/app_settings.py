@@ -14,7 +14,14 @@ atexit.register(shutil.rmtree, _DATA_DIR, ignore_errors=True)
 
 
 def test_settings(env: dict[str, str] | None = None) -> Settings:
-    values = {"CDS_AUTH_MODE": "off", "CDS_DATA_DIR": str(_DATA_DIR)}
+    # in-process tests call one app as fast as it answers, all from one address: per-client limits off
+    # unless a test sets them (tests/test_client_limit.py)
+    values = {
+        "CDS_AUTH_MODE": "off",
+        "CDS_DATA_DIR": str(_DATA_DIR),
+        "CDS_CLIENT_RATE_LIMIT": "",
+        "CDS_CLIENT_MAX_IN_FLIGHT": "0",
+    }
     values.update(env or {})
     return load_settings(values)
 

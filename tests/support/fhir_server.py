@@ -165,9 +165,11 @@ def _pump(stream: Any, sink: queue.Queue[str] | deque[str]) -> None:
 
 @contextmanager
 def running_fhir_server(
-    *, startup_timeout: float = 60.0, server_dir: Path = SERVER_DIR
+    *, startup_timeout: float = 60.0, server_dir: Path = SERVER_DIR, profile: str = "plain"
 ) -> Iterator[FhirServerProcess]:
-    """Start server.mjs on an ephemeral loopback port; stop it on exit (kill after a timeout)."""
+    """Start server.mjs on an ephemeral loopback port; stop it on exit (kill after a timeout).
+
+    `profile` (FHIR_PROFILE): `plain`, or `oracle` / `epic` to imitate that vendor's server (server.mjs)."""
     node = find_node_binary(server_dir)
     process = subprocess.Popen(
         [str(node), "server.mjs", "0"],
@@ -176,7 +178,7 @@ def running_fhir_server(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "NODE_ENV": "test"},
+        env={**os.environ, "NODE_ENV": "test", "FHIR_PROFILE": profile},
     )
     stdout_lines: queue.Queue[str] = queue.Queue()
     stderr_tail: deque[str] = deque(maxlen=50)
@@ -234,6 +236,19 @@ def fhir_server_fixture() -> Iterator[FhirServerProcess]:
             pytest.fail(f"FHIR test server unavailable in CI: {exc}")
         pytest.skip(f"FHIR test server unavailable: {exc}")
     with running_fhir_server() as server:
+        yield server
+
+
+@contextmanager
+def fhir_server_or_skip(profile: str) -> Iterator[FhirServerProcess]:
+    """`running_fhir_server(profile=...)` with the fixture's skip/fail rule when Node is not installed."""
+    try:
+        find_node_binary()
+    except FhirServerUnavailableError as exc:
+        if _ci():
+            pytest.fail(f"FHIR test server unavailable in CI: {exc}")
+        pytest.skip(f"FHIR test server unavailable: {exc}")
+    with running_fhir_server(profile=profile) as server:
         yield server
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Engine, delete
 
 from cds_service.record.db.engine import insert_for, unavailable_on_error, writer
+from cds_service.record.db.off_loop import run_off_loop
 from cds_service.record.db.schema import jwt_replay
 
 PRUNE_EVERY = 500
@@ -50,17 +52,47 @@ class DbReplayStore:
             set_={"expires_at": insert.excluded.expires_at},
             where=jwt_replay.c.expires_at <= now,
         ).returning(jwt_replay.c.jti)
-        with unavailable_on_error("jwt replay check"), self._engine.begin() as connection:
-            first_time = connection.execute(statement).first() is not None
+        first_time: bool = run_off_loop(self._engine, self._insert_first, statement)
         if first_time and self._due_for_prune():
             self.prune(now)
         return first_time
 
+    def _insert_first(self, statement: Any) -> bool:
+        with unavailable_on_error("jwt replay check"), self._engine.begin() as connection:
+            return connection.execute(statement).first() is not None
+
+    def record_all(self, pairs: Sequence[tuple[str, str, datetime]]) -> None:
+        """Store (iss, jti, expires_at) pairs seen elsewhere; idempotent (a stored pair keeps the later exp).
+
+        Raises DatabaseUnavailable (503) when the database cannot be reached."""
+        if not pairs:
+            return
+        insert = insert_for(self._engine, jwt_replay)
+        statement = insert.on_conflict_do_update(
+            index_elements=[jwt_replay.c.iss, jwt_replay.c.jti],
+            set_={"expires_at": insert.excluded.expires_at},
+            where=jwt_replay.c.expires_at < insert.excluded.expires_at,
+        )
+        rows = [{"iss": iss, "jti": jti, "expires_at": expires_at} for iss, jti, expires_at in pairs]
+
+        def write() -> None:
+            with unavailable_on_error("jwt replay write-back"), self._engine.begin() as connection:
+                connection.execute(statement, rows)
+
+        run_off_loop(self._engine, write)
+
     def prune(self, now: datetime | None = None) -> int:
         """Delete records whose token has expired; returns how many were deleted."""
         cutoff = now or self._clock()
-        with unavailable_on_error("jwt replay prune"), self._engine.begin() as connection:
-            return connection.execute(delete(jwt_replay).where(jwt_replay.c.expires_at <= cutoff)).rowcount
+
+        def delete_expired() -> int:
+            with unavailable_on_error("jwt replay prune"), self._engine.begin() as connection:
+                return connection.execute(
+                    delete(jwt_replay).where(jwt_replay.c.expires_at <= cutoff)
+                ).rowcount
+
+        deleted: int = run_off_loop(self._engine, delete_expired)
+        return deleted
 
     def _due_for_prune(self) -> bool:
         with self._lock:

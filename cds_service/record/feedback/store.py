@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, select
 
 from cds_service.present.card_model import Card
 from cds_service.record.db.engine import insert_for, unavailable_on_error, writer
+from cds_service.record.db.off_loop import run_off_loop
 from cds_service.record.db.retention import Pruned, Retention, prune
 from cds_service.record.db.schema import card_ledger, card_suggestion, feedback
 from cds_service.record.feedback.validate import FeedbackItem
@@ -89,7 +90,8 @@ class FeedbackStore:
         if self._retention is None or not self._pruning.acquire(blocking=False):
             return None
         try:
-            return prune(self.engine, self._retention, self._clock())
+            pruned: Pruned = run_off_loop(self.engine, prune, self.engine, self._retention, self._clock())
+            return pruned
         finally:
             self._pruning.release()
 
@@ -153,6 +155,11 @@ class FeedbackStore:
             for card in entries
             for s in card.suggestions
         ]
+        run_off_loop(self.engine, self._write_ledger, ledger_rows, suggestion_rows)
+        self._count_write()
+        return len(entries)
+
+    def _write_ledger(self, ledger_rows: list[dict[str, Any]], suggestion_rows: list[dict[str, Any]]) -> None:
         with unavailable_on_error("card ledger write"), self._writer.begin() as connection:
             ledger = insert_for(connection, card_ledger).on_conflict_do_nothing(
                 index_elements=[card_ledger.c.uuid]
@@ -163,8 +170,6 @@ class FeedbackStore:
                     index_elements=[card_suggestion.c.card_uuid, card_suggestion.c.suggestion_uuid]
                 )
                 connection.execute(linked, suggestion_rows)
-        self._count_write()
-        return len(entries)
 
     def store_feedback(self, entries: Sequence[FeedbackItem], *, received_at: datetime | None = None) -> int:
         """Store a validated batch in one transaction; returns how many entries were new."""
@@ -175,6 +180,10 @@ class FeedbackStore:
         if not unique:
             return 0
         received = received_at or self._clock()
+        stored: int = run_off_loop(self.engine, self._write_feedback, unique, received)
+        return stored
+
+    def _write_feedback(self, unique: list[FeedbackItem], received: datetime) -> int:
         with unavailable_on_error("feedback write"), self._writer.begin() as connection:
             known = _known_cards(connection, {entry.card for entry in unique})
             rows = [_feedback_row(entry, entry.card in known, received) for entry in unique]

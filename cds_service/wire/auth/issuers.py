@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cds_service.core.audience import normalise_url
+from cds_service.core.ehr_profile import EhrProfile
 from cds_service.core.security_errors import SecurityConfigError
 from cds_service.wire.auth.jwks import (
     JwksError,
@@ -63,6 +64,7 @@ class IssuerConfig(BaseModel):
     tenants: tuple[str, ...] | None = None
     fhir_servers: tuple[str, ...] = ()
     services: tuple[str, ...] | None = None
+    profile: EhrProfile = EhrProfile()
 
     @field_validator("jku", "audience", "fhir_servers", "tenants", "services", mode="before")
     @classmethod
@@ -214,7 +216,13 @@ def shipped_sandbox_jwks() -> dict[str, Any]:
 def sandbox_issuer(jwks: Mapping[str, Any] | None = None) -> TrustedIssuer:
     """The public sandbox issuer (ES384); its jku maps to the shipped key set and is never fetched."""
     document = dict(jwks) if jwks is not None else shipped_sandbox_jwks()
-    config = IssuerConfig(iss=SANDBOX_ISSUER, jku=(SANDBOX_JKU,), jwks=document, algorithms=("ES384",))
+    config = IssuerConfig(
+        iss=SANDBOX_ISSUER,
+        jku=(SANDBOX_JKU,),
+        jwks=document,
+        algorithms=("ES384",),
+        profile=EhrProfile(vendor="sandbox"),
+    )
     keys = StaticKeySource(document)
     return TrustedIssuer(config, keys, {SANDBOX_JKU: keys}, builtin=True)
 

@@ -196,8 +196,11 @@ class ClientAuthenticator:
         return exp
 
     def _check_audience(self, aud: object, issuer: IssuerConfig, endpoint: Endpoint, service_id: str) -> None:
-        if issuer.audience is not None:
-            expected: tuple[str, ...] = issuer.audience
+        feedback_audience = issuer.profile.feedback_audience
+        if endpoint == "feedback" and feedback_audience is not None:
+            expected: tuple[str, ...] = feedback_audience  # Epic: `aud` typed in by the health system
+        elif issuer.audience is not None:
+            expected = issuer.audience
         else:
             base = self._settings.effective_base_url
             if base is None:  # refused at start-up; kept as a guard

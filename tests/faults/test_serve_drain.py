@@ -1,0 +1,146 @@
+"""Fault suite: requests that arrive while `cds-service serve` drains (SIGTERM). What must hold: every
+request that reached the service is answered, served (200) or refused cleanly with 503 + Retry-After and
+an OperationOutcome, never reset; once the listener is closed a client meets a refused connection
+(nothing sent, retry elsewhere), never a reset after sending its request."""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+from tests.faults.test_serve_slow_clients import free_port, get
+from tests.support.fixtures import hook_request
+
+PATH = "/cds-services/osteoporosis-escalation"
+
+BACKLOG_CHILD = textwrap.dedent(
+    """
+    import json, socket, sys
+    from gevent.pool import Pool
+    from cds_service.workers.gevent_worker import DrainingStreamServer
+
+    server = DrainingStreamServer(("127.0.0.1", 0), handle=lambda *_: None, spawn=Pool(100), backlog=16)
+    server.init_socket()  # listening, never accepting: the hub never runs before close()
+    clients = []
+    for _ in range(5):
+        client = socket.create_connection(server.address)
+        client.sendall(b"POST /x HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 2\\r\\n\\r\\n{}")
+        clients.append(client)
+    server.close()
+    server.pool.join(timeout=5)
+    for client in clients:
+        client.settimeout(5)
+        data = b""
+        while chunk := client.recv(65536):
+            data += chunk
+        head, _, body = data.partition(b"\\r\\n\\r\\n")
+        assert head.startswith(b"HTTP/1.1 503"), head
+        assert b"Retry-After: 1" in head and b"Connection: close" in head, head
+        assert json.loads(body)["resourceType"] == "OperationOutcome"
+    print("ok")
+    """
+)
+
+
+def test_connections_queued_when_the_listener_closes_get_503_not_a_reset() -> None:
+    """Deterministic: five requests wait in the accept queue when the draining server closes."""
+    result = subprocess.run(
+        [sys.executable, "-c", BACKLOG_CHILD], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_requests_during_a_sigterm_drain_are_answered_never_reset(tmp_path: Path) -> None:
+    """End to end: 10 clients keep calling while the master gets SIGTERM (2 gevent workers)."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CDS_")}
+    env.update(
+        {
+            "CDS_AUTH_MODE": "off",
+            "CDS_DATA_DIR": str(tmp_path),
+            "CDS_AS_OF": "2025-06-01",
+            "CDS_LOG_LEVEL": "WARNING",
+            "CDS_PORT": str(port),
+            "CDS_WORKERS": "2",
+            "CDS_CLIENT_RATE_LIMIT": "",
+            "CDS_CLIENT_MAX_IN_FLIGHT": "0",
+        }
+    )
+    with (tmp_path / "serve.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "cds-service"), "serve"], env=env, stdout=log, stderr=log
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if get(port, "/healthz", 1.0)[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        outcomes = hammer_through_sigterm(port, process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+    bad = {key: count for key, count in outcomes.items() if key not in ("200", "503", "refused")}
+    assert not bad, outcomes
+    assert outcomes["200"] > 0 and outcomes["refused"] > 0, outcomes
+
+
+def hammer_through_sigterm(port: int, process: subprocess.Popen[bytes]) -> collections.Counter[str]:
+    body = json.dumps(hook_request("s01", with_prefetch=True)).encode()
+    outcomes: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            key = call_once(port, body)
+            with lock:
+                outcomes[key] += 1
+            if key == "refused":
+                time.sleep(0.02)
+
+    threads = [threading.Thread(target=loop) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    finally:
+        time.sleep(0.2)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=15)
+    return outcomes
+
+
+def call_once(port: int, body: bytes) -> str:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("POST", PATH, body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        answer = response.read()
+        if response.status == 503:
+            outcome = json.loads(answer)
+            if outcome["resourceType"] != "OperationOutcome" or not response.getheader("Retry-After"):
+                return "503 without OperationOutcome or Retry-After"
+        return str(response.status)
+    except ConnectionRefusedError:
+        return "refused"
+    except (OSError, http.client.HTTPException) as error:
+        return type(error).__name__
+    finally:
+        connection.close()
