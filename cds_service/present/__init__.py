@@ -1,1 +1,2 @@
-"""Decision -> typed CDS Hooks cards (texts from knowledge, escaped evidence, links, suggestions)."""
+"""Decision -> typed CDS Hooks cards (texts from knowledge, escaped evidence, links, suggestions), and the
+SMART app's pages and SVG charts."""

@@ -1,1 +1,2 @@
-"""HTTP: routes, CDS Hooks wire models, client auth, one hook call's pipeline, OperationOutcome mapping."""
+"""HTTP: routes, CDS Hooks wire models, client auth, one hook call's pipeline, OperationOutcome mapping,
+and the SMART app's routes and sealed browser session."""

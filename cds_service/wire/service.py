@@ -20,6 +20,7 @@ from cds_service.core.ehr_profile import GENERIC_PROFILE, ResolvedProfile
 from cds_service.core.errors import DataUnavailable
 from cds_service.facts.extract import extract_record
 from cds_service.facts.parse import parse_resources
+from cds_service.facts.patient_record import PatientRecord
 from cds_service.facts.patient_scope import scoped
 from cds_service.gather.client import FhirClient
 from cds_service.gather.fhir_server_guard import guarded_session
@@ -30,6 +31,7 @@ from cds_service.knowledge.loader import load_knowledge
 from cds_service.present.card_model import HookResponse
 from cds_service.present.card_profile import apply_profile
 from cds_service.present.cards import render_cards
+from cds_service.present.smart_link import with_smart_link
 from cds_service.record.metrics import fhir_fetch_result, get_metrics
 from cds_service.rules.decision import Decision
 from cds_service.rules.protocol import evaluate
@@ -85,6 +87,10 @@ class PatientViewService:
         self.templates = build_prefetch_templates(knowledge.dxa_codes(), knowledge.lab_codes())
         self._new_uuid = new_uuid
         self._today = today
+        # The SMART app's base URL for card links; None while CDS_SMART_CLIENT_ID is unset.
+        self.smart_base_url = (
+            (settings.public_base_url or settings.listen_base_url) if settings.smart_client_id else None
+        )
 
     def protocol_version(self) -> str:
         return self.knowledge.protocol_version
@@ -110,10 +116,20 @@ class PatientViewService:
         unavailable: Iterable[str] = (),
     ) -> Decision:
         """`unavailable`: prefetch keys the EHR could not provide (unknown to the protocol, never "none")."""
+        return self.assess(resources, patient_id, as_of, unavailable)[1]
+
+    def assess(
+        self,
+        resources: Iterable[dict[str, Any]],
+        patient_id: str,
+        as_of: date,
+        unavailable: Iterable[str] = (),
+    ) -> tuple[PatientRecord, Decision]:
+        """The facts and the decision (the SMART app draws the facts the decision was made from)."""
         # as_of lets parse skip lab results outside the look-back window that validation could not change.
         parsed = parse_resources(scoped(resources, patient_id), self.knowledge, as_of=as_of)
         record = extract_record(parsed, self.knowledge, unavailable)
-        return evaluate(record, self.knowledge, as_of)
+        return record, evaluate(record, self.knowledge, as_of)
 
     def _client(self, request: PatientViewRequest, auth: AuthContext) -> FhirClient | None:
         """A client for this call only; its session connects solely to the checked fhirServer address.
@@ -171,6 +187,9 @@ class PatientViewService:
             selection_behavior=behavior,
             as_of_pinned=self.settings.as_of is not None,
             new_uuid=self._new_uuid,
+        )
+        rendered = with_smart_link(
+            rendered, decision.outcome, patient_id=patient_id, base_url=self.smart_base_url
         )
         cards = apply_profile(rendered, profile, self.settings.selection_behavior)
         fields = {

@@ -47,8 +47,14 @@ CHART_MANAGED = {
     "CDS_DATABASE_URL",
     "CDS_PATIENT_KEY_SECRET",
     "CDS_ADMIN_TOKEN_SHA256",
+    "CDS_SMART_SESSION_SECRET",
 }
-SECRET_SETTINGS = {"CDS_DATABASE_URL", "CDS_PATIENT_KEY_SECRET", "CDS_ADMIN_TOKEN_SHA256"}
+SECRET_SETTINGS = {
+    "CDS_DATABASE_URL",
+    "CDS_PATIENT_KEY_SECRET",
+    "CDS_ADMIN_TOKEN_SHA256",
+    "CDS_SMART_SESSION_SECRET",
+}
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +224,7 @@ def test_secrets_are_referenced_never_inlined(rendered: list[Manifest]) -> None:
     env = {entry["name"]: entry for entry in container_env(one(rendered, "Deployment"))}
     assert set(env) >= SECRET_SETTINGS
     assert env["CDS_ADMIN_TOKEN_SHA256"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert env["CDS_SMART_SESSION_SECRET"]["valueFrom"]["secretKeyRef"]["optional"] is True
 
 
 def test_default_values_alone_name_what_is_missing() -> None:

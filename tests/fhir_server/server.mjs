@@ -8,6 +8,7 @@
 // (read, search with query strings, POST / for batch/transaction Bundles, PUT, ...).
 // Test helpers: GET /__requests -> [{method, path, hasAuthorization}] of the FHIR requests seen;
 // DELETE /__requests clears that list. Authorization header values are never stored or logged.
+// PUT /__smart-configuration sets what GET /.well-known/smart-configuration serves (SMART app tests).
 // FHIR_CORS=1 (the local sandbox recipe, tools/sandbox.py) allows any browser origin: every response gets
 // CORS headers and OPTIONS preflights are answered with 204. Unset (the tests), no CORS headers are sent.
 // FHIR_PROFILE imitates a vendor's R4 server for the EHR-profile tests (unset = plain):
@@ -43,6 +44,7 @@ for (const file of SEARCH_PARAMETER_BUNDLE_FILES) {
 const repo = new MemoryRepository();
 const router = new FhirRouter();
 const seen = [];
+let smartConfiguration = null;
 
 const RESOURCE_TYPES = [
   'Patient', 'Observation', 'Condition', 'Procedure', 'AllergyIntolerance', 'DiagnosticReport',
@@ -219,6 +221,24 @@ async function handle(req, res, baseUrl) {
       res.writeHead(204).end();
     } else {
       send(res, 200, seen);
+    }
+    return;
+  }
+
+  // SMART App Launch discovery for the SMART app's browser tests: the test PUTs the authorization
+  // server's endpoints, GET {base}/.well-known/smart-configuration serves them (404 until set).
+  if (path === '/__smart-configuration' && req.method === 'PUT') {
+    smartConfiguration = JSON.parse(await readBody(req));
+    res.writeHead(204).end();
+    return;
+  }
+  if (path === '/.well-known/smart-configuration' && req.method === 'GET') {
+    if (smartConfiguration) {
+      const text = JSON.stringify(smartConfiguration);
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
+      res.end(text);
+    } else {
+      send(res, 404, outcome('error', 'not-found', 'no SMART configuration set'));
     }
     return;
   }

@@ -46,10 +46,10 @@ def load_patient_keyer(data_dir: Path, secret: str | None = None) -> PatientKeye
         if len(secret) < MIN_SECRET_CHARS:
             raise PatientKeyError(f"CDS_PATIENT_KEY_SECRET must be at least {MIN_SECRET_CHARS} characters")
         return PatientKeyer(secret.encode("utf-8"))
-    return PatientKeyer(_stored_secret(data_dir / SECRET_FILE))
+    return PatientKeyer(stored_secret(data_dir / SECRET_FILE))
 
 
-def _stored_secret(path: Path) -> bytes:
+def stored_secret(path: Path) -> bytes:
     """Read the key file, creating it atomically (link of a complete 0600 temp file) if absent."""
     if not path.exists():
         _create_secret(path)
@@ -80,6 +80,6 @@ def _create_secret(path: Path) -> None:
         except FileExistsError:
             pass
         else:
-            logger.info("generated a new patient-key secret in %s", path)
+            logger.info("generated a new secret in %s", path)
     finally:
         temporary.unlink(missing_ok=True)
