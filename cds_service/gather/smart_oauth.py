@@ -13,17 +13,17 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import orjson
 import requests
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.requests_client import OAuth2Session
 
-from cds_service.core.audience import DEFAULT_PORTS, normalise_url
+from cds_service.core.audience import normalise_url
 from cds_service.core.no_redirect import NoRedirectSession
 from cds_service.core.security_errors import Forbidden
 from cds_service.gather.fhir_server_guard import ConnectPolicy, PinnedAdapter
+from cds_service.gather.fhir_urls import Origin, origin_of
 from cds_service.gather.prefetch import PREFETCH_RESOURCE_TYPES
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,6 @@ SCOPES: Final = " ".join(
         "patient/Medication.rs",
     ]
 )
-
-Origin = tuple[str, str, int]
 
 
 class SmartLaunchError(Exception):
@@ -67,18 +65,6 @@ class TokenGrant:
     expires_in: int | None
     app_context: str | None
     scope: str
-
-
-def _origin(url: str) -> Origin | None:
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS or not parts.hostname or parts.username or parts.password:
-        return None
-    return scheme, parts.hostname.lower(), port if port is not None else DEFAULT_PORTS[scheme]
 
 
 def _local_host(host: str) -> bool:
@@ -109,18 +95,18 @@ class SmartTrust:
         bases = tuple(entry.strip() for entry in iss_list.split(",") if entry.strip())
         origins = []
         for entry in (part.strip() for part in auth_origins.split(",") if part.strip()):
-            origin = _origin(entry)
+            origin = origin_of(entry)
             if origin is None:
                 raise ValueError(f"CDS_SMART_AUTH_ORIGINS entry {entry[:80]!r} is not an http(s) origin")
             origins.append(origin)
         for base in bases:
-            if _origin(base) is None:
+            if origin_of(base) is None:
                 raise ValueError(f"CDS_SMART_ISS_ALLOWLIST entry {base[:80]!r} is not an http(s) URL")
         return cls(bases, tuple(origins))
 
     def iss_policy(self, iss: str) -> ConnectPolicy:
         """The connect policy for a listed `iss`; SmartLaunchError (403) for any other."""
-        origin = _origin(iss) if len(iss) <= 2048 else None
+        origin = origin_of(iss) if len(iss) <= 2048 else None
         try:
             listed = origin is not None and normalise_url(iss) in {
                 normalise_url(b) for b in self.iss_allowlist
@@ -139,8 +125,8 @@ class SmartTrust:
 
     def token_policy(self, token_url: str, iss: str) -> ConnectPolicy:
         """The token endpoint must be on the iss origin or on a listed CDS_SMART_AUTH_ORIGINS origin."""
-        origin = _origin(token_url)
-        if origin is None or (origin != _origin(iss) and origin not in self.auth_origins):
+        origin = origin_of(token_url)
+        if origin is None or (origin != origin_of(iss) and origin not in self.auth_origins):
             log.warning("smart launch refused why=token endpoint origin not allowed")
             raise SmartLaunchError(
                 "The authorization server is not allowed",
@@ -194,7 +180,9 @@ def discover(iss: str, policy: ConnectPolicy, timeouts: tuple[float, float]) -> 
         raise _unreachable("FHIR server's SMART configuration")
     authorize, token = config.get("authorization_endpoint"), config.get("token_endpoint")
     methods = config.get("code_challenge_methods_supported")
-    if not (isinstance(authorize, str) and _origin(authorize) and isinstance(token, str) and _origin(token)):
+    if not (
+        isinstance(authorize, str) and origin_of(authorize) and isinstance(token, str) and origin_of(token)
+    ):
         raise SmartLaunchError(
             "The EHR's SMART configuration is incomplete",
             "The FHIR server's .well-known/smart-configuration has no usable authorization_endpoint "

@@ -76,6 +76,7 @@ MISSING_CODES = (
     "calcium",
     "alkaline_phosphatase",
     "unreadable_resources",
+    "unavailable_data",
 )
 
 
