@@ -85,6 +85,14 @@ def romosozumab_excluded_low_calcium() -> AgentContext:
             id="§6: skeletal radiation -> PTH analogue excluded",
         ),
         pytest.param(
+            "teriparatide",
+            context(alp_unexplained=True),
+            K,
+            ["unexplained raised alkaline phosphatase: work-up pending"],
+            [],
+            id="§6/R9b: unexplained raised ALP -> PTH analogue excluded pending work-up",
+        ),
+        pytest.param(
             "abaloparatide",
             context(primary_hpt_active=True),
             K,
