@@ -94,6 +94,14 @@ def romosozumab_excluded_low_calcium() -> AgentContext:
         ),
         pytest.param(
             "abaloparatide",
+            context(labs=replace(assess_labs(STANDARD_LABS, AS_OF, K), calcium_high=True)),
+            K,
+            ["hypercalcaemia (corrected calcium above range)"],
+            [],
+            id="§6/R3: corrected calcium above range -> PTH analogue excluded (e.g. during a course)",
+        ),
+        pytest.param(
+            "abaloparatide",
             context(primary_hpt_active=True),
             K,
             ["active primary hyperparathyroidism"],

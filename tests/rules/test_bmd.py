@@ -274,3 +274,18 @@ def test_assess_site_without_comparable_values_is_not_assessable() -> None:
 )
 def test_lowest_target_t(values: list[BmdResult], expected: Decimal | None) -> None:
     assert bmd.lowest_target_t(scan("2024-05-20", *values)) == expected
+
+
+@pytest.mark.protocol("3b-rounding", "R5")
+@pytest.mark.parametrize(
+    ("value", "above", "shown"),
+    [
+        pytest.param("-2.64", False, "-2.6", id="T -2.64 <= -2.5 shown rounded to 0.1"),
+        pytest.param("-2.34", True, "-2.3", id="T -2.34 > -2.5 shown rounded to 0.1"),
+        pytest.param("-2.46", True, "-2.46", id="T -2.46 > -2.5 would read -2.5 once rounded -> as recorded"),
+        pytest.param("-2.54", False, "-2.5", id="T -2.54 <= -2.5: rounded -2.5 keeps the comparison"),
+        pytest.param("-2.45", True, "-2.45", id="T -2.45 > -2.5 but rounds half-up to -2.5 -> as recorded"),
+    ],
+)
+def test_shown_t_never_flips_the_stated_comparison(value: str, above: bool, shown: str) -> None:
+    assert bmd.shown_t(Decimal(value), Decimal("-2.5"), above=above) == shown

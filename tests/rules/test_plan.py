@@ -88,7 +88,43 @@ def test_phase_plan(
     ],
 )
 def test_before_starting(sex: str, agent: str, pth_line: bool, testosterone: bool) -> None:
-    lines = before_starting(sex, agent)  # type: ignore[arg-type]
+    lines = before_starting(sex, agent, K)  # type: ignore[arg-type]
     assert lines[0] == "Albumin-corrected calcium, 25-OH vitamin D, alkaline phosphatase and eGFR."
     assert ("PTH before starting a PTH analogue." in lines) is pth_line
     assert ("testosterone" in lines[-1]) is testosterone
+
+
+@pytest.mark.protocol("7-plan")
+@pytest.mark.parametrize(
+    ("as_of", "expected"),
+    [
+        pytest.param(
+            "2025-07-11",
+            "Transition: on denosumab, start Romosozumab when the next dose is due (2025-07-12; "
+            "no later than 2025-08-10).",
+            id="§7: next denosumab dose still ahead",
+        ),
+        pytest.param(
+            "2025-07-12",
+            "Transition: the next denosumab dose was due 2025-07-12; start Romosozumab now, "
+            "no later than 2025-08-10.",
+            id="§7 edge: the due date is today -> start now",
+        ),
+        pytest.param(
+            "2025-08-10",
+            "Transition: the next denosumab dose was due 2025-07-12; start Romosozumab now, "
+            "no later than 2025-08-10.",
+            id="§7 edge: the 7-month latest date is today -> still within it",
+        ),
+        pytest.param(
+            "2025-08-11",
+            "Transition: the next denosumab dose was due 2025-07-12 and the latest switch date "
+            "2025-08-10 has passed; start Romosozumab now.",
+            id="§7: beyond 7 months after the last injection -> late",
+        ),
+    ],
+)
+def test_denosumab_transition_relative_to_as_of(as_of: str, expected: str) -> None:
+    plan = phase_plan("romosozumab", "denosumab", d("2025-01-10"), 0, K, as_of=d(as_of))
+    name = K.model.agents["romosozumab"].display
+    assert plan[0].replace(name, "Romosozumab") == expected
