@@ -711,7 +711,8 @@ def test_specialist_review_summary_says_why() -> None:
     rules = ("R2", "R3", "R3c", "R7h", "R8", "R9a", "R13", "renal")
     summaries = {rule: render(make("SPECIALIST_REVIEW", rule=rule))[0]["summary"] for rule in rules}
     assert len(set(summaries.values())) == len(rules)
-    assert summaries["renal"].startswith(f"Specialist review: eGFR below {KNOWLEDGE.thresholds.egfr_renal_gate};")
+    gate = KNOWLEDGE.thresholds.egfr_renal_gate
+    assert summaries["renal"].startswith(f"Specialist review: eGFR below {gate};")
     assert "scanner changed" in summaries["R8"]
 
 
