@@ -19,6 +19,9 @@ _CA_ALBUMIN_FACTOR = Decimal("0.8")
 _NORMAL_ALBUMIN_G_DL = Decimal("4.0")
 
 
+NOT_DETERMINABLE = "not determinable"  # a corrected calcium whose bounds leave every value open
+
+
 @dataclass(frozen=True)
 class Reading:
     """The values a result allows: `low`..`high` (None = unbounded), each end open or closed."""
@@ -189,7 +192,9 @@ def assess_labs(labs: tuple[LabResult, ...], as_of: date, knowledge: Knowledge) 
         high, low = above is True, under is True
         if above is None or under is None:
             run.undecided_gate(
-                "calcium", f"corrected calcium {shown} mg/dL: cannot decide whether within range"
+                "calcium",
+                f"corrected calcium {shown}{'' if shown == NOT_DETERMINABLE else ' mg/dL'}: "
+                "cannot decide whether within range",
             )
 
     alp_high = False
@@ -239,4 +244,6 @@ def _shown_reading(reading: Reading) -> str:
         return f"{'<' if reading.high_open else '<='}{reading.high}"
     if reading.high is None and reading.low is not None:
         return f"{'>' if reading.low_open else '>='}{reading.low}"
+    if reading.low is None and reading.high is None:  # bounds in opposite senses: nothing is known
+        return NOT_DETERMINABLE
     return f"{reading.low}–{reading.high}"

@@ -185,3 +185,27 @@ def test_an_unreadable_latest_result_is_noted_and_missing() -> None:
     status = assess_labs((unreadable,), AS_OF, KNOWLEDGE)
     assert status.egfr is None
     assert status.notes == ("eGFR reported as 'pending': not readable",)
+
+
+@pytest.mark.protocol("3c-comparators", "3a-cap")
+@pytest.mark.parametrize(
+    ("calcium", "albumin", "shown"),
+    [
+        (("8.0", "<"), ("3.0", None), "<8.80"),  # 8.0 + 0.8 x (4.0 - 3.0), upper bound only
+        (("9.0", None), ("3.0", "<"), ">9.80"),
+        (("9.0", ">"), ("3.0", ">"), "not determinable"),  # no bound left: never "None–None" on a card
+    ],
+)
+def test_corrected_calcium_as_shown_in_caveats(
+    calcium: tuple[str, str | None], albumin: tuple[str, str | None], shown: str
+) -> None:
+    """§3c: a corrected calcium that bounds cannot decide is named in the caveat by what is known."""
+    status = assess_labs((lab("calcium", *calcium), lab("albumin", *albumin)), AS_OF, KNOWLEDGE)
+    assert status.corrected_calcium_shown == shown
+    assert "calcium" in status.undecided or status.corrected_calcium is None
+    assert all("None" not in note for note in status.notes)
+
+
+def test_an_undeterminable_corrected_calcium_reads_plainly_in_the_caveat() -> None:
+    status = assess_labs((lab("calcium", "9.0", ">"), lab("albumin", "3.0", ">")), AS_OF, KNOWLEDGE)
+    assert status.notes == ("corrected calcium not determinable: cannot decide whether within range",)

@@ -1,0 +1,130 @@
+"""rules/plan.py: the phase plan and the "before starting" list of protocol §7, one row per situation."""
+
+from __future__ import annotations
+
+import pytest
+
+from cds_service.knowledge.loader import packaged_knowledge
+from cds_service.rules.plan import before_starting, phase_plan
+from tests.clinical_builders import d
+
+K = packaged_knowledge()
+FOLLOW_ON = "Follow-on: an anti-resorptive starts as soon as the anabolic ends, with no gap."
+
+
+@pytest.mark.protocol("7-plan")
+@pytest.mark.parametrize(
+    ("agent", "current", "last_denosumab", "pth_days", "expected"),
+    [
+        pytest.param(None, "alendronate", None, 0, [], id="§7: no anabolic ranked -> no plan"),
+        pytest.param(
+            "romosozumab",
+            "denosumab",
+            "2025-01-10",
+            0,
+            [
+                "Transition: on denosumab, start Romosozumab when the next dose is due (2025-07-12; "
+                "no later than 2025-08-10).",
+                "Anabolic phase: romosozumab 12 monthly doses.",
+                FOLLOW_ON,
+            ],
+            id="§7: on denosumab -> start when the next dose is due (+183 days), at most 7 months after",
+        ),
+        pytest.param(
+            "teriparatide",
+            "denosumab",
+            "2025-01-10",
+            100,
+            [
+                "Transition: on denosumab, start Teriparatide when the next dose is due (2025-07-12; "
+                "no later than 2025-08-10).",
+                "A PTH analogue after denosumab needs a specialist-planned overlap.",
+                "Anabolic phase: Teriparatide up to 24 months, minus prior PTH-analogue use "
+                "(100 days used; 630 days remain).",
+                FOLLOW_ON,
+            ],
+            id="§7: PTH analogue after denosumab -> specialist-planned overlap; 730 - prior use",
+        ),
+        pytest.param(
+            "abaloparatide",
+            "alendronate",
+            None,
+            800,
+            [
+                "Transition: stop the oral bisphosphonate the day Abaloparatide starts.",
+                "Anabolic phase: Abaloparatide up to 24 months, minus prior PTH-analogue use "
+                "(800 days used; 0 days remain).",
+                FOLLOW_ON,
+            ],
+            id="§7: on an oral bisphosphonate -> stop it the day the anabolic starts; never negative",
+        ),
+        pytest.param(
+            "romosozumab",
+            "zoledronic_acid",
+            None,
+            0,
+            ["Anabolic phase: romosozumab 12 monthly doses.", FOLLOW_ON],
+            id="§7: after IV zoledronic acid -> no transition step",
+        ),
+    ],
+)
+def test_phase_plan(
+    agent: str | None, current: str | None, last_denosumab: str | None, pth_days: int, expected: list[str]
+) -> None:
+    plan = phase_plan(agent, current, d(last_denosumab) if last_denosumab else None, pth_days, K)
+    names = {a: K.model.agents[a].display for a in ("romosozumab", "teriparatide", "abaloparatide")}
+    rendered = [line.replace(names[agent], agent.capitalize()) if agent else line for line in plan]
+    assert rendered == expected
+
+
+@pytest.mark.protocol("7-plan")
+@pytest.mark.parametrize(
+    ("sex", "agent", "pth_line", "testosterone"),
+    [
+        pytest.param("female", "romosozumab", False, False, id="§7: woman, romosozumab"),
+        pytest.param("female", "teriparatide", True, False, id="§7: PTH before a PTH analogue"),
+        pytest.param("male", "abaloparatide", True, True, id="§7: testosterone in men"),
+        pytest.param("unknown", "romosozumab", False, True, id="§7/§3b: sex unknown handled as men"),
+    ],
+)
+def test_before_starting(sex: str, agent: str, pth_line: bool, testosterone: bool) -> None:
+    lines = before_starting(sex, agent, K)  # type: ignore[arg-type]
+    assert lines[0] == "Albumin-corrected calcium, 25-OH vitamin D, alkaline phosphatase and eGFR."
+    assert ("PTH before starting a PTH analogue." in lines) is pth_line
+    assert ("testosterone" in lines[-1]) is testosterone
+
+
+@pytest.mark.protocol("7-plan")
+@pytest.mark.parametrize(
+    ("as_of", "expected"),
+    [
+        pytest.param(
+            "2025-07-11",
+            "Transition: on denosumab, start Romosozumab when the next dose is due (2025-07-12; "
+            "no later than 2025-08-10).",
+            id="§7: next denosumab dose still ahead",
+        ),
+        pytest.param(
+            "2025-07-12",
+            "Transition: the next denosumab dose was due 2025-07-12; start Romosozumab now, "
+            "no later than 2025-08-10.",
+            id="§7 edge: the due date is today -> start now",
+        ),
+        pytest.param(
+            "2025-08-10",
+            "Transition: the next denosumab dose was due 2025-07-12; start Romosozumab now, "
+            "no later than 2025-08-10.",
+            id="§7 edge: the 7-month latest date is today -> still within it",
+        ),
+        pytest.param(
+            "2025-08-11",
+            "Transition: the next denosumab dose was due 2025-07-12 and the latest switch date "
+            "2025-08-10 has passed; start Romosozumab now.",
+            id="§7: beyond 7 months after the last injection -> late",
+        ),
+    ],
+)
+def test_denosumab_transition_relative_to_as_of(as_of: str, expected: str) -> None:
+    plan = phase_plan("romosozumab", "denosumab", d("2025-01-10"), 0, K, as_of=d(as_of))
+    name = K.model.agents["romosozumab"].display
+    assert plan[0].replace(name, "Romosozumab") == expected
