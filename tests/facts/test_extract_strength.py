@@ -156,7 +156,13 @@ def table_entry(knowledge: Knowledge, code: str) -> Any:
     ],
 )
 def test_strength_class(
-    agent: str, code: str | None, doses: list[Decimal], texts: list[str], expected: str, knowledge: Knowledge
+    agent: str,
+    code: str | None,
+    doses: list[Decimal],
+    texts: list[str],
+    expected: str,
+    *,
+    knowledge: Knowledge,
 ) -> None:
     entry = table_entry(knowledge, code) if code else None
     assert strength_class(agent, entry, doses, texts, knowledge) == expected
