@@ -92,7 +92,7 @@ def seen(service: PatientViewService, patient: DemoPatient) -> Seen:
         rank_1_agent=ranked_first[0] if ranked_first else NO_AGENT,
         warnings=tuple(warning.code for warning in decision.warnings),
         caveats=decision.caveats,
-        card_summaries=tuple(str(card["summary"]) for card in cards),
+        card_summaries=tuple(card.summary for card in cards),
     )
 
 

@@ -165,6 +165,7 @@ def free_port() -> int:
 GUNICORN_SCRIPT = textwrap.dedent(
     """
     from cds_service.app import create_app
+    from cds_service.present.card_model import HookResponse
     from cds_service.cli import GunicornApplication
     from cds_service.config import load_settings
     from cds_service.gunicorn_conf import gunicorn_options
@@ -174,7 +175,7 @@ GUNICORN_SCRIPT = textwrap.dedent(
         def descriptor(self):
             return {"id": self.service_id, "hook": "patient-view", "description": "d"}
         def handle(self, request, auth):
-            return {"cards": []}
+            return HookResponse([])
         def protocol_version(self):
             return "test"
 

@@ -51,8 +51,11 @@ def test_a_changed_threshold_names_the_patient_it_flips_with_both_outcomes(
     assert block.startswith("Targets met exactly on the thresholds (as of 2025-06-01)")
     assert "  outcome: RESPONSE_MET -> ESCALATE" in block
     assert "  rank 1 agent: (none) -> romosozumab" in block
-    assert "    + BMD targets not met after 3 y of alendronate" in block
+    assert "    + Hip BMD target not met after 3 y of alendronate" in block
     assert "\ns01: " not in out  # unchanged patients are not listed
+
+
+SUMMARY_HEAD = "Hip and spine BMD targets not met after 3 y of alendronate: consider anabolic therapy"
 
 
 def test_a_policy_change_shows_the_new_rank_1_agent_and_card(
@@ -64,14 +67,8 @@ def test_a_policy_change_shows_the_new_rank_1_agent_and_card(
     block = out.split("\ns26: ", 1)[1]
     assert "outcome:" not in block  # still ESCALATE: only the agent and the card change
     assert "  rank 1 agent: teriparatide -> romosozumab" in block
-    assert (
-        "    - BMD targets not met after 3 y of alendronate: consider anabolic therapy (teriparatide first)"
-        in block
-    )
-    assert (
-        "    + BMD targets not met after 3 y of alendronate: consider anabolic therapy (romosozumab first)"
-        in block
-    )
+    assert f"    - {SUMMARY_HEAD} (teriparatide first)" in block
+    assert f"    + {SUMMARY_HEAD} (romosozumab first)" in block
 
 
 def test_an_unchanged_copy_says_no_decision_changes(

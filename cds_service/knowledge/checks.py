@@ -15,16 +15,14 @@ from cds_service.knowledge.schema import (
     LAB_UNITS,
     PEN_AGENTS,
     STRENGTH_DEPENDENT_AGENTS,
-    SUMMARY_KEYS,
-    SUMMARY_PLACEHOLDERS,
     KnowledgeError,
     KnowledgeModel,
-    Texts,
     Thresholds,
     Windows,
     placeholders,
     unknown_key_error,
 )
+from cds_service.knowledge.texts import CARD_PLACEHOLDERS, MISSING_CODES, SUMMARY_KEYS, Texts
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
@@ -124,19 +122,7 @@ def check_readers(model: KnowledgeModel, ingredients: frozenset[str]) -> None:
     for agent in model.ingredient_names:
         if agent not in ingredients:
             raise unknown_key_error("ingredient_names", agent, ingredients)
-    for key, template in model.texts.summaries.items():
-        if key not in SUMMARY_KEYS:
-            raise unknown_key_error("texts.summaries", key, SUMMARY_KEYS)
-        for name in placeholders(template):
-            if name not in SUMMARY_PLACEHOLDERS:
-                raise unknown_key_error(f"texts.summaries.{key} placeholder", name, SUMMARY_PLACEHOLDERS)
-    line_names = set(Thresholds.model_fields) | set(Windows.model_fields)
-    for name in Texts.model_fields:
-        if name == "summaries":
-            continue
-        for placeholder in placeholders(getattr(model.texts, name)):
-            if placeholder not in line_names:
-                raise unknown_key_error(f"texts.{name} placeholder", placeholder, line_names)
+    check_texts(model.texts)
     for agent, spec in model.follow_on_agents.items():
         if spec.kind != FOLLOW_ON_KINDS[agent]:
             raise KnowledgeError(
@@ -157,3 +143,26 @@ def check_readers(model: KnowledgeModel, ingredients: frozenset[str]) -> None:
     missing_labs = [lab for lab in LAB_UNITS if lab not in model.lab_defaults]
     if missing_labs:
         raise KnowledgeError(f"lab_defaults: no default range for {', '.join(missing_labs)}")
+
+
+def check_texts(texts: Texts) -> None:
+    """Every summary and missing-input code has its template; every placeholder is a known name."""
+    for key in texts.summaries:
+        if key not in SUMMARY_KEYS:
+            raise unknown_key_error("texts.summaries", key, SUMMARY_KEYS)
+    absent = [key for key in SUMMARY_KEYS if key not in texts.summaries]
+    if absent:
+        raise KnowledgeError(f"texts.summaries: no template for {', '.join(absent)}")
+    for section in ("missing_names", "missing_lines"):
+        table: dict[str, str] = getattr(texts, section)
+        for key in table:
+            if key not in MISSING_CODES:
+                raise unknown_key_error(f"texts.{section}", key, MISSING_CODES)
+        absent = [code for code in MISSING_CODES if code not in table]
+        if absent:
+            raise KnowledgeError(f"texts.{section}: no text for {', '.join(absent)}")
+    known = {*Thresholds.model_fields, *Windows.model_fields, *CARD_PLACEHOLDERS}
+    for name, template in texts.templates():
+        for placeholder in placeholders(template):
+            if placeholder not in known:
+                raise unknown_key_error(f"texts.{name} placeholder", placeholder, sorted(known))

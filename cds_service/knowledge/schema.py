@@ -13,7 +13,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cds_service.knowledge.texts import Texts
 
 PACKAGED_DIR = Path(__file__).resolve().parent
 PACKAGED_FILE = PACKAGED_DIR / "osteoporosis.yaml"
@@ -51,23 +53,6 @@ FractureSiteName = Literal[
     "unspecified",  # osteoporotic (M80) codes only
     "other",
 ]
-# Card summaries the renderer reads (outcomes that have a card, R11's variant, the warnings) and the
-# placeholders it fills in them.
-SUMMARY_KEYS = (
-    "ESCALATE",
-    "CONSIDER",
-    "CONSIDER_AT_TARGET",
-    "RESPONSE_MET",
-    "NOT_ELIGIBLE_DURATION",
-    "NOT_ELIGIBLE_ADHERENCE",
-    "VERY_HIGH_RISK_PATHWAY",
-    "SPECIALIST_REVIEW",
-    "INSUFFICIENT_DATA",
-    "ON_ANABOLIC",
-    "DENOSUMAB_OVERDUE",
-    "ANABOLIC_FOLLOW_ON_MISSING",
-)
-SUMMARY_PLACEHOLDERS = ("first_line", "agent", "reevaluate_from", "missing_list", "planned_end")
 # Labs whose default reference range a rule reads, with their canonical unit (the unit values are
 # converted to, so the unit of the default range) and the bounds read: calcium both (R9a high, R9c low),
 # alkaline phosphatase the upper one (R9b). No rule reads an albumin range.
@@ -231,6 +216,7 @@ class CodeAddition(_Strict):
 class ConceptGap(_Strict):
     concept: str
     note: str
+    checked: str | None = None  # shown on the card: what is checked for a partly covered concept
 
 
 class PrefixRule(_Strict):
@@ -305,30 +291,6 @@ class CardSource(_Strict):
 class SourceRef(_Strict):
     label: NonEmpty
     url: AbsoluteUrl | None = None
-
-
-class Texts(_Strict):
-    summaries: dict[str, str]
-    criteria_line: str
-    targets_line: str
-    no_contraindication_line: str
-    suggest_only_line: str
-    supplements_line: str
-    denosumab_overdue_detail: str
-    follow_on_missing_detail: str
-
-    @field_validator("summaries")
-    @classmethod
-    def _summaries_short(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, text in value.items():
-            if len(text) >= 140:
-                raise ValueError(f"summary {key} is {len(text)} characters; CDS Hooks needs < 140")
-        return value
-
-    def line(self, name: str, values: dict[str, str]) -> str:
-        """Card text `name` with its `{threshold}`/`{window}` placeholders filled from `values`."""
-        text: str = getattr(self, name)
-        return text.format_map(values) if placeholders(text) else text.replace("{{", "{").replace("}}", "}")
 
 
 class BrandSpec(_Strict):

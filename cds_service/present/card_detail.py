@@ -1,82 +1,50 @@
-"""Markdown `detail` of the cards (protocol §8): one builder per section, assembled per outcome.
+"""Markdown `detail` of the cards (protocol §8), in reading order (docs/cards.md).
+
+First the lead sentence and at most eight lines of key evidence (the DXAs and deltas against the
+targets, the exposure, the rank-1 agent and why, the labs); then, compact and deduplicated, the rest
+(agents, plan, follow-on, before starting, monitoring, caveats, missing inputs, what is not checked).
+Sources are card links, never links inside the detail.
 
 Every string taken from the decision (and so possibly from FHIR) goes through `markdown_safe.escape`;
-texts of the knowledge file are trusted; numbers and dates are formatted here.
+texts of the knowledge file are trusted; numbers are rounded by `card_text`.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from datetime import date
 from decimal import Decimal
 
 from cds_service.knowledge.indexed import Knowledge
-from cds_service.knowledge.schema import AgentSpec
-from cds_service.present.markdown_safe import escape
+from cds_service.knowledge.texts import fill
+from cds_service.present.card_text import (
+    agent_display,
+    bmd,
+    delta_t,
+    human_key,
+    pct,
+    plain,
+    ranked,
+    t_score,
+    text,
+    when_past,
+)
+from cds_service.present.markdown_safe import escape, escape_inline
 from cds_service.rules.decision import (
     AgentAssessment,
     Decision,
     DxaEvidence,
-    Evidence,
     FollowOnAssessment,
     SiteResponse,
     WarningDetail,
 )
 
-AACE_LINE = "AACE would class this patient as very high risk (this does not change the pathway)."
-OBTAIN_EGFR_LINE = (
-    "Obtain eGFR (and creatinine clearance for bisphosphonates) before choosing the follow-on "
-    "anti-resorptive."
-)
-
-# Missing-input codes of protocol §9: (short name for the summary, plain-language description with
-# {window} placeholders filled from the knowledge file).
-MISSING_TEXT: dict[str, tuple[str, str]] = {
-    "birth_date": ("birth date", "Birth date not recorded: age cannot be determined."),
-    "bmd_or_frax": (
-        "DXA or FRAX",
-        "No DXA T-score (lumbar spine, total hip, femoral neck or forearm) and no FRAX result on record.",
-    ),
-    "medication_history": (
-        "medication history",
-        "No medication records: first-line osteoporosis therapy cannot be confirmed.",
-    ),
-    "baseline_dxa": (
-        "baseline DXA",
-        "No baseline DXA (from {baseline_before_start_months} months before to {baseline_after_start_months} "
-        "months after the start of therapy).",
-    ),
-    "followup_dxa": (
-        "follow-up DXA",
-        "No follow-up DXA with total hip at least {therapy_min_months} months after the start of therapy "
-        "and within the last {followup_max_age_months} months.",
-    ),
-    "total_hip_baseline": (
-        "baseline total hip",
-        "No total-hip value (T-score or BMD in g/cm²) on the baseline DXA.",
-    ),
-    "total_hip_followup": (
-        "follow-up total hip",
-        "No total-hip value (T-score or BMD in g/cm²) on the follow-up DXA.",
-    ),
-    "target_t_score": (
-        "target T-score",
-        "No total-hip or femoral-neck T-score on the follow-up DXA: the personalised target "
-        "cannot be assessed.",
-    ),
-    "egfr": ("eGFR", "No eGFR in the last {lab_lookback_months} months."),
-    "calcium": ("calcium", "No calcium result in the last {lab_lookback_months} months."),
-    "alkaline_phosphatase": (
-        "ALP",
-        "No alkaline phosphatase result in the last {lab_lookback_months} months.",
-    ),
-    "unreadable_resources": (
-        "unreadable records",
-        "Some record entries could not be read (see caveats).",
-    ),
-}
+KEY_EVIDENCE_MAX_LINES = 8
 _FOLLOWUP_REASON = re.compile(r"DXA with total hip on or after", re.IGNORECASE)
-
+_RESTATED = re.compile(r"^(total hip|lumbar spine)\b.*(ΔT|%)")
+_DATED = re.compile(r"^(.*) \((\d{4}-\d{2}-\d{2})\)$")
+_ANY_CALCIUM_LINE = re.compile(r"calcium and vitamin d", re.IGNORECASE)
 _SITES = {
     "total_hip": "total hip",
     "femoral_neck": "femoral neck",
@@ -85,86 +53,70 @@ _SITES = {
     "other": "other site",
     "unknown": "site not determined",
 }
-_STATUS = {"preferred": "preferred", "option": "option", "caution": "caution", "excluded": "excluded"}
-_SAFE_URL = re.compile(r"^https?://[A-Za-z0-9\-._~:/?#@!$&'()*+,;=%]+$")
-_ANY_CALCIUM_LINE = re.compile(r"calcium and vitamin d", re.IGNORECASE)
+_STATUS_ORDER = ("preferred", "option", "caution", "excluded")
+_esc = escape_inline  # every fragment below follows a label or other text on its line
 
 
 # ----- small formatters ----------------------------------------------------------------------
-def human_key(key: str) -> str:
-    """`zoledronic_acid` -> `zoledronic acid` (a key, not FHIR text; still collapsed to one line)."""
-    return " ".join(key.replace("_", " ").split())
-
-
-def _num(value: Decimal) -> str:
-    return format(value, "f")
-
-
-def _signed(value: Decimal, places: int) -> str:
-    return format(value, f"+.{places}f")
-
-
 def _site(site: str) -> str:
-    return _SITES.get(site) or escape(human_key(site))
+    return _SITES.get(site) or _esc(human_key(site))
 
 
-def missing_short(code: str) -> str:
-    entry = MISSING_TEXT.get(code)
-    return entry[0] if entry else human_key(code)
+def _value(dxa: DxaEvidence) -> str:
+    if dxa.kind == "t_score":
+        return f"T {t_score(dxa.value)}"
+    if dxa.kind == "bmd":
+        return f"BMD {bmd(dxa.value)} g/cm²"
+    return f"{_esc(human_key(dxa.kind))} {plain(dxa.value)}"
 
 
-def _missing_line(code: str, decision: Decision, knowledge: Knowledge) -> str:
-    entry = MISSING_TEXT.get(code)
-    text = (
-        entry[1].format_map(knowledge.text_values) if entry else f"{escape(human_key(code))}: not available."
-    )
-    if code == "followup_dxa":
-        wanted = [escape(r) for r in decision.reasons if _FOLLOWUP_REASON.search(r)]
-        if wanted:
-            text += " Required: " + "; ".join(wanted) + "."
-    return text
+def _where(dxa: DxaEvidence) -> str:
+    return _site(dxa.site) + (f" ({_esc(dxa.side)})" if dxa.side else "")
 
 
-def agent_spec(agent: str, knowledge: Knowledge) -> AgentSpec | None:
-    """The knowledge file's entry for an anabolic agent key, if any."""
-    specs: dict[str, AgentSpec] = {str(key): spec for key, spec in knowledge.model.agents.items()}
-    return specs.get(agent)
+def _line(title: str, items: Iterable[str], sep: str = "; ") -> str:
+    parts = [item for item in items if item]
+    return f"**{title}:** " + sep.join(parts) if parts else ""
 
 
-def agent_display(agent: str, knowledge: Knowledge) -> str:
-    """Display name of an anabolic (trusted from knowledge, else the escaped key)."""
-    spec = agent_spec(agent, knowledge)
-    return spec.display if spec is not None else escape(human_key(agent).capitalize())
+def _sentences(items: Iterable[str]) -> list[str]:
+    """Items joined as sentences: each ends with a full stop."""
+    return [item if item.endswith((".", "!", "?")) else item + "." for item in items if item]
 
 
 def _follow_on_display(agent: str, knowledge: Knowledge) -> str:
     specs = {str(key): spec.display for key, spec in knowledge.model.follow_on_agents.items()}
-    return specs.get(agent) or escape(human_key(agent).capitalize())
+    return specs.get(agent) or _esc(human_key(agent).capitalize())
 
 
-def _section(title: str, lines: Iterable[str]) -> str:
-    items = [line for line in lines if line]
-    if not items:
-        return ""
-    return f"**{title}**\n\n" + "\n".join(f"- {line}" for line in items)
+def _reasons(reasons: Iterable[str]) -> str:
+    return "; ".join(_esc(r) for r in reasons if r.strip())
 
 
-# ----- evidence ------------------------------------------------------------------------------
-def _dxa_line(dxa: DxaEvidence) -> str:
-    where = _site(dxa.site) + (f" ({escape(dxa.side)})" if dxa.side else "")
-    if dxa.kind == "t_score":
-        value = f"T-score {_num(dxa.value)} SD"
-    elif dxa.kind == "bmd":
-        value = f"BMD {_num(dxa.value)} g/cm²"
-    else:
-        value = f"{escape(human_key(dxa.kind))} {_num(dxa.value)}"
-    return (
-        f"DXA {dxa.date.isoformat()} ({escape(dxa.role)}): {where}, {value}; "
-        f"scanner: {escape(dxa.scanner_status)}"
-    )
+# ----- key evidence --------------------------------------------------------------------------
+def _pairs(decision: Decision) -> dict[tuple[str, str | None, str], list[DxaEvidence]]:
+    """DXA values by (site, side, kind), baseline before follow-up, in the decision's order."""
+    grouped: dict[tuple[str, str | None, str], list[DxaEvidence]] = {}
+    for dxa in decision.evidence.dxa:
+        grouped.setdefault((dxa.site, dxa.side, dxa.kind), []).append(dxa)
+    return grouped
+
+
+def _series(values: list[DxaEvidence], dates: tuple[date, date] | None) -> str:
+    """`T -2.6 → -2.5` (dates in the DXA line) or with dates; one series per kind (T-score, BMD)."""
+    kinds = list(dict.fromkeys(v.kind for v in values))
+    if len(kinds) > 1:
+        return "; ".join(_series([v for v in values if v.kind == kind], dates) for kind in kinds)
+    shown = [v.date for v in values]
+    if dates is not None and len(shown) > 1 and set(shown) <= set(dates):  # dates are in the DXA line
+        return _value(values[0]) + "".join(
+            f" → {t_score(v.value) if v.kind == 't_score' else bmd(v.value)}" for v in values[1:]
+        )
+    return " → ".join(f"{_value(v)} ({v.date.isoformat()})" for v in values)
 
 
 def _targets(site: str, knowledge: Knowledge) -> tuple[Decimal | None, Decimal | None]:
+    """The configured (ΔT, %) targets of a deciding site."""
     thresholds = knowledge.thresholds
     if site == "total_hip":
         return thresholds.target_delta_t_total_hip, thresholds.target_pct_total_hip
@@ -173,181 +125,249 @@ def _targets(site: str, knowledge: Knowledge) -> tuple[Decimal | None, Decimal |
     return None, None
 
 
-def _met(value: Decimal, target: Decimal | None, decided: bool, resp: SiteResponse) -> str:
-    if decided:
-        return "met" if resp.met else "not met"
-    if target is None:
-        return ""
-    return "met" if value >= target else "not met"
-
-
-def _response_line(resp: SiteResponse, knowledge: Knowledge) -> str:
+def _response_line(
+    resp: SiteResponse, values: list[DxaEvidence], dates: tuple[date, date] | None, knowledge: Knowledge
+) -> str:
+    """`**Total hip:** T -2.6 → -2.5: ΔT +0.10 (≥ +0.20), +1.2 % (≥ +3 %, decides): **not met**`."""
     dt_target, pct_target = _targets(resp.site, knowledge)
     if resp.metric == "delta_t":
         dt_target = resp.target
     else:
         pct_target = resp.target
+    both = resp.delta_t is not None and resp.pct_change is not None
     parts: list[str] = []
     if resp.delta_t is not None:
-        met = _met(resp.delta_t, dt_target, resp.metric == "delta_t", resp)
-        target = f" vs target ≥ {_signed(dt_target, 2)}" if dt_target is not None else ""
-        parts.append(f"ΔT {_signed(resp.delta_t, 2)}{target}" + (f": {met}" if met else ""))
+        target = f"≥ +{plain(dt_target)}" if dt_target is not None else ""
+        decides = ", decides" if both and resp.metric == "delta_t" else ""
+        parts.append(f"ΔT {delta_t(resp.delta_t)}" + (f" ({target}{decides})" if target else ""))
     if resp.pct_change is not None:
-        met = _met(resp.pct_change, pct_target, resp.metric == "pct", resp)
-        target = f" vs target ≥ {_num(pct_target)} %" if pct_target is not None else ""
-        parts.append(f"BMD change {_signed(resp.pct_change, 1)} %{target}" + (f": {met}" if met else ""))
-    decided_by = "% change" if resp.metric == "pct" else "ΔT"
-    if resp.delta_t is not None and resp.pct_change is not None:
-        parts.append(f"{decided_by} decides")
+        target = f"≥ +{plain(pct_target)} %" if pct_target is not None else ""
+        decides = ", decides" if both and resp.metric == "pct" else ""
+        parts.append(f"{pct(resp.pct_change)} %" + (f" ({target}{decides})" if target else ""))
     verdict = "met" if resp.met else "not met"
-    return (
-        f"Response at {_site(resp.site)} ({resp.baseline_date.isoformat()} → "
-        f"{resp.followup_date.isoformat()}): " + "; ".join(parts) + f" (site target {verdict})"
-    )
+    series = _series(values, dates) or f"{resp.baseline_date.isoformat()} → {resp.followup_date.isoformat()}"
+    site = _where(values[0]) if values else _site(resp.site)
+    return f"**{site[:1].upper()}{site[1:]}:** {series}: " + ", ".join(parts) + f": **{verdict}**"
 
 
-def _exposure_line(evidence: Evidence) -> str:
-    exp = evidence.exposure
+def _dxa_lines(decision: Decision, knowledge: Knowledge) -> list[str]:
+    """One line per deciding site, then one line with the DXA dates, scanner and the other sites."""
+    grouped = _pairs(decision)
+    responses = decision.evidence.responses
+    dates = (responses[0].baseline_date, responses[0].followup_date) if responses else None
+    lines: list[str] = []
+    for resp in responses:
+        key = next((k for k in grouped if k[0] == resp.site and k[2] in ("t_score", "bmd")), None)
+        used = grouped.pop(key) if key else []
+        other_kind = (key[0], key[1], "bmd" if key[2] == "t_score" else "t_score") if key else None
+        if other_kind in grouped and resp.pct_change is not None and other_kind is not None:
+            used += grouped.pop(other_kind)
+        lines.append(_response_line(resp, used, dates, knowledge))
+    head = f"**DXA {dates[0].isoformat()} → {dates[1].isoformat()}:**" if dates else "**DXA:**"
+    scanners = sorted({_esc(d.scanner_status) for d in decision.evidence.dxa if d.role == "follow-up"})
+    parts = [f"scanner: {', '.join(scanners)}"] if scanners else []
+    parts += [f"{_where(values[0])} {_series(values, dates)}" for values in grouped.values()]
+    if parts:
+        lines.append(f"{head} " + "; ".join(parts))
+    return lines
+
+
+def _exposure_line(decision: Decision) -> str:
+    exp = decision.evidence.exposure
     if exp is None:
         return ""
-    parts = ["Exposure: " + (", ".join(escape(human_key(a)) for a in exp.agents) or "no agent recorded")]
+    parts = [", ".join(_esc(human_key(a)) for a in exp.agents) or "no agent recorded"]
     if exp.therapy_start is not None:
-        parts.append(f"therapy start {exp.therapy_start.isoformat()}")
+        span = f"from {exp.therapy_start.isoformat()}"
         if exp.span_end is not None:
             days = (exp.span_end - exp.therapy_start).days + 1
-            parts.append(f"span {exp.therapy_start.isoformat()} → {exp.span_end.isoformat()} ({days} days)")
+            span += f" to {exp.span_end.isoformat()} ({days} days)"
+        parts.append(span)
     if exp.coverage_ratio is not None:
-        parts.append(f"coverage ratio {_num(exp.coverage_ratio)}")
-    parts.append(f"longest uncovered gap {exp.longest_gap_days} days")
-    if exp.source_quality:
-        parts.append(f"source: {escape(exp.source_quality)}")
-    return "; ".join(parts)
+        parts.append(f"coverage {plain(exp.coverage_ratio)}")
+    parts.append(f"longest gap {exp.longest_gap_days} days")
+    line = _line("Exposure", parts, ", ")
+    quality = exp.source_quality
+    if "(" in quality and any(quality.split("(", 1)[1].rstrip(")") in c for c in decision.caveats):
+        quality = quality.split("(", 1)[0].strip()  # the caveats say the rest
+    return line + (f"; {_esc(quality)}" if quality else "")
 
 
-def evidence_section(decision: Decision, knowledge: Knowledge) -> str:
+def _rank_one_line(decision: Decision, knowledge: Knowledge) -> str:
+    order = ranked(decision.agents)
+    if not order or decision.outcome not in ("ESCALATE", "CONSIDER"):
+        return ""
+    top = order[0]
+    reasons = _reasons(top.reasons)
+    head = f"**Rank 1: {agent_display(top.agent, knowledge)}** ({top.status})"
+    return head + (f": {reasons}" if reasons else "")
+
+
+def _labs_line(labs: Iterable[tuple[str, str]]) -> str:
+    """Labs grouped by their date: `eGFR 75 mL/min, calcium 9.4 mg/dL (2025-03-01)`."""
+    by_date: dict[str, list[str]] = {}
+    for label, value in labs:
+        dated = _DATED.match(value)
+        shown, when = (dated.group(1), dated.group(2)) if dated else (value, "")
+        by_date.setdefault(when, []).append(f"{_esc(label)} {_esc(shown)}")
+    groups = [", ".join(items) + (f" ({when})" if when else "") for when, items in by_date.items()]
+    return _line("Labs", groups)
+
+
+def key_evidence(decision: Decision, knowledge: Knowledge, values: dict[str, str]) -> list[str]:
+    """At most eight lines: reasons, DXAs and deltas, exposure, rank-1 agent, labs, target, findings."""
     evidence = decision.evidence
-    lines = [_dxa_line(d) for d in evidence.dxa]
-    lines += [_response_line(r, knowledge) for r in evidence.responses]
-    lines.append(_exposure_line(evidence))
-    lines += [f"{escape(label)}: {escape(value)}" for label, value in evidence.labs]
-    lines += [escape(f) for f in evidence.findings]
+    restated = _RESTATED if evidence.responses else None  # the response lines show these deltas
+    reasons = (r for r in decision.reasons if restated is None or not restated.match(r))
+    lines = [_line("Reasons", (_esc(r) for r in reasons))]
+    lines += _dxa_lines(decision, knowledge)
+    lines.append(_exposure_line(decision))
+    lines.append(_rank_one_line(decision, knowledge))
+    lines.append(_labs_line(evidence.labs))
     if evidence.target_t is not None:
-        lines.append(
-            f"Personalised target: total hip and femoral neck T-score above {_num(evidence.target_t)}"
-        )
-    return _section("Evidence", lines)
+        lines.append(text(knowledge, "personalised_target_line", values))
+    lines.append(_line("Findings", (_esc(f) for f in evidence.findings)))
+    lines = [line for line in lines if line]
+    if len(lines) > KEY_EVIDENCE_MAX_LINES:  # keep every value: fold the tail into the last line
+        head, tail = lines[: KEY_EVIDENCE_MAX_LINES - 1], lines[KEY_EVIDENCE_MAX_LINES - 1 :]
+        lines = [*head, "; ".join(tail)]
+    return lines
 
 
-# ----- agents and follow-on -------------------------------------------------------------------
-def _reasons(reasons: Iterable[str]) -> str:
-    return "; ".join(escape(r) for r in reasons if r.strip())
+# ----- the rest, compact ---------------------------------------------------------------------
+def _agent_status(agent: AgentAssessment, ranked_view: bool) -> str:
+    if agent.status == "excluded":
+        return "excluded"
+    if ranked_view:
+        return f"{agent.rank}, {agent.status}"
+    # specialist review: the protocol's rank is not a recommendation
+    return f"rank {agent.rank}" + (", caution" if agent.status == "caution" else "")
 
 
-def _agent_line(agent: AgentAssessment, knowledge: Knowledge) -> str:
-    head = agent_display(agent.agent, knowledge)
-    status = _STATUS.get(agent.status, escape(agent.status))
-    rank = f"rank {agent.rank}, " if agent.rank is not None else ""
-    reasons = _reasons(agent.reasons)
-    return f"{head} ({rank}{status})" + (f": {reasons}" if reasons else "")
-
-
-def agents_section(decision: Decision, knowledge: Knowledge) -> str:
+def agents_line(decision: Decision, knowledge: Knowledge) -> str:
+    """Every agent with rank and status; agents sharing the same reasons are listed once with them."""
     if not decision.agents:
         return ""
-    ranked = sorted((a for a in decision.agents if a.status != "excluded"), key=lambda a: a.rank or 99)
-    excluded = [a for a in decision.agents if a.status == "excluded"]
-    section = _section("Agents", (_agent_line(a, knowledge) for a in ranked + excluded))
-    return f"{section}\n\n{knowledge.line('no_contraindication_line')}"
+    order = ranked(decision.agents)
+    ranked_view = decision.outcome in ("ESCALATE", "CONSIDER")
+    groups: dict[str, list[str]] = {}
+    for position, agent in enumerate([*order, *(a for a in decision.agents if a.status == "excluded")]):
+        shown_above = ranked_view and position == 0  # the rank-1 line of the key evidence gives its reasons
+        reasons = "" if shown_above else _reasons(agent.reasons)
+        head = f"{agent_display(agent.agent, knowledge)} ({_agent_status(agent, ranked_view)})"
+        groups.setdefault(reasons or f"\0{position}", []).append(head)
+    items = [", ".join(heads) + ("" if why.startswith("\0") else f": {why}") for why, heads in groups.items()]
+    return _line("Agents", items)
 
 
-def _follow_on_line(item: FollowOnAssessment, knowledge: Knowledge) -> str:
-    status = _STATUS.get(item.status, escape(item.status))
-    reasons = _reasons(item.reasons)
-    return f"{_follow_on_display(item.agent, knowledge)} ({status})" + (f": {reasons}" if reasons else "")
+def _grouped(items: Iterable[FollowOnAssessment], knowledge: Knowledge) -> str:
+    by_status: dict[str, dict[str, list[str]]] = {}
+    for item in items:
+        reasons = _reasons(item.reasons)
+        by_status.setdefault(item.status, {}).setdefault(reasons, []).append(
+            _follow_on_display(item.agent, knowledge)
+        )
+    parts: list[str] = []
+    for status in sorted(by_status, key=lambda s: _STATUS_ORDER.index(s) if s in _STATUS_ORDER else 9):
+        groups = [", ".join(names) + (f" ({why})" if why else "") for why, names in by_status[status].items()]
+        parts.append(f"{_esc(status)}: " + "; ".join(groups))
+    return ". ".join(parts)
 
 
-def follow_on_section(decision: Decision, knowledge: Knowledge) -> str:
+def follow_on_line(decision: Decision, knowledge: Knowledge, values: dict[str, str]) -> str:
     if decision.follow_on:
-        return _section("Follow-on", (_follow_on_line(f, knowledge) for f in decision.follow_on))
+        return f"**Follow-on:** {_grouped(decision.follow_on, knowledge)}"
     if "egfr" in decision.missing and (decision.agents or decision.outcome in ("ESCALATE", "CONSIDER")):
-        return _section("Follow-on", [OBTAIN_EGFR_LINE])
+        return f"**Follow-on:** {text(knowledge, 'obtain_egfr_line', values)}"
     return ""
 
 
-# ----- caveats, missing, sources -------------------------------------------------------------
-def caveats_section(decision: Decision, knowledge: Knowledge) -> str:
-    lines = [escape(c) for c in decision.caveats]
-    gaps = list(decision.evidence.not_checked)
-    gaps += [g for g in knowledge.concept_gap_lines if g not in gaps]
-    lines += [escape(g) for g in gaps]
+def caveats_line(decision: Decision, knowledge: Knowledge, values: dict[str, str]) -> str:
+    lines = [_esc(c) for c in dict.fromkeys(decision.caveats)]
     if decision.evidence.aace_very_high_risk:
-        lines.append(AACE_LINE)
-    return _section("Caveats", lines)
+        lines.append(text(knowledge, "aace_line", values))
+    return _line("Caveats", lines)
 
 
-def missing_section(decision: Decision, knowledge: Knowledge) -> str:
-    return _section("Missing", (_missing_line(code, decision, knowledge) for code in decision.missing))
+def not_checked_line(decision: Decision, knowledge: Knowledge, values: dict[str, str]) -> str:
+    concepts = [
+        gap.concept + (f" ({gap.checked})" if gap.checked else "") for gap in knowledge.model.concept_gaps
+    ]
+    listed = {gap.concept for gap in knowledge.model.concept_gaps}
+    concepts += [
+        _esc(line.split(":", 1)[0])
+        for line in decision.evidence.not_checked
+        if line.split(":", 1)[0] not in listed
+    ]
+    return text(knowledge, "not_checked_line", values, concepts="; ".join(concepts)) if concepts else ""
 
 
-def sources_section(knowledge: Knowledge) -> str:
-    lines: list[str] = []
-    for src in knowledge.model.sources:
-        label = escape(src.label)
-        url = src.url
-        if url and _SAFE_URL.match(url):
-            # Parentheses (DOIs) percent-encoded so that the destination is plain: no `<`, no `)`.
-            target = url.replace("(", "%28").replace(")", "%29")
-            lines.append(f"[{label}]({target})")
-        else:
-            lines.append(label)
-    return _section("Sources", lines)
+def _missing_line(code: str, decision: Decision, knowledge: Knowledge, values: dict[str, str]) -> str:
+    template = knowledge.texts.missing_lines.get(code)
+    line = fill(template, values) if template else f"{_esc(human_key(code))}: not available."
+    if code == "followup_dxa":
+        wanted = [_esc(r) for r in decision.reasons if _FOLLOWUP_REASON.search(r)]
+        if wanted:
+            line += " Required: " + "; ".join(wanted) + "."
+    return line
 
 
-def reasons_section(decision: Decision) -> str:
-    return _section("Reasons", (escape(r) for r in decision.reasons))
+def missing_line(decision: Decision, knowledge: Knowledge, values: dict[str, str]) -> str:
+    return _line(
+        "Missing", (_missing_line(code, decision, knowledge, values) for code in decision.missing), " "
+    )
 
 
 # ----- assembly ------------------------------------------------------------------------------
-def outcome_detail(decision: Decision, knowledge: Knowledge, *, with_suggestions: bool) -> str:
+def _lead(decision: Decision, knowledge: Knowledge, values: dict[str, str]) -> list[str]:
+    outcome = decision.outcome
+    if outcome in ("ESCALATE", "CONSIDER") and decision.rule != "R11":
+        return [text(knowledge, "criteria_line", values)]
+    if outcome == "NOT_ELIGIBLE_DURATION" and decision.reevaluate_from is not None:
+        return [text(knowledge, "reevaluate_line", values)]
+    if outcome == "ON_ANABOLIC" and when_past(decision.planned_end, decision.as_of):
+        return [text(knowledge, "ended_line", values)]
+    if outcome == "SPECIALIST_REVIEW" and decision.agents:
+        return [text(knowledge, "specialist_agents_line", values)]
+    return []
+
+
+def outcome_detail(
+    decision: Decision, knowledge: Knowledge, values: dict[str, str], *, with_suggestions: bool
+) -> str:
     """The outcome card's detail (without the pinned line)."""
     evidence = decision.evidence
-    parts: list[str] = []
     escalation = decision.outcome in ("ESCALATE", "CONSIDER")
-    if escalation:
-        if decision.rule != "R11":  # at target (R11): escalation criteria are not claimed
-            parts.append(knowledge.line("criteria_line"))
-        parts.append(knowledge.line("targets_line"))
-    if decision.outcome == "NOT_ELIGIBLE_DURATION" and decision.reevaluate_from is not None:
-        parts.append(f"Re-evaluate the response from {decision.reevaluate_from.isoformat()}.")
-    parts.append(reasons_section(decision))
+    lead = _lead(decision, knowledge, values)
     if decision.outcome == "INSUFFICIENT_DATA":
-        parts.append(missing_section(decision, knowledge))
-    parts.append(evidence_section(decision, knowledge))
-    agents = agents_section(decision, knowledge)
-    parts.append(agents or (knowledge.line("no_contraindication_line") if escalation else ""))
-    parts.append(_section("Phase plan", (escape(p) for p in evidence.plan)))
-    parts.append(follow_on_section(decision, knowledge))
-    before = [escape(b) for b in evidence.before_starting]
+        lead.append(missing_line(decision, knowledge, values))
+    key = "\n".join(f"- {line}" for line in key_evidence(decision, knowledge, values))
+    rest: list[str] = [agents_line(decision, knowledge)]
+    if escalation:
+        rest.append(text(knowledge, "no_contraindication_line", values))
+    rest.append(_line("Plan", _sentences(_esc(p) for p in evidence.plan), " "))
+    rest.append(follow_on_line(decision, knowledge, values))
+    before = [_esc(b) for b in evidence.before_starting]
     if escalation and not any(
         _ANY_CALCIUM_LINE.search(t) for t in (*evidence.before_starting, *decision.caveats)
     ):
-        before.append(knowledge.line("supplements_line"))
-    parts.append(_section("Before starting", before))
-    parts.append(_section("Monitoring", (escape(m) for m in evidence.monitoring)))
-    if with_suggestions:
-        parts.append(knowledge.line("suggest_only_line"))
-    parts.append(caveats_section(decision, knowledge))
+        before.append(text(knowledge, "supplements_line", values))
+    rest.append(_line("Before starting", _sentences(before), " "))
+    rest.append(_line("Monitoring", _sentences(_esc(m) for m in evidence.monitoring), " "))
+    rest.append(caveats_line(decision, knowledge, values))
     if decision.outcome != "INSUFFICIENT_DATA":
-        parts.append(missing_section(decision, knowledge))
-    parts.append(sources_section(knowledge))
-    return "\n\n".join(p for p in parts if p)
+        rest.append(missing_line(decision, knowledge, values))
+    rest.append(not_checked_line(decision, knowledge, values))
+    if escalation:
+        rest.append(text(knowledge, "targets_line", values))
+    if with_suggestions:
+        rest.append(text(knowledge, "suggest_only_line", values))
+    rest.append(_line("Also cited", (src.label for src in knowledge.model.sources if not src.url)))
+    blocks = [*lead, key, "\n\n".join(r for r in rest if r)]
+    return "\n\n".join(b for b in blocks if b)
 
 
-def warning_detail(warning: WarningDetail, knowledge: Knowledge) -> str:
+def warning_detail(warning: WarningDetail, knowledge: Knowledge, values: dict[str, str]) -> str:
     """A warning card's detail: the evidence sentence and the fixed safety sentence."""
-    safety = (
-        knowledge.line("denosumab_overdue_detail")
-        if warning.code == "DENOSUMAB_OVERDUE"
-        else knowledge.line("follow_on_missing_detail")
-    )
-    return "\n\n".join(p for p in (escape(warning.text), safety) if p)
+    name = "denosumab_overdue_detail" if warning.code == "DENOSUMAB_OVERDUE" else "follow_on_missing_detail"
+    return "\n\n".join(p for p in (escape(warning.text), text(knowledge, name, values)) if p)

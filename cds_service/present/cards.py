@@ -1,6 +1,7 @@
-"""Render a protocol `Decision` as CDS Hooks 2.0 cards (protocol §1, §6, §8, §9; notes §1.6 C1–C14).
+"""Render a protocol `Decision` as typed CDS Hooks 2.0 cards (protocol §1, §6, §8, §9; notes §1.6).
 
-Pure: no clock, no I/O; the UUID factory is injected so that output is reproducible.
+Pure: no clock, no I/O; the UUID factory is injected so that output is reproducible. The cards are
+`card_model.Card` objects, serialised only at the wire.
 """
 
 from __future__ import annotations
@@ -8,29 +9,45 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
-from typing import Any, Literal
 
 from cds_service.core.fhir_id import is_fhir_id
 from cds_service.knowledge.indexed import Knowledge
-from cds_service.present.card_detail import (
-    agent_display,
+from cds_service.present.card_detail import outcome_detail, warning_detail
+from cds_service.present.card_model import (
+    Action,
+    Card,
+    Coding,
+    Indicator,
+    Link,
+    SelectionBehavior,
+    Source,
+    Suggestion,
+)
+from cds_service.present.card_text import (
     agent_spec,
+    caution_of,
+    decision_values,
     human_key,
-    missing_short,
-    outcome_detail,
-    warning_detail,
+    ranked,
+    summary_text,
+    text,
+    when_past,
 )
 from cds_service.present.markdown_safe import one_line
-from cds_service.rules.decision import ANABOLICS, AgentAssessment, Decision, Outcome
+from cds_service.rules.decision import Decision, Outcome
 
-SelectionBehavior = Literal["at-most-one", "any"]
-Indicator = Literal["info", "warning", "critical"]
+__all__ = [
+    "DECISION_EXTENSION",
+    "SelectionBehavior",
+    "fit_summary",
+    "render_cards",
+    "summary_for",
+    "topic_code",
+]
 
 DECISION_EXTENSION = "osteo-cds/decision"
 SUMMARY_LIMIT = 140  # CDS Hooks: summary < 140 characters
 ELLIPSIS = "…"
-
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 # Outcome cards by default (protocol §1); None = no card. Policy- and flag-dependent ones are resolved
 # in `_outcome_indicator`.
@@ -48,6 +65,7 @@ _INDICATORS: dict[str, Indicator | None] = {
     "NOT_APPLICABLE": None,
     "ON_ANABOLIC": "info",  # only when decision.on_anabolic_card
 }
+_SPECIALIST_RULES = ("R2", "R3", "R3c", "R7h", "R8", "R9a", "R13", "renal")
 
 TOPIC_DISPLAY: dict[str, str] = {
     "ESCALATE": "Escalation to sequential anabolic therapy: criteria met",
@@ -72,12 +90,12 @@ def topic_code(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "", key)[:100]
 
 
-def fit_summary(text: str) -> str:
+def fit_summary(summary: str) -> str:
     """One line, strictly under 140 characters; cut at a word boundary with an ellipsis if needed."""
-    text = one_line(text)
-    if len(text) < SUMMARY_LIMIT:
-        return text
-    cut = text[: SUMMARY_LIMIT - 2]
+    summary = one_line(summary)
+    if len(summary) < SUMMARY_LIMIT:
+        return summary
+    cut = summary[: SUMMARY_LIMIT - 2]
     space = cut.rfind(" ")
     if space > SUMMARY_LIMIT // 2:
         cut = cut[:space]
@@ -99,73 +117,53 @@ def _outcome_indicator(decision: Decision, knowledge: Knowledge) -> Indicator | 
     return _INDICATORS.get(outcome)
 
 
-def _ranked(agents: tuple[AgentAssessment, ...]) -> list[AgentAssessment]:
-    ranked = [a for a in agents if a.status != "excluded"]
-    return sorted(ranked, key=lambda a: (a.rank is None, a.rank or 0))
-
-
-def _first_line(decision: Decision) -> str:
-    if decision.first_line_agent:
-        return human_key(decision.first_line_agent)
-    exposure = decision.evidence.exposure
-    agents = [a for a in exposure.agents if a not in ANABOLICS] if exposure else []
-    return human_key(agents[0]) if agents else "first-line therapy"
-
-
-def _current_anabolic(decision: Decision, knowledge: Knowledge) -> str:
-    agent = decision.anabolic_agent
-    return agent_display(agent, knowledge).lower() if agent else "anabolic"
-
-
-def _placeholders(decision: Decision, knowledge: Knowledge) -> dict[str, str]:
-    ranked = _ranked(decision.agents)
-    if decision.outcome == "ON_ANABOLIC":
-        agent = _current_anabolic(decision, knowledge)
-    else:
-        agent = agent_display(ranked[0].agent, knowledge).lower() if ranked else "an anabolic"
-    planned_end = decision.planned_end.isoformat() if decision.planned_end else None
-    return {
-        "first_line": _first_line(decision),
-        "agent": agent,
-        "reevaluate_from": (
-            decision.reevaluate_from.isoformat() if decision.reevaluate_from else "a later date"
-        ),
-        "missing_list": ", ".join(missing_short(m) for m in decision.missing) or "see details",
-        "planned_end": planned_end or f"within {knowledge.windows.on_anabolic_card_days} days",
-    }
+def summary_key(decision: Decision) -> str:
+    """The summary template of the outcome card: by outcome, and by rule where the reason differs."""
+    outcome = decision.outcome
+    if outcome == "CONSIDER" and decision.rule == "R11":
+        return "CONSIDER_AT_TARGET"
+    if outcome == "SPECIALIST_REVIEW" and decision.rule in _SPECIALIST_RULES:
+        return f"SPECIALIST_REVIEW_{decision.rule}"
+    if outcome == "ON_ANABOLIC" and when_past(decision.planned_end, decision.as_of):
+        return "ON_ANABOLIC_ENDED"
+    return outcome
 
 
 def summary_for(key: str, decision: Decision, knowledge: Knowledge) -> str:
     """Fill the knowledge file's summary template `key` and fit it under 140 characters."""
-    templates = knowledge.texts.summaries
-    template = templates.get(key)
-    if template is None and key == "CONSIDER_AT_TARGET":
-        template = templates.get("CONSIDER")
-    if template is None:
-        template = f"Osteoporosis escalation check: {TOPIC_DISPLAY.get(key, human_key(key)).lower()}"
-    values = {k: one_line(v) for k, v in _placeholders(decision, knowledge).items()}
-    text = _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
-    text = text[:1].upper() + text[1:]
-    return fit_summary(text)
+    return fit_summary(summary_text(knowledge, key, decision_values(decision, knowledge)))
 
 
 def _suggestions(
     decision: Decision,
     knowledge: Knowledge,
+    values: dict[str, str],
+    *,
     patient_id: str,
     behavior: SelectionBehavior,
     new_uuid: Callable[[], str],
-) -> list[dict[str, Any]]:
+) -> list[Suggestion]:
+    """One draft-order suggestion per non-excluded agent; a `caution` one says so in its label."""
     if not decision.suggestions_allowed or decision.rule == "R11":
         return []
     if decision.outcome not in ("ESCALATE", "CONSIDER"):
         return []
-    out: list[dict[str, Any]] = []
+    out: list[Suggestion] = []
     recommended = False
-    for agent in _ranked(decision.agents):
+    for agent in ranked(decision.agents):  # excluded agents never get a button
         spec = agent_spec(agent.agent, knowledge)
         if spec is None:
             continue
+        caution = agent.status == "caution"
+        named = {"agent_display": spec.display, "regimen": spec.regimen}
+        if caution:
+            named["caution"] = caution_of(agent)
+        label = text(
+            knowledge, "suggestion_label_caution" if caution else "suggestion_label", values, **named
+        )
+        description = text(
+            knowledge, "action_description_caution" if caution else "action_description", values, **named
+        )
         resource = {
             "resourceType": "MedicationRequest",
             "status": "draft",
@@ -179,29 +177,25 @@ def _suggestions(
             },
             "dosageInstruction": [{"text": spec.regimen}],
         }
-        suggestion: dict[str, Any] = {"label": f"Consider {spec.display}: {spec.regimen}", "uuid": new_uuid()}
-        if agent.status == "preferred" and not (recommended and behavior == "at-most-one"):
-            suggestion["isRecommended"] = True
-            recommended = True
-        suggestion["actions"] = [
-            {
-                "type": "create",
-                "description": f"Draft order for review (not signed): {spec.display}",
-                "resource": resource,
-            }
-        ]
-        out.append(suggestion)
+        is_recommended = agent.status == "preferred" and not (recommended and behavior == "at-most-one")
+        recommended = recommended or is_recommended
+        out.append(
+            Suggestion(
+                label=label,
+                uuid=new_uuid(),
+                actions=[Action("create", description, resource)],
+                is_recommended=is_recommended,
+                agent=agent.agent,
+                status=agent.status,
+            )
+        )
     return out
 
 
-def _prune(value: Any) -> Any:
-    """Drop None / "" / [] / {} optional fields (CDS Hooks G2), recursively."""
-    if isinstance(value, dict):
-        pruned = {k: _prune(v) for k, v in value.items()}
-        return {k: v for k, v in pruned.items() if v is not None and v not in ("", [], {})}
-    if isinstance(value, list):
-        return [_prune(v) for v in value]
-    return value
+def _links(knowledge: Knowledge) -> list[Link]:
+    """The sources as `absolute` links with short labels (never links inside the detail); a source
+    without a URL is named in the detail's "also cited" line."""
+    return [Link(src.label, src.url) for src in knowledge.model.sources if src.url]
 
 
 def render_cards(
@@ -212,7 +206,7 @@ def render_cards(
     selection_behavior: SelectionBehavior,
     as_of_pinned: bool,
     new_uuid: Callable[[], str],
-) -> list[dict[str, Any]]:
+) -> list[Card]:
     """The cards of one decision: the outcome card (if any) then one critical card per warning.
 
     Raises ValueError for an invalid `patient_id` (not a FHIR id) or `selection_behavior`.
@@ -224,53 +218,44 @@ def render_cards(
     if decision.rule == "R0":
         return []  # deceased: no cards and no warnings (protocol §1); under 50 keeps its warnings
     decision_json = decision.to_json()
+    values = decision_values(decision, knowledge)
     pinned = f"\n\nEvaluated as of {decision.as_of.isoformat()} (pinned)" if as_of_pinned else ""
+    source = knowledge.model.card_source
+    reasons = [Coding(r.system, r.code, r.display) for r in knowledge.model.override_reasons]
 
-    def card(key: str, indicator: Indicator, summary: str, uuid: str) -> dict[str, Any]:
-        source = knowledge.model.card_source
-        return {
-            "uuid": uuid,
-            "summary": summary,
-            "indicator": indicator,
-            "detail": "",
-            "source": {
-                "label": source.label,
-                "url": source.url,
-                "topic": {
-                    "system": source.topic_system,
-                    "code": topic_code(key),
-                    "display": TOPIC_DISPLAY.get(key, human_key(key)),
-                },
-            },
-            "overrideReasons": [
-                {"system": r.system, "code": r.code, "display": r.display}
-                for r in knowledge.model.override_reasons
-            ],
-        }
+    def card(key: str, indicator: Indicator, summary_template: str, detail: str) -> Card:
+        topic = Coding(source.topic_system, topic_code(key), TOPIC_DISPLAY.get(key, human_key(key)))
+        return Card(
+            uuid=new_uuid(),
+            summary=fit_summary(summary_text(knowledge, summary_template, values)),
+            indicator=indicator,
+            source=Source(source.label, source.url, topic=topic),
+            kind=key,
+            rule=decision.rule,
+            detail=detail + pinned,
+            override_reasons=list(reasons),
+            extension={DECISION_EXTENSION: copy.deepcopy(decision_json)},
+        )
 
-    cards: list[dict[str, Any]] = []
+    cards: list[Card] = []
     indicator = _outcome_indicator(decision, knowledge)
     if indicator is not None:
         outcome: Outcome = decision.outcome
-        key = "CONSIDER_AT_TARGET" if outcome == "CONSIDER" and decision.rule == "R11" else outcome
-        main = card(outcome, indicator, summary_for(key, decision, knowledge), new_uuid())
-        suggestions = _suggestions(decision, knowledge, patient_id, selection_behavior, new_uuid)
-        main["detail"] = outcome_detail(decision, knowledge, with_suggestions=bool(suggestions)) + pinned
+        main = card(outcome, indicator, summary_key(decision), "")
+        suggestions = _suggestions(
+            decision, knowledge, values, patient_id=patient_id, behavior=selection_behavior, new_uuid=new_uuid
+        )
+        main.detail = outcome_detail(decision, knowledge, values, with_suggestions=bool(suggestions)) + pinned
         if suggestions:
-            main["suggestions"] = suggestions
-            main["selectionBehavior"] = selection_behavior
+            main.suggestions = suggestions
+            main.selection_behavior = selection_behavior
         cards.append(main)
     seen: set[str] = set()
     for warning in decision.warnings:
         if warning.code in seen:
             continue
         seen.add(warning.code)
-        extra = card(warning.code, "critical", summary_for(warning.code, decision, knowledge), new_uuid())
-        extra["detail"] = warning_detail(warning, knowledge) + pinned
-        cards.append(extra)
-    out: list[dict[str, Any]] = []
-    for raw in cards:
-        item: dict[str, Any] = _prune(raw)
-        item["extension"] = {DECISION_EXTENSION: copy.deepcopy(decision_json)}
-        out.append(item)
-    return out
+        cards.append(card(warning.code, "critical", warning.code, warning_detail(warning, knowledge, values)))
+    if cards:  # the sources once per response: on its first card
+        cards[0].links = _links(knowledge)
+    return cards

@@ -1,20 +1,21 @@
 """Escape untrusted (FHIR-derived) text for card `detail` Markdown that may be rendered WITH raw HTML.
 
-The CDS Hooks sandbox renders `detail` with react-markdown + remark-gfm + rehype-raw, so text taken
-from a record must be safe both as GitHub-flavoured Markdown and as HTML:
+The CDS Hooks sandbox renders `detail` with react-markdown + remark-gfm + rehype-raw; other EHRs show the
+Markdown source as plain text. So text taken from a record is escaped only where Markdown or HTML would
+misread it, and otherwise left as written (`T-score -2.9 <= -2.5` stays readable as source):
 
-* HTML-significant characters become entities (`&amp;`, `&lt;`, `&gt;`, `&quot;`, `&#39;`): no tag,
-  comment or attribute can be formed, and `<...>` autolinks cannot start.
-* Markdown control characters are backslash-escaped: no emphasis, links, images, headings, tables,
-  lists, code spans or strikethrough.
+* `<` becomes `&lt;` only where it could open a tag, comment or autolink (before a letter, `/`, `!`,
+  `?`); `&` becomes `&amp;` only where it would form an entity (`&lt;`, `&#106;`). A `<` before `=`, a
+  space or a digit is plain text to both CommonMark and an HTML parser.
+* Inline Markdown characters are backslash-escaped: backslash, `` ` ``, `*`, `_`, `[`, `]`, `~`, `|`
+  (emphasis, code spans, links and images, GFM strikethrough and tables).
+* A block marker at the start of the text (`#`, `>`, `-`, `+`, `*`, `=`, `1.`, `1)`) is escaped: the text
+  may open a list item or a line.
 * Literal autolinks are broken with a zero-width space (U+200B): remark-gfm finds `http(s)://`,
   `www.` and e-mail addresses in the *decoded* text, after backslash escapes are resolved, so escaping
   alone does not stop them. Dangerous schemes (`javascript:`, `data:`, `vbscript:`, ...) are broken
-  the same way even though no link syntax survives the escaping.
+  the same way.
 * Newlines and other control characters collapse to a single space: one string, one line.
-
-Each input character maps to exactly one output form in a single pass, so entities are never
-backslash-escaped (which would display them literally) and escapes are never entity-encoded.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import re
 
 ZWSP = "\u200b"
 
-_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}
-_MARKDOWN = frozenset("\\`*_{}[]()#+-.!|~=^$:")
-_MAP: dict[str, str] = {c: "\\" + c for c in _MARKDOWN}
-_MAP.update(_HTML)
+_INLINE: dict[str, str] = {c: "\\" + c for c in "\\`*_[]~|"}
+_TAG_OPEN = re.compile(r"<(?=[A-Za-z/!?])")
+_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
+_BLOCK_START = re.compile(r"^(?:[#>+=-]|\\\*|(\d{1,9})([.)]))")
 
 # Line breaks, other C0/C1 controls, Unicode line/paragraph separators -> one space.
 _BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
@@ -53,11 +54,29 @@ def one_line(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
+def escape_inline(text: str) -> str:
+    """`escape` for text that follows other text on its line (no block marker can start there)."""
+    return _escape(text)
+
+
 def escape(text: str) -> str:
     """Make untrusted text inert as GitHub-flavoured Markdown and as HTML, on one line.
 
     The result renders as the original characters (plus invisible zero-width spaces that break
-    autolinks and URI schemes).
+    autolinks and URI schemes); characters Markdown would not misread are left as they are.
     """
+    return _BLOCK_START.sub(_escape_block_marker, _escape(text))
+
+
+def _escape(text: str) -> str:
     text = _neutralise_links(one_line(text))
-    return "".join(_MAP.get(char, char) for char in text)
+    text = _ENTITY.sub("&amp;", text)
+    text = _TAG_OPEN.sub("&lt;", text)
+    return "".join(_INLINE.get(char, char) for char in text)
+
+
+def _escape_block_marker(match: re.Match[str]) -> str:
+    if match.group(1) is not None:  # "1." / "1)" would open an ordered list
+        return f"{match.group(1)}\\{match.group(2)}"
+    marker = match.group(0)
+    return marker if marker.startswith("\\") else "\\" + marker

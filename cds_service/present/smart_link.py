@@ -7,12 +7,11 @@ card was issued for; the EHR hands it back in the token response, and the app re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
 
-from cds_service.present.cards import topic_code
+from cds_service.present.card_model import Card, Link
 
 LINKED_OUTCOMES: Final = ("ESCALATE", "CONSIDER", "SPECIALIST_REVIEW")
 LINK_LABEL: Final = "Open the bone-density chart and treatment timeline (SMART app)"
@@ -40,29 +39,12 @@ def parse_app_context(value: str | None) -> tuple[str | None, str | None]:
     )
 
 
-def with_smart_link(
-    cards: list[dict[str, Any]], outcome: str, *, patient_id: str, base_url: str | None
-) -> list[dict[str, Any]]:
-    """Add the `smart` link to the outcome card (the first card, topic = outcome) when it is one of
+def with_smart_link(cards: list[Card], outcome: str, *, patient_id: str, base_url: str | None) -> list[Card]:
+    """Append the `smart` link to the outcome card (the first card, kind = outcome) when it is one of
     LINKED_OUTCOMES; `base_url` None (app not configured) leaves the cards as they are."""
-    if (
-        base_url is None
-        or outcome not in LINKED_OUTCOMES
-        or not cards
-        or not _is_outcome_card(cards[0], outcome)
-    ):
+    if base_url is None or outcome not in LINKED_OUTCOMES or not cards or cards[0].kind != outcome:
         return cards
     main = cards[0]
-    link = {
-        "label": LINK_LABEL,
-        "url": base_url.rstrip("/") + LAUNCH_PATH,
-        "type": "smart",
-        "appContext": app_context(str(main["uuid"]), patient_id),
-    }
-    main["links"] = [*main.get("links", []), link]
+    url = base_url.rstrip("/") + LAUNCH_PATH
+    main.links.append(Link(LINK_LABEL, url, "smart", app_context(main.uuid, patient_id)))
     return cards
-
-
-def _is_outcome_card(card: Mapping[str, Any], outcome: str) -> bool:
-    topic = card.get("source", {}).get("topic", {})
-    return isinstance(topic, Mapping) and topic.get("code") == topic_code(outcome)

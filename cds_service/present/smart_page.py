@@ -11,7 +11,7 @@ from typing import Any, Final
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from cds_service.knowledge.indexed import Knowledge
-from cds_service.present.card_detail import agent_display, human_key, missing_short
+from cds_service.present.card_text import agent_display, human_key, missing_name
 from cds_service.present.cards import TOPIC_DISPLAY
 from cds_service.present.smart_chart import bmd_chart, timeline_chart
 from cds_service.present.smart_view import Bar, PatientView, site_label
@@ -115,7 +115,7 @@ def render_app(
             }
             for a in sorted(decision.agents, key=lambda a: (a.rank is None, a.rank or 0))
         ],
-        "missing": [missing_short(m) for m in decision.missing],
+        "missing": [missing_name(m, knowledge) for m in decision.missing],
         "evidence": evidence,
         "responses": [_response_row(r) for r in evidence.responses],
         "exposure_text": exposure_text,

@@ -15,7 +15,7 @@ from decimal import Decimal
 from cds_service.facts.dates import Interval, add_days, add_months, next_day, previous_day
 from cds_service.facts.patient_record import BmdResult, PatientRecord
 from cds_service.knowledge.indexed import Knowledge
-from cds_service.present.card_detail import agent_display, human_key
+from cds_service.present.card_text import agent_display, human_key
 from cds_service.rules import bmd
 from cds_service.rules.decision import ANABOLICS, Decision
 from cds_service.rules.exposure import agent_exposures, first_line_union, pth_use_days

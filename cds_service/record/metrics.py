@@ -18,8 +18,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Final, Literal, get_args
 
 from flask import Flask
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -28,7 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from cds_service.core.errors import DataUnavailable, NotR4Server
 from cds_service.core.security_errors import Reason
-from cds_service.present.cards import DECISION_EXTENSION, topic_code
+from cds_service.present.card_model import Card
 from cds_service.rules.decision import Outcome, WarningCode
 
 if TYPE_CHECKING:
@@ -54,7 +54,6 @@ DURATION_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0,
 
 _RULE = re.compile(r"R\d{1,2}[a-z]?")
 _SERVICES_PATH = "/cds-services"
-_KIND_BY_TOPIC: Final = {topic_code(kind): kind for kind in CARD_KINDS if kind != OTHER}
 _CARD_KIND_SET: Final = frozenset(CARD_KINDS)
 _AUTH_REASON_SET: Final = frozenset(AUTH_REASONS)
 
@@ -101,17 +100,9 @@ def auth_reason_label(reason: str) -> str:
     return reason if reason in _AUTH_REASON_SET else OTHER
 
 
-def card_kind(card: Mapping[str, Any]) -> str:
-    """Outcome or warning code of a rendered card (`source.topic.code`, else the decision extension)."""
-    source = card.get("source")
-    topic = source.get("topic") if isinstance(source, Mapping) else None
-    code = topic.get("code") if isinstance(topic, Mapping) else None
-    if isinstance(code, str) and code in _KIND_BY_TOPIC:
-        return _KIND_BY_TOPIC[code]
-    extension = card.get("extension")
-    decision = extension.get(DECISION_EXTENSION) if isinstance(extension, Mapping) else None
-    outcome = decision.get("outcome") if isinstance(decision, Mapping) else None
-    return outcome if isinstance(outcome, str) and outcome in _CARD_KIND_SET else OTHER
+def card_kind(card: Card) -> str:
+    """The metric label of a typed card: its outcome or warning code, else `other`."""
+    return card.kind if card.kind in _CARD_KIND_SET else OTHER
 
 
 def fhir_fetch_result(error: BaseException | None) -> FhirFetchResult | None:
@@ -234,7 +225,7 @@ class Metrics:
     def record_decision(self, outcome: str, rule: str) -> None:
         self._decisions.labels(outcome=outcome_label(outcome), rule=rule_label(rule)).inc()
 
-    def record_cards(self, cards: Iterable[Mapping[str, Any]]) -> None:
+    def record_cards(self, cards: Iterable[Card]) -> None:
         for card in cards:
             self._cards.labels(kind=card_kind(card)).inc()
 

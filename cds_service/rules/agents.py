@@ -151,7 +151,7 @@ def rank_agents(ctx: AgentContext, knowledge: Knowledge) -> tuple[AgentAssessmen
         reasons = list(caution)
         if agent == "romosozumab" and rule_reason:
             reasons.insert(0, rule_reason)
-        out.append(AgentAssessment(agent, status, rank, tuple(reasons)))
+        out.append(AgentAssessment(agent, status, rank, tuple(reasons), tuple(caution)))
     out += [AgentAssessment(a, "excluded", None, tuple(found[a][0])) for a in WOMEN_ORDER if found[a][0]]
     return tuple(out)
 

@@ -131,6 +131,15 @@ def round_pct(value: Decimal) -> Decimal:
     return value.quantize(TENTH, rounding=ROUND_HALF_UP)
 
 
+def shown_t(value: Decimal, limit: Decimal, *, above: bool) -> str:
+    """A T-score as text rounded half-up to 0.1, unless rounding would flip its stated comparison with
+    `limit` (`value > limit` if `above`, else `value <= limit`): then the value as recorded."""
+    rounded = value.quantize(TENTH, rounding=ROUND_HALF_UP)
+    holds = (value > limit) if above else (value <= limit)
+    still = (rounded > limit) if above else (rounded <= limit)
+    return format(rounded if holds == still else value, "f")
+
+
 @dataclass(frozen=True)
 class SiteAssessment:
     response: SiteResponse | None  # None: not assessable (values missing at either time)

@@ -34,6 +34,8 @@ class AgentAssessment:
     status: AgentStatus
     rank: int | None
     reasons: tuple[str, ...] = ()
+    # The reasons that make the status `caution` (for the card's button; not in the JSON object).
+    cautions: tuple[str, ...] = field(default=(), compare=False)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"agent": self.agent}
@@ -110,6 +112,11 @@ class Evidence:
 class WarningDetail:
     code: WarningCode
     text: str  # evidence sentence, e.g. "last denosumab 60 mg injection 2024-07-15 (321 days ago)"
+    # For the card summary (not in the JSON object): the last denosumab injection or the end of the
+    # anabolic course, when the next dose or the follow-on was due, and the course's anabolic.
+    last: date | None = field(default=None, compare=False)
+    due: date | None = field(default=None, compare=False)
+    agent: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,8 @@ def rule_high_risk(evaluation: Evaluation) -> None:
         if lowest.site == "unknown":
             evaluation.caveat("a T-score of undetermined site was used for the diagnosis only")
         evaluation.reasons.append(
-            f"T-score {lowest.value} ({lowest.site.replace('_', ' ')}, {lowest.date.isoformat()}) "
+            f"T-score {bmd.shown_t(lowest.value, thresholds.t_score_osteoporosis, above=False)} "
+            f"({lowest.site.replace('_', ' ')}, {lowest.date.isoformat()}) "
             f"<= {thresholds.t_score_osteoporosis}"
         )
     elif mof and mof.value >= thresholds.frax_mof_high_risk:

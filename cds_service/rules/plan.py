@@ -18,24 +18,34 @@ def phase_plan(
     last_denosumab: date | None,
     pth_use_days: int,
     knowledge: Knowledge,
+    *,
+    as_of: date | None = None,
 ) -> tuple[str, ...]:
+    """The phase plan lines (knowledge `texts.plan_*`); a due date on or before `as_of` is a fact."""
     if agent is None:
         return ()
     name = knowledge.model.agents[agent].display  # type: ignore[index]
+    values = {**knowledge.text_values, "agent_display": name}
     lines: list[str] = []
     if current_first_line == "denosumab" and last_denosumab is not None:
         due = add_days(last_denosumab, denosumab_interval_days(knowledge))
         latest = add_months(last_denosumab, knowledge.windows.denosumab_transition_months)
+        template = "plan_transition_denosumab"
+        if as_of is not None and latest < as_of:
+            template = "plan_transition_denosumab_late"
+        elif as_of is not None and due <= as_of:
+            template = "plan_transition_denosumab_due_passed"
         lines.append(
-            f"Transition: on denosumab, start {name} when the next dose is due ({due.isoformat()}; "
-            f"no later than {latest.isoformat()})."
+            knowledge.texts.line(
+                template, {**values, "due_date": due.isoformat(), "latest_date": latest.isoformat()}
+            )
         )
         if agent != "romosozumab":
-            lines.append("A PTH analogue after denosumab needs a specialist-planned overlap.")
+            lines.append(knowledge.texts.line("plan_pth_after_denosumab", values))
     elif current_first_line in ORAL_BISPHOSPHONATES:
-        lines.append(f"Transition: stop the oral bisphosphonate the day {name} starts.")
+        lines.append(knowledge.texts.line("plan_transition_oral", values))
     if agent == "romosozumab":
-        lines.append("Anabolic phase: romosozumab 12 monthly doses.")
+        lines.append(knowledge.texts.line("plan_anabolic_romosozumab", values))
     else:
         allowance = (
             knowledge.windows.abaloparatide_allowance_days
@@ -43,11 +53,13 @@ def phase_plan(
             else knowledge.windows.pth_allowance_days
         )
         remaining = max(allowance - pth_use_days, 0)
-        lines.append(
-            f"Anabolic phase: {name} up to {duration_text(allowance)}, minus prior PTH-analogue use "
-            f"({pth_use_days} days used; {remaining} days remain)."
-        )
-    lines.append("Follow-on: an anti-resorptive starts as soon as the anabolic ends, with no gap.")
+        counts = {
+            "allowance": duration_text(allowance),
+            "used_days": str(pth_use_days),
+            "remaining_days": str(remaining),
+        }
+        lines.append(knowledge.texts.line("plan_anabolic_pth", {**values, **counts}))
+    lines.append(knowledge.texts.line("plan_follow_on", values))
     return tuple(lines)
 
 
@@ -59,10 +71,11 @@ def denosumab_interval_days(knowledge: Knowledge) -> int:
     return days
 
 
-def before_starting(sex: Sex, agent: str | None) -> tuple[str, ...]:
-    lines = ["Albumin-corrected calcium, 25-OH vitamin D, alkaline phosphatase and eGFR."]
+def before_starting(sex: Sex, agent: str | None, knowledge: Knowledge) -> tuple[str, ...]:
+    values = knowledge.text_values
+    lines = [knowledge.texts.line("before_labs", values)]
     if agent in ("teriparatide", "abaloparatide"):
-        lines.append("PTH before starting a PTH analogue.")
+        lines.append(knowledge.texts.line("before_pth", values))
     tests = [
         "TSH",
         "protein electrophoresis / free light chains",
@@ -72,10 +85,9 @@ def before_starting(sex: Sex, agent: str | None) -> tuple[str, ...]:
     ]
     if sex != "female":
         tests.append("testosterone")
-    lines.append("Secondary-cause tests (not checked in the record, no code list): " + ", ".join(tests) + ".")
+    lines.append(knowledge.texts.line("before_secondary_tests", {**values, "tests": ", ".join(tests)}))
     return tuple(lines)
 
 
-MONITORING = (
-    "DXA at the end of the anabolic phase and 1-2 years into the anti-resorptive, on the same scanner.",
-)
+def monitoring(knowledge: Knowledge) -> tuple[str, ...]:
+    return (knowledge.texts.line("monitoring_line", knowledge.text_values),)

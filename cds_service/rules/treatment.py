@@ -11,7 +11,7 @@ from cds_service.rules.decision import Decision, Outcome, SiteResponse
 from cds_service.rules.evaluation import CAPPING_MISSING, Evaluation
 from cds_service.rules.exposure import BISPHOSPHONATES
 from cds_service.rules.labs import LabStatus
-from cds_service.rules.plan import MONITORING, before_starting, phase_plan
+from cds_service.rules.plan import before_starting, monitoring, phase_plan
 
 
 def rule_secondary_causes(evaluation: Evaluation) -> list[str]:
@@ -160,7 +160,8 @@ def rule_treatment(
         evaluation.done(
             "CONSIDER",
             "R11",
-            f"lowest total-hip/femoral-neck T-score {lowest} is above the personalised target {target}: "
+            f"lowest total-hip/femoral-neck T-score {bmd.shown_t(lowest, target, above=True)} is above the "
+            f"personalised target {target}: "
             "at target: continuing current therapy is reasonable",
         )
     agents = rank_agents(ctx, evaluation.knowledge)
@@ -202,9 +203,10 @@ def rule_treatment(
             last_denosumab,
             ctx.pth_use_days,
             evaluation.knowledge,
+            as_of=evaluation.as_of,
         ),
-        before_starting=before_starting(evaluation.sex, ranked[0].agent),
-        monitoring=MONITORING,
+        before_starting=before_starting(evaluation.sex, ranked[0].agent, evaluation.knowledge),
+        monitoring=monitoring(evaluation.knowledge),
     )
     outcome: Outcome = "CONSIDER" if capped else "ESCALATE"
     return evaluation.decide(outcome, "R12", agents=agents, follow_on=follow, suggestions_allowed=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from cds_service.facts.dates import Interval, add_months
 from cds_service.rules.decision import WarningDetail
@@ -38,7 +38,8 @@ def denosumab_overdue(
     if last < add_months(as_of, -max_months):
         return None, f"last denosumab injection {last.isoformat()} more than {max_months} months ago"
     text = f"Last denosumab 60 mg injection {last.isoformat()} ({days} days before {as_of.isoformat()})."
-    return WarningDetail("DENOSUMAB_OVERDUE", text), None
+    due = last + timedelta(days=max_interval_days)
+    return WarningDetail("DENOSUMAB_OVERDUE", text, last=last, due=due), None
 
 
 def follow_on_missing(
@@ -55,5 +56,8 @@ def follow_on_missing(
         return WarningDetail(
             "ANABOLIC_FOLLOW_ON_MISSING",
             f"{course.agent.capitalize()} course ended {end.isoformat()}; no anti-resorptive recorded since.",
+            last=end,
+            due=end,
+            agent=course.agent,
         )
     return None

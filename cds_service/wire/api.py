@@ -22,6 +22,7 @@ from cds_service.config import Settings, operational_warnings
 from cds_service.core.errors import BadRequest, Issue, ServiceError
 from cds_service.core.security_errors import Unauthorized, error_headers
 from cds_service.gather.fhir_server_guard import check_fhir_server
+from cds_service.present.card_model import Card
 from cds_service.record.db.engine import RETRY_AFTER_S, DatabaseUnavailable
 from cds_service.record.metrics import get_metrics
 from cds_service.record.metrics import render as render_metrics
@@ -87,9 +88,9 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         _yield_to_other_connections()
         result = service.handle(hook, auth)
         _yield_to_other_connections()
-        logged["cards"] = _card_count(result)
-        _ledger_cards(runtime, hook, result["cards"], service.protocol_version())
-        return _json(result)
+        logged["cards"] = len(result.cards)
+        _ledger_cards(runtime, hook, result.cards, service.protocol_version())
+        return _json(result.to_wire())
 
     @blueprint.post("/cds-services/<service_id>")
     def call_service(service_id: str) -> Response:
@@ -196,7 +197,7 @@ def _yield_to_other_connections() -> None:
 
 
 def _ledger_cards(
-    runtime: Runtime, hook: PatientViewRequest, cards: list[Any], protocol_version: str
+    runtime: Runtime, hook: PatientViewRequest, cards: list[Card], protocol_version: str
 ) -> None:
     """Record the cards before the 200 (feedback joins to them); a failure never hides the cards."""
     get_metrics().record_cards(cards)
@@ -258,13 +259,6 @@ def _too_large(limit: int) -> ServiceError:
 def _raw_hook_instance(body: Any) -> str | None:
     value = body.get("hookInstance") if isinstance(body, dict) else None
     return _clip(value) if isinstance(value, str) else None
-
-
-def _card_count(result: Any) -> int:
-    cards = result.get("cards") if isinstance(result, dict) else None
-    if not isinstance(cards, list):
-        raise TypeError("the service returned a body without a 'cards' list")
-    return len(cards)
 
 
 def _error_response(error: Exception, service_id: str) -> Response:

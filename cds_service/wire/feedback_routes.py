@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -19,10 +19,11 @@ import orjson
 
 from cds_service import __version__
 from cds_service.core.errors import BadRequest, Issue, ServiceError
+from cds_service.present.card_model import Card
 from cds_service.record.db.engine import DatabaseUnavailable
 from cds_service.record.db.migrate import UPGRADE_HINT, DatabaseNotInitialised
 from cds_service.record.feedback.report import build_report, parse_since
-from cds_service.record.feedback.store import FeedbackStore
+from cds_service.record.feedback.store import FeedbackStore, issued_cards
 from cds_service.record.feedback.validate import validate_feedback
 from cds_service.record.metrics import get_metrics
 
@@ -72,7 +73,7 @@ def handle_feedback(body: Any, store: FeedbackStore) -> Handled:
 
 def record_issued_cards(
     store: FeedbackStore,
-    cards: list[dict[str, Any]],
+    cards: Sequence[Card],
     *,
     hook_instance: str,
     patient_id: str,
@@ -90,7 +91,7 @@ def record_issued_cards(
         return True
     try:
         store.record_cards(
-            cards,
+            issued_cards(cards),
             hook_instance=hook_instance,
             patient_key=patient_key(patient_id),
             protocol_version=protocol_version,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from cds_service.present.card_model import HookResponse
 from cds_service.wire.auth.jwt_verify import AuthContext
 from cds_service.wire.cdshooks import PatientViewRequest
 
@@ -17,8 +18,8 @@ class HookService(Protocol):
         """Discovery entry: id, hook, title, description, prefetch, usageRequirements."""
         ...
 
-    def handle(self, request: PatientViewRequest, auth: AuthContext) -> dict[str, Any]:
-        """The response body {"cards": [...]} for an authenticated caller; may raise ServiceError."""
+    def handle(self, request: PatientViewRequest, auth: AuthContext) -> HookResponse:
+        """The typed response (cards) for an authenticated caller; may raise ServiceError."""
         ...
 
     def protocol_version(self) -> str:

@@ -28,6 +28,7 @@ from cds_service.gather.medication_fetch import fetch_missing_medications
 from cds_service.gather.prefetch import build_prefetch_templates, resolve_prefetch
 from cds_service.knowledge.indexed import Knowledge
 from cds_service.knowledge.loader import load_knowledge
+from cds_service.present.card_model import HookResponse
 from cds_service.present.card_profile import apply_profile
 from cds_service.present.cards import render_cards
 from cds_service.present.smart_link import with_smart_link
@@ -151,7 +152,7 @@ class PatientViewService:
             session=guarded_session(request.fhirServer, auth, self.trust),
         )
 
-    def handle(self, request: PatientViewRequest, auth: AuthContext) -> dict[str, Any]:
+    def handle(self, request: PatientViewRequest, auth: AuthContext) -> HookResponse:
         patient_id = request.context.patientId
         client = self._client(request, auth)
         reason = NO_AUTHORIZATION_REASON if client is None and request.fhirServer else NO_SERVER_REASON
@@ -198,6 +199,8 @@ class PatientViewService:
             "rule": decision.rule,
             "warnings": [w.code for w in decision.warnings],
             "cards": len(cards),
+            "card_kinds": [card.kind for card in cards],
+            "suggestions": sum(len(card.suggestions) for card in cards),
             "fetched_keys": len(data.fetched_keys),
             "pages": data.pages_fetched,
             "profile": profile.vendor,
@@ -207,7 +210,7 @@ class PatientViewService:
         # One JSON line for operators (no PHI: no patient id, no values); the same fields as record
         # attributes for structured handlers.
         log.info(orjson.dumps(fields).decode(), extra={"decision": fields})
-        return {"cards": cards}
+        return HookResponse(cards)
 
 
 def _profile_of(auth: AuthContext) -> ResolvedProfile:

@@ -25,7 +25,7 @@ from cds_service.record.db.engine import make_engine
 from cds_service.record.db.migrate import upgrade
 from cds_service.record.db.retention import Retention, prune
 from cds_service.record.db.schema import card_ledger, card_suggestion, feedback
-from cds_service.record.feedback.store import FeedbackStore
+from cds_service.record.feedback.store import FeedbackStore, IssuedCard, IssuedSuggestion
 from tests.support.app_settings import test_settings
 from tests.support.fixtures import hook_request
 
@@ -92,14 +92,8 @@ def test_database_growth_per_hook_call_is_measured_and_bounded(tmp_path: Path) -
     assert not wal.exists() or wal.stat().st_size == 0, "the WAL is truncated by a checkpoint"
 
 
-def _ledger_card(uuid: str) -> dict[str, Any]:
-    return {
-        "uuid": uuid,
-        "summary": "s",
-        "indicator": "info",
-        "source": {"label": "x"},
-        "suggestions": [{"uuid": f"{uuid}-s", "label": "alendronate"}],
-    }
+def _ledger_card(uuid: str) -> IssuedCard:
+    return IssuedCard(uuid, "ESCALATE", "R12", (IssuedSuggestion(f"{uuid}-s", "romosozumab", False),))
 
 
 def test_retention_deletes_old_ledger_cards_with_suggestions_and_old_feedback(any_db_url: str) -> None:

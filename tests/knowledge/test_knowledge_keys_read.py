@@ -37,13 +37,14 @@ from cds_service.facts.patient_record import Demographics, MedicationRecord, Pat
 from cds_service.knowledge.indexed import Knowledge, plain_number
 from cds_service.knowledge.loader import load_knowledge, packaged_knowledge
 from cds_service.knowledge.schema import ICD10, ICD10CM, PACKAGED_DIR, SNOMED, KnowledgeError
-from cds_service.present.card_detail import AACE_LINE
+from cds_service.present.card_detail import outcome_detail
+from cds_service.present.card_text import decision_values
 from cds_service.present.cards import render_cards, summary_for
 from cds_service.rules import history
 from cds_service.rules.agents import duration_text
-from cds_service.rules.decision import Decision
+from cds_service.rules.decision import AgentAssessment, Decision, Evidence
 from cds_service.rules.exposure import PER_DATE_AGENTS, agent_exposures
-from cds_service.rules.plan import phase_plan
+from cds_service.rules.plan import before_starting, phase_plan
 from cds_service.rules.protocol import evaluate
 from cds_service.wire.service import PatientViewService
 from tests.clinical_builders import (
@@ -95,7 +96,7 @@ def decide(record: PatientRecord, knowledge: Knowledge) -> Decision:
 
 def cards(decision: Decision, knowledge: Knowledge) -> list[dict[str, Any]]:
     counter = itertools.count(1)
-    return render_cards(
+    rendered = render_cards(
         decision,
         knowledge,
         patient_id="p1",
@@ -103,6 +104,7 @@ def cards(decision: Decision, knowledge: Knowledge) -> list[dict[str, Any]]:
         as_of_pinned=False,
         new_uuid=lambda: f"00000000-0000-4000-8000-{next(counter):012d}",
     )
+    return [card.to_wire() for card in rendered]
 
 
 def card_json(record: PatientRecord, knowledge: Knowledge) -> str:
@@ -286,7 +288,8 @@ def check_aace(record: PatientRecord) -> Callable[[Change], None]:
     def check(c: Change) -> None:
         before, after = outcomes(c, record)
         assert not before.evidence.aace_very_high_risk and after.evidence.aace_very_high_risk
-        assert AACE_LINE not in card_json(record, c.default) and AACE_LINE in card_json(record, c.changed)
+        aace = DEFAULT.texts.aace_line
+        assert aace not in card_json(record, c.default) and aace in card_json(record, c.changed)
 
     return check
 
@@ -325,7 +328,8 @@ def check_lab_lookback(c: Change) -> None:
     detail = cards(after, c.changed)[0]["detail"]
     assert f"No eGFR in the last {c.new} months" in detail
     assert f"25-OH vitamin D not on record within {c.new} months" in after.caveats
-    assert "12 months" not in detail.split("**Missing**")[1].split("**Sources**")[0]
+    missing = next(p for p in detail.split("\n\n") if p.startswith("**Missing:**"))
+    assert "12 months" not in missing
 
 
 def check_recent_fracture(c: Change) -> None:
@@ -825,6 +829,79 @@ def check_in_card(record: PatientRecord) -> Callable[[Change], None]:
     return check
 
 
+def synthetic(outcome: Any, rule: str = "R12", **fields: Any) -> Decision:
+    """A decision built directly, for card texts whose case needs a particular outcome or flag."""
+    return Decision(outcome, rule, AS_OF, "x", in_scope=True, first_line_agent="alendronate", **fields)
+
+
+CAUTION = AgentAssessment("teriparatide", "caution", 1, ("denosumab within 18 months",))
+TEXT_DECISIONS: dict[str, Decision] = {
+    "suggestion_label_caution": synthetic("ESCALATE", agents=(CAUTION,), suggestions_allowed=True),
+    "action_description_caution": synthetic("ESCALATE", agents=(CAUTION,), suggestions_allowed=True),
+    "reevaluate_line": synthetic("NOT_ELIGIBLE_DURATION", "R7", reevaluate_from=date(2026, 1, 1)),
+    "ended_line": synthetic(
+        "ON_ANABOLIC",
+        "R3",
+        on_anabolic_card=True,
+        anabolic_agent="teriparatide",
+        planned_end=date(2025, 5, 1),
+    ),
+    "specialist_agents_line": synthetic("SPECIALIST_REVIEW", "renal", agents=(CAUTION,)),
+    "obtain_egfr_line": synthetic("ESCALATE", agents=(CAUTION,), missing=("egfr",)),
+    "aace_line": synthetic("ESCALATE", evidence=Evidence(aace_very_high_risk=True)),
+}
+
+
+def check_text_in_detail(c: Change) -> None:
+    """The line is in the detail of a decision that shows it (the renderer's detail, any policy)."""
+    decision = TEXT_DECISIONS[c.path.split(".")[1]]
+
+    def rendered(knowledge: Knowledge) -> str:
+        values = decision_values(decision, knowledge)
+        cards_json = json.dumps(cards(decision, knowledge), ensure_ascii=False)
+        return cards_json + outcome_detail(decision, knowledge, values, with_suggestions=True)
+
+    assert str(c.new) not in rendered(c.default)
+    assert str(c.new) in rendered(c.changed)
+
+
+def check_missing_text(c: Change) -> None:
+    """A missing-input name is in the INSUFFICIENT_DATA summary; its line in the detail."""
+    code = c.path.split(".")[2]
+    decision = synthetic("INSUFFICIENT_DATA", "R8", missing=(code,))
+
+    def rendered(knowledge: Knowledge) -> str:
+        return json.dumps(cards(decision, knowledge), ensure_ascii=False)
+
+    assert str(c.new) not in rendered(c.default)
+    assert str(c.new) in rendered(c.changed)
+
+
+LAST_DENOSUMAB = date(2025, 1, 1)  # due 2025-07-02 (183 days), latest switch 2025-08-01 (7 months)
+PLAN_CALLS: dict[str, Callable[[Knowledge], tuple[str, ...]]] = {
+    "plan_transition_denosumab": lambda k: phase_plan(
+        "romosozumab", "denosumab", LAST_DENOSUMAB, 0, k, as_of=date(2025, 6, 1)
+    ),
+    "plan_transition_denosumab_due_passed": lambda k: phase_plan(
+        "romosozumab", "denosumab", LAST_DENOSUMAB, 0, k, as_of=date(2025, 7, 10)
+    ),
+    "plan_transition_denosumab_late": lambda k: phase_plan(
+        "romosozumab", "denosumab", LAST_DENOSUMAB, 0, k, as_of=date(2025, 9, 1)
+    ),
+    "plan_pth_after_denosumab": lambda k: phase_plan(
+        "teriparatide", "denosumab", LAST_DENOSUMAB, 0, k, as_of=date(2025, 6, 1)
+    ),
+    "plan_anabolic_pth": lambda k: phase_plan("teriparatide", None, None, 0, k),
+    "before_pth": lambda k: before_starting("female", "teriparatide", k),
+}
+
+
+def check_plan_text(c: Change) -> None:
+    call = PLAN_CALLS[c.path.split(".")[1]]
+    assert str(c.new) not in " ".join(call(c.default))
+    assert str(c.new) in " ".join(call(c.changed))
+
+
 def check_summary(c: Change) -> None:
     key = c.path.split(".")[2]
     decision = Decision(outcome="ESCALATE", rule="R12", as_of=AS_OF, protocol_version="x")
@@ -874,6 +951,7 @@ CASES: list[Case] = [
     Case("code_additions.*.source", marked("Changed source"), check_documentation, ()),
     Case("concept_gaps.*.concept", marked("Changed gap"), check_in_card(BASE), ("3a-caveat",)),
     Case("concept_gaps.*.note", marked("Changed note"), check_documentation, ("3a-caveat",)),
+    Case("concept_gaps.*.checked", marked("Changed checked"), check_in_card(BASE), ("3a-caveat",)),
     Case("interpretations.*.topic", marked("Changed topic"), check_documentation, ("3a-caveat",)),
     Case("interpretations.*.choice", marked("Changed choice"), check_documentation, ("3a-caveat",)),
     # thresholds
@@ -1087,6 +1165,10 @@ CASES: list[Case] = [
         ("W-ANABOLIC_FOLLOW_ON_MISSING",),
     ),
     Case("texts.targets_line", marked("Changed line"), check_in_card(BASE), ("5-dxa",)),
+    *(Case(f"texts.{name}", marked("Changed line"), check_text_in_detail, ()) for name in TEXT_DECISIONS),
+    *(Case(f"texts.{name}", marked("Changed plan"), check_plan_text, ("7-plan",)) for name in PLAN_CALLS),
+    Case("texts.missing_names.*", marked("Changed name"), check_missing_text, ("3a-blocking",)),
+    Case("texts.missing_lines.*", marked("Changed missing"), check_missing_text, ("3a-blocking",)),
     Case("texts.*", marked("Changed line"), check_in_card(BASE), ()),
 ]
 

@@ -15,7 +15,9 @@ import pytest
 from cds_service.knowledge.indexed import Knowledge
 from cds_service.knowledge.loader import load_knowledge
 from cds_service.knowledge.schema import PACKAGED_DIR
+from cds_service.present.card_model import Card
 from cds_service.present.cards import fit_summary, render_cards, summary_for
+from cds_service.rules import bmd
 from cds_service.rules.decision import (
     AgentAssessment,
     Decision,
@@ -27,6 +29,7 @@ from cds_service.rules.decision import (
     SiteResponse,
     WarningDetail,
 )
+from tests.knowledge_variants import variant
 
 AS_OF = date(2025, 6, 1)
 KNOWLEDGE = load_knowledge()
@@ -146,14 +149,14 @@ def make(outcome: Outcome, rule: str = "R12", text: str = "", **kw: Any) -> Deci
     return Decision(outcome, rule, AS_OF, KNOWLEDGE.protocol_version, **base)
 
 
-def render(
+def render_typed(
     decision: Decision,
     knowledge: Knowledge = KNOWLEDGE,
     *,
     behavior: Any = "at-most-one",
     pinned: bool = False,
     factory: Callable[[], str] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Card]:
     return render_cards(
         decision,
         knowledge,
@@ -162,6 +165,19 @@ def render(
         as_of_pinned=pinned,
         new_uuid=factory or uuids(),
     )
+
+
+def render(
+    decision: Decision,
+    knowledge: Knowledge = KNOWLEDGE,
+    *,
+    behavior: Any = "at-most-one",
+    pinned: bool = False,
+    factory: Callable[[], str] | None = None,
+) -> list[dict[str, Any]]:
+    """The cards as the wire carries them."""
+    cards = render_typed(decision, knowledge, behavior=behavior, pinned=pinned, factory=factory)
+    return [card.to_wire() for card in cards]
 
 
 def all_cards(pinned: bool = False, text: str = "") -> Iterator[tuple[Decision, list[dict[str, Any]]]]:
@@ -372,10 +388,14 @@ def test_fit_summary() -> None:
 
 def test_summary_examples() -> None:
     assert render(make("ESCALATE"))[0]["summary"] == (
-        "BMD targets not met after 3 y of alendronate: consider anabolic therapy (romosozumab first)"
+        "Hip BMD target not met after 3 y of alendronate: consider anabolic therapy (romosozumab first)"
     )
     at_target = render(make("CONSIDER", rule="R11"))[0]["summary"]
     assert at_target == KNOWLEDGE.texts.summaries["CONSIDER_AT_TARGET"].format(first_line="alendronate")
+    capped = render(make("CONSIDER", missing=("egfr",)))[0]["summary"]
+    assert capped.endswith("anabolic therapy may be considered (missing eGFR)")
+    flagged = make("CONSIDER", reasons=("R9c: corrected calcium 8.0 mg/dL below range: correct first",))
+    assert render(flagged)[0]["summary"].endswith("(corrected calcium 8.0 mg/dL below range)")
     missing = render(make("INSUFFICIENT_DATA", missing=("followup_dxa", "egfr")))[0]["summary"]
     assert missing == "Osteoporosis escalation check: data missing (follow-up DXA, eGFR)"
     for _decision, cards in all_cards():
@@ -389,18 +409,15 @@ def test_suggestions_shape() -> None:
     card = render(make("ESCALATE"))[0]
     assert card["selectionBehavior"] == "at-most-one"
     suggestions = card["suggestions"]
-    assert [s["label"].split(":")[0] for s in suggestions] == [
-        "Consider Romosozumab",
-        "Consider Abaloparatide",
-    ]
+    assert [s["label"].split(":")[0] for s in suggestions] == ["Romosozumab", "Abaloparatide"]
     assert suggestions[0]["isRecommended"] is True
     assert "isRecommended" not in suggestions[1]
     for suggestion, agent in zip(suggestions, ("romosozumab", "abaloparatide"), strict=True):
         spec = KNOWLEDGE.model.agents[agent]  # type: ignore[index]
-        assert suggestion["label"] == f"Consider {spec.display}: {spec.regimen}"
+        assert suggestion["label"] == f"{spec.display}: {spec.regimen}"
         (action,) = suggestion["actions"]  # Epic: one action per suggestion
         assert action["type"] == "create"
-        assert action["description"] == f"Draft order for review (not signed): {spec.display}"
+        assert action["description"] == f"Draft order for review (not signed): {spec.regimen}"
         assert action["resource"] == {
             "resourceType": "MedicationRequest",
             "status": "draft",
@@ -445,11 +462,7 @@ def test_suggestions_in_rank_order() -> None:
         AgentAssessment("abaloparatide", "option", 2, ()),
     )
     labels = [s["label"] for s in render(make("ESCALATE", agents=shuffled))[0]["suggestions"]]
-    assert [label.split(":")[0] for label in labels] == [
-        "Consider Romosozumab",
-        "Consider Abaloparatide",
-        "Consider Teriparatide",
-    ]
+    assert [label.split(":")[0] for label in labels] == ["Romosozumab", "Abaloparatide", "Teriparatide"]
 
 
 @pytest.mark.parametrize(
@@ -497,38 +510,51 @@ def test_invalid_inputs_rejected() -> None:
 
 # ----- detail --------------------------------------------------------------------------------
 @pytest.mark.protocol("5-dxa", "7-plan", "3b-aace")
-def test_escalate_detail_sections() -> None:
+def test_escalate_detail_in_reading_order() -> None:
+    """Lead sentence, at most eight lines of key evidence, then the rest as compact paragraphs."""
     detail = render(make("ESCALATE"))[0]["detail"]
-    assert detail.startswith(KNOWLEDGE.texts.criteria_line)
-    assert KNOWLEDGE.line("targets_line") in detail
-    for title in (
-        "Reasons",
-        "Evidence",
-        "Agents",
-        "Phase plan",
-        "Follow-on",
-        "Before starting",
-        "Monitoring",
-        "Caveats",
-        "Sources",
-    ):
-        assert f"**{title}**" in detail
-    assert "none found in the available record" in detail
-    assert "DXA 2021-02-15 (baseline): total hip (left), T-score -2.9 SD; scanner: baseline" in detail
-    assert "BMD 0.812 g/cm²" in detail
-    # both metrics shown per site, with targets and met / not met
-    assert "ΔT +0.10 vs target ≥ +0.20: not met; BMD change +1.2 % vs target ≥ 3.0 %: not met" in detail
-    assert "ΔT +0.60 vs target ≥ +0.50: met" in detail
-    assert "coverage ratio 0.92" in detail
-    assert "therapy start 2021-01-10" in detail
-    assert "Romosozumab (rank 1, preferred): hip failing after bisphosphonate" in detail
-    assert "Teriparatide (excluded): 730 days of PTH\\-analogue use already" in detail
-    assert "Denosumab (caution): osteonecrosis of the jaw on record" in detail
-    assert "AACE would class this patient as very high risk" in detail
-    assert "skeletal radiotherapy procedure: not checked, no code list".replace(":", "\\:") in detail
-    assert KNOWLEDGE.texts.supplements_line in detail
-    assert "[ARCH \\(NEJM 2017\\)](https://doi.org/10.1056/NEJMoa1708322)" in detail
-    assert "(https://doi.org/10.1016/S0140-6736%2815%2961120-5)" in detail
+    lead, key, rest = detail.split("\n\n", 2)
+    assert lead == KNOWLEDGE.texts.criteria_line
+    key_lines = key.splitlines()
+    assert 1 <= len(key_lines) <= 8 and all(line.startswith("- ") for line in key_lines)
+    assert key_lines == [  # the decision's reason restates the hip delta: not repeated
+        "- **Total hip (left):** T -2.9 → -2.8: ΔT +0.10 (≥ +0.20), +1.2 % (≥ +3.0 %, decides): **not met**",
+        "- **Lumbar spine (L1–L4):** BMD 0.812 g/cm² (2024-05-20): ΔT +0.60 (≥ +0.50): **met**",
+        "- **DXA 2021-02-15 → 2024-05-20:** scanner: same scanner",
+        "- **Exposure:** alendronate, from 2021-01-10 to 2024-05-20 (1227 days), coverage 0.92, "
+        "longest gap 12 days; administrations/dispenses",
+        "- **Rank 1: Romosozumab** (preferred): hip failing after bisphosphonate",
+        "- **Labs:** eGFR 65 mL/min/1.73m2 (2025-01-01)",
+        "- Personalised target: total hip and femoral neck T-score above -2.5",
+        "- **Findings:** vertebral fracture 2019-03-01",
+    ]
+    paragraphs = rest.split("\n\n")
+    titles = [p.split(":**", 1)[0].removeprefix("**") for p in paragraphs if p.startswith("**")]
+    assert titles == ["Agents", "Plan", "Follow-on", "Before starting", "Monitoring", "Caveats", "Also cited"]
+    agents_line = (
+        "**Agents:** Romosozumab (1, preferred); Abaloparatide (2, option); Teriparatide (excluded): "
+    )
+    assert agents_line + "730 days of PTH-analogue use already" in rest
+    assert "hip failing after bisphosphonate" not in rest  # in the key evidence, not repeated
+    assert "Denosumab (osteonecrosis of the jaw on record)" in rest
+    assert "AACE would class this patient as very high risk" in rest
+    assert "none found in the available record" in rest
+    assert "Not checked (no code list): urolithiasis; osteonecrosis of the jaw;" in rest
+    assert KNOWLEDGE.texts.supplements_line in rest
+    assert KNOWLEDGE.line("targets_line") in rest
+    assert "](" not in detail and "http" not in detail  # sources are card links
+
+
+def test_sources_are_card_links_once_per_response() -> None:
+    warn = (WarningDetail("DENOSUMAB_OVERDUE", "x"),)
+    first, second = render(make("ESCALATE", warnings=warn))
+    assert first["links"] == [
+        {"label": src.label, "url": src.url, "type": "absolute"} for src in KNOWLEDGE.model.sources if src.url
+    ]
+    assert all(len(link["label"]) <= 60 for link in first["links"])  # short labels
+    assert "links" not in second
+    (only_warning,) = render(make("RESPONSE_MET", warnings=warn))
+    assert only_warning["links"] == first["links"]
 
 
 @pytest.mark.protocol("R11")
@@ -549,9 +575,9 @@ def test_follow_on_obtain_egfr() -> None:
 def test_insufficient_data_lists_exactly_what() -> None:
     decision = make("INSUFFICIENT_DATA", missing=("followup_dxa", "total_hip_baseline"))
     detail = render(decision)[0]["detail"]
-    assert "**Missing**" in detail
+    assert "**Missing:**" in detail
     assert "No follow-up DXA with total hip" in detail
-    assert "DXA with total hip on or after 2024\\-10\\-10" in detail
+    assert "DXA with total hip on or after 2024-10-10" in detail
     assert "No total-hip value (T-score or BMD in g/cm²) on the baseline DXA." in detail
     no_agents = render(make("INSUFFICIENT_DATA", missing=("egfr",)))[0]["detail"]
     assert "No eGFR in the last 12 months." in no_agents
@@ -618,9 +644,192 @@ def test_injection_is_inert_in_every_card(payload: str) -> None:
                 assert not line.startswith("-") or line.startswith("- "), line
                 bare = re.sub(r"\\.", "", line)  # drop backslash escapes
                 assert "|" not in bare, line  # no table can form
-                assert "<" not in bare, line
-                assert "](" not in bare or re.search(r"\]\(https://[^()<>\s]+\)$", bare), (
-                    line
-                )  # only our source links
+                assert not re.search(r"<[A-Za-z/!?]", bare), line  # no tag, comment or autolink
+                assert "](" not in bare, line  # no link at all: sources are card links
             checked += 1
     assert checked > 20
+
+
+# ----- safety in the first words (issue 11, part 2) -------------------------------------------
+@pytest.mark.protocol("6-agents")
+def test_caution_agent_says_so_on_its_button_and_action() -> None:
+    caution = "denosumab within 18 months: switching causes transient hip bone loss"
+    agents_ = (
+        AgentAssessment("romosozumab", "preferred", 1, ("prior denosumab",)),
+        AgentAssessment("teriparatide", "caution", 2, (caution,), cautions=(caution,)),
+        AgentAssessment("abaloparatide", "excluded", None, ("730 days used",)),
+    )
+    (card,) = render(make("ESCALATE", agents=agents_))
+    labels = [s["label"] for s in card["suggestions"]]
+    assert labels[1] == "Teriparatide — caution: denosumab within 18 months"
+    assert not labels[0].startswith("Romosozumab — caution")
+    description = card["suggestions"][1]["actions"][0]["description"]
+    assert description.startswith("Caution: denosumab within 18 months. Draft order for review (not signed)")
+    assert not any("Abaloparatide" in label for label in labels)  # excluded: never a button
+
+
+def test_caution_button_uses_the_caution_not_the_ranking_reason() -> None:
+    romosozumab = AgentAssessment(
+        "romosozumab",
+        "caution",
+        1,
+        (
+            "total hip failing after a bisphosphonate",
+            "prior MI or stroke: Cerebrovascular accident (2022-03-15)",
+        ),
+        cautions=("prior MI or stroke: Cerebrovascular accident (2022-03-15)",),
+    )
+    (card,) = render(make("ESCALATE", agents=(romosozumab,)))
+    assert card["suggestions"][0]["label"] == "Romosozumab — caution: prior MI or stroke"
+    assert card["summary"].endswith("(romosozumab first, caution)")
+    assert "isRecommended" not in card["suggestions"][0]
+
+
+@pytest.mark.protocol("W-DENOSUMAB_OVERDUE", "W-ANABOLIC_FOLLOW_ON_MISSING")
+def test_warning_summaries_give_the_due_date_and_the_action() -> None:
+    warn = (
+        WarningDetail("DENOSUMAB_OVERDUE", "x", last=date(2024, 7, 15), due=date(2025, 2, 13)),
+        WarningDetail(
+            "ANABOLIC_FOLLOW_ON_MISSING",
+            "y",
+            last=date(2025, 1, 31),
+            due=date(2025, 1, 31),
+            agent="teriparatide",
+        ),
+    )
+    overdue, follow_on = (c["summary"] for c in render(make("RESPONSE_MET", warnings=warn)))
+    assert overdue == (
+        "Denosumab overdue: last dose 2024-07-15, due by 2025-02-13; "
+        "give the next dose or start the transition now"
+    )
+    assert follow_on.startswith(
+        "Teriparatide ended 2025-01-31, no anti-resorptive since: start the follow-on now"
+    )
+
+
+def test_specialist_review_summary_says_why() -> None:
+    rules = ("R2", "R3", "R3c", "R7h", "R8", "R9a", "R13", "renal")
+    summaries = {rule: render(make("SPECIALIST_REVIEW", rule=rule))[0]["summary"] for rule in rules}
+    assert len(set(summaries.values())) == len(rules)
+    gate = KNOWLEDGE.thresholds.egfr_renal_gate
+    assert summaries["renal"].startswith(f"Specialist review: eGFR below {gate};")
+    assert "scanner changed" in summaries["R8"]
+
+
+@pytest.mark.protocol("R13")
+def test_specialist_card_does_not_recommend_an_agent() -> None:
+    """The renal-gate card contradicted itself: `preferred` and `no contraindication` beside the gate."""
+    (card,) = render(make("SPECIALIST_REVIEW", rule="renal"))
+    detail = card["detail"]
+    assert detail.startswith(KNOWLEDGE.texts.specialist_agents_line)
+    agents_line = next(p for p in detail.split("\n\n") if p.startswith("**Agents:**"))
+    assert "preferred" not in agents_line and "rank 1" in agents_line
+    assert "Rank 1:" not in detail  # no rank-1 line in the key evidence
+    assert KNOWLEDGE.texts.no_contraindication_line not in detail
+    assert "Romosozumab (rank 1)" in detail
+    assert "suggestions" not in card
+
+
+# ----- dates and numbers (issue 11, part 3) -----------------------------------------------------
+@pytest.mark.protocol("R3")
+def test_on_anabolic_end_in_the_past_is_a_fact() -> None:
+    ending = render(make("ON_ANABOLIC", anabolic_agent="teriparatide", planned_end=date(2025, 7, 20)))[0]
+    assert ending["summary"].startswith("Teriparatide course ends 2025-07-20: plan")
+    ended = render(make("ON_ANABOLIC", anabolic_agent="teriparatide", planned_end=date(2025, 5, 1)))[0]
+    assert ended["summary"].startswith("Teriparatide course ended 2025-05-01: start")
+    assert ended["detail"].startswith("The teriparatide course ended 2025-05-01")
+
+
+@pytest.mark.protocol("5-dxa")
+def test_numbers_rounded_as_the_protocol_compares_them() -> None:
+    dxa = (
+        DxaEvidence(
+            date(2021, 2, 15), "total_hip", None, "t_score", Decimal("-2.537"), "baseline", "baseline"
+        ),
+        DxaEvidence(
+            date(2024, 5, 20), "total_hip", None, "t_score", Decimal("-2.45"), "same scanner", "follow-up"
+        ),
+    )
+    response = SiteResponse(
+        "total_hip",
+        date(2021, 2, 15),
+        date(2024, 5, 20),
+        Decimal("0.105"),
+        Decimal("1.25"),
+        "delta_t",
+        Decimal("0.20"),
+        False,
+    )
+    evidence = Evidence(dxa=dxa, responses=(response,), target_t=Decimal("-2.50"))
+    detail = render(make("ESCALATE", evidence=evidence))[0]["detail"]
+    assert "T -2.5 → -2.5: ΔT +0.11 (≥ +0.20, decides), +1.3 % (≥ +3.0 %): **not met**" in detail
+    assert "-2.537" not in detail and "0.105" not in detail
+
+
+CONFIGURED_IN_CARD_TEXT = [
+    ("windows.lab_lookback_months", 7, "No eGFR in the last 7 months."),
+    ("windows.baseline_before_start_months", 30, "from 30 months before"),
+    ("windows.baseline_after_start_months", 5, "to 5 months after the start"),
+    ("windows.therapy_min_months", 35, "at least 35 months after the start"),
+    ("windows.therapy_min_months", 36, "therapy under 36 months: re-evaluate the response from 2026-01-10"),
+    ("windows.followup_max_age_months", 30, "within the last 30 months"),
+    ("thresholds.target_delta_t_total_hip", "0.25", "The +0.25 T / +0.50 T"),
+    ("thresholds.target_delta_t_lumbar_spine", "0.55", "+0.20 T / +0.55 T"),
+    ("thresholds.target_pct_total_hip", "3.5", "(3.5 % / 6 %)"),
+    ("thresholds.target_pct_lumbar_spine", "6.5", "(3 % / 6.5 %)"),
+    ("thresholds.egfr_renal_gate", "28", "Specialist review: eGFR below 28;"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"), CONFIGURED_IN_CARD_TEXT, ids=[c[2][:40] for c in CONFIGURED_IN_CARD_TEXT]
+)
+def test_every_configured_number_in_card_text_follows_the_knowledge_file(
+    path: str, value: Any, expected: str
+) -> None:
+    """No number in card text can disagree with the value that produced it (issue 11, part 3)."""
+    missing = ("egfr", "baseline_dxa", "followup_dxa")
+    decisions = [
+        make("ESCALATE", missing=missing, follow_on=()),
+        make("SPECIALIST_REVIEW", rule="renal"),
+    ]
+    changed = variant(path, value)
+
+    duration = make("NOT_ELIGIBLE_DURATION")
+
+    def text_of(knowledge: Knowledge) -> str:
+        summaries = [summary_for("NOT_ELIGIBLE_DURATION", duration, knowledge)]
+        return json.dumps([render(d, knowledge) for d in decisions] + summaries, ensure_ascii=False)
+
+    assert expected not in text_of(KNOWLEDGE)
+    assert expected in text_of(changed)
+
+
+@pytest.mark.protocol("3b-rounding")
+def test_engine_reasons_round_t_scores_without_contradiction() -> None:
+    assert bmd.shown_t(Decimal("-2.537"), Decimal("-2.5"), above=False) == "-2.5"
+    assert bmd.shown_t(Decimal("-2.46"), Decimal("-2.5"), above=True) == "-2.46"  # "-2.5 above -2.5" is false
+    assert bmd.shown_t(Decimal("-2.44"), Decimal("-2.5"), above=True) == "-2.4"
+    assert bmd.shown_t(Decimal("-2.5"), Decimal("-2.5"), above=False) == "-2.5"
+
+
+@pytest.mark.protocol("5-dxa")
+def test_site_with_t_score_and_bmd_shows_one_series_per_kind() -> None:
+    def scan(day: date, kind: str, value: str, role: str) -> DxaEvidence:
+        return DxaEvidence(day, "total_hip", None, kind, Decimal(value), "same scanner", role)
+
+    base, follow = date(2021, 2, 15), date(2024, 5, 20)
+    dxa = (
+        scan(base, "t_score", "-2.6", "baseline"),
+        scan(follow, "t_score", "-2.5", "follow-up"),
+        scan(base, "bmd", "0.7123", "baseline"),
+        scan(follow, "bmd", "0.720", "follow-up"),
+    )
+    response = SiteResponse(
+        "total_hip", base, follow, Decimal("0.10"), Decimal("1.1"), "pct", Decimal("3.0"), False
+    )
+    detail = render(make("ESCALATE", evidence=Evidence(dxa=dxa, responses=(response,))))[0]["detail"]
+    assert (
+        "**Total hip:** T -2.6 → -2.5; BMD 0.712 g/cm² → 0.720: "
+        "ΔT +0.10 (≥ +0.20), +1.1 % (≥ +3.0 %, decides)" in detail
+    )

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from cds_service.record.db.engine import make_engine
 from cds_service.record.db.migrate import upgrade
 from cds_service.record.db.schema import feedback
-from cds_service.record.feedback.store import FeedbackStore
+from cds_service.record.feedback.store import FeedbackStore, IssuedCard
 from tests.support import leak_guard
 from tests.support.databases import (  # noqa: F401 - pytest fixtures
     any_db_url_fixture,
@@ -86,7 +86,7 @@ def test_entry_survives_sigkill_right_after_200(
     engine = make_engine(any_db_url)
     upgrade(engine)
     FeedbackStore(engine).record_cards(
-        [{"uuid": "card-1", "source": {"topic": {"code": "ESCALATE"}}}],
+        [IssuedCard("card-1", "ESCALATE", "R12", ())],
         hook_instance="hi-1",
         patient_key="k" * 64,
         protocol_version="1.0",

@@ -9,7 +9,6 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine, inspect
@@ -18,7 +17,7 @@ from cds_service.core.errors import BadRequest
 from cds_service.record.db.engine import DatabaseUnavailable, make_engine, sqlite_file
 from cds_service.record.db.migrate import DatabaseNotInitialised, upgrade
 from cds_service.record.feedback.report import build_report, format_report, run_report_command
-from cds_service.record.feedback.store import FeedbackStore
+from cds_service.record.feedback.store import FeedbackStore, IssuedCard, IssuedSuggestion
 from cds_service.record.feedback.validate import EPIC_REASON_SYSTEM, validate_feedback
 from cds_service.wire.feedback_routes import AdminUnauthorized, handle_admin_report
 from tests.support.databases import (  # noqa: F401 - pytest fixtures
@@ -35,19 +34,12 @@ TOKEN_SHA256 = hashlib.sha256(TOKEN.encode()).hexdigest()
 EPIC = "com.epic.cdshooks.feedback.overrideReason."
 
 
-def card(uuid: str, kind: str, suggestions: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
-    return {
-        "uuid": uuid,
-        "source": {"topic": {"code": kind.replace("_", "")}},
-        "suggestions": [
-            {"uuid": s, "label": f"Consider {agent}", "isRecommended": i == 0}
-            for i, (s, agent) in enumerate(suggestions)
-        ],
-        "extension": {"osteo-cds/decision": {"outcome": kind, "rule": "R12", "agents": []}},
-    }
+def card(uuid: str, kind: str, suggestions: tuple[tuple[str, str], ...] = ()) -> IssuedCard:
+    issued = tuple(IssuedSuggestion(s, agent, i == 0) for i, (s, agent) in enumerate(suggestions))
+    return IssuedCard(uuid, kind, "R12", issued)
 
 
-def issue(store: FeedbackStore, when: datetime, *cards: dict[str, Any]) -> None:
+def issue(store: FeedbackStore, when: datetime, *cards: IssuedCard) -> None:
     store.record_cards(
         list(cards),
         hook_instance=f"hi-{when.isoformat()}",

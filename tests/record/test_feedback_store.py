@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, select
 
 from cds_service.core.errors import BadRequest
 from cds_service.knowledge.loader import load_knowledge
+from cds_service.present.card_model import Card, Source, Suggestion
 from cds_service.present.cards import render_cards
 from cds_service.record.db.engine import DatabaseUnavailable, make_engine
 from cds_service.record.db.migrate import upgrade
@@ -54,7 +55,7 @@ def uuids() -> Any:
     return lambda: f"00000000-0000-4000-8000-{next(counter):012d}"
 
 
-def escalate_cards() -> list[dict[str, Any]]:
+def escalate_cards() -> list[Card]:
     decision = Decision(
         "ESCALATE",
         "R12",
@@ -92,9 +93,9 @@ def store_fixture(engine: Engine) -> FeedbackStore:
     return FeedbackStore(engine, clock=lambda: datetime(2025, 6, 2, 9, 5, tzinfo=UTC))
 
 
-def record(store: FeedbackStore, cards: list[dict[str, Any]], hook_instance: str = "hi-1") -> int:
+def record(store: FeedbackStore, cards: list[Card], hook_instance: str = "hi-1") -> int:
     return store.record_cards(
-        cards,
+        issued_cards(cards),
         hook_instance=hook_instance,
         patient_key=KEYER(PATIENT),
         protocol_version=KNOWLEDGE.protocol_version,
@@ -113,26 +114,34 @@ def rows(engine: Engine, table: Any) -> list[dict[str, Any]]:
 
 
 # ----- card ledger ---------------------------------------------------------------------------
-def test_issued_cards_reads_kind_rule_and_agents_from_rendered_cards() -> None:
+def test_issued_cards_reads_kind_rule_and_agents_from_the_typed_cards() -> None:
     cards = escalate_cards()
     assert issued_cards(cards) == [
         IssuedCard(
-            cards[0]["uuid"],
+            cards[0].uuid,
             "ESCALATE",
             "R12",
             (
-                IssuedSuggestion(cards[0]["suggestions"][0]["uuid"], "romosozumab", True),
-                IssuedSuggestion(cards[0]["suggestions"][1]["uuid"], "abaloparatide", False),
+                IssuedSuggestion(cards[0].suggestions[0].uuid, "romosozumab", True),
+                IssuedSuggestion(cards[0].suggestions[1].uuid, "abaloparatide", False),
             ),
         ),
-        IssuedCard(cards[1]["uuid"], "DENOSUMAB_OVERDUE", "R12", ()),
+        IssuedCard(cards[1].uuid, "DENOSUMAB_OVERDUE", "R12", ()),
     ]
 
 
-def test_issued_cards_tolerates_cards_without_uuid_or_extension() -> None:
-    assert issued_cards([{"summary": "x"}, {"uuid": "u1", "source": {"topic": {"code": "Other"}}}]) == [
-        IssuedCard("u1", "Other", None, ())
+def test_issued_cards_reads_the_typed_fields_not_the_wording() -> None:
+    """The ledger's agent is the suggestion's typed agent, whatever its label says (no re-parsing)."""
+    (card, _warning) = escalate_cards()
+    card.suggestions[0].label = "Abaloparatide is mentioned here but this is romosozumab"
+    card.suggestions.append(Suggestion("Something else", "s-x", agent=None))
+    entry = issued_cards([card, Card("", "x", "info", Source("s"), kind="ESCALATE")])
+    assert [(s.agent, s.is_recommended) for s in entry[0].suggestions] == [
+        ("romosozumab", True),
+        ("abaloparatide", False),
+        ("UNKNOWN", False),
     ]
+    assert len(entry) == 1  # a card without a uuid is not ledgered
 
 
 def test_record_cards_stores_the_ledger_without_patient_ids(engine: Engine, store: FeedbackStore) -> None:
@@ -180,13 +189,13 @@ def test_record_issued_cards_failure_is_logged_and_counted_never_raised(
 def test_feedback_is_matched_against_the_ledger(engine: Engine, store: FeedbackStore) -> None:
     cards = escalate_cards()
     record(store, cards)
-    main, suggestion = cards[0]["uuid"], cards[0]["suggestions"][0]["uuid"]
+    main, suggestion = cards[0].uuid, cards[0].suggestions[0].uuid
     body = {
         "feedback": [
             entry(main, "accepted", acceptedSuggestions=[{"id": suggestion}]),
             entry("not-in-the-ledger"),
             entry(
-                cards[1]["uuid"],
+                cards[1].uuid,
                 overrideReasons={"reason": {"code": "patient-refuses"}, "userComment": "PHI maybe"},
             ),
         ]
@@ -196,7 +205,7 @@ def test_feedback_is_matched_against_the_ledger(engine: Engine, store: FeedbackS
     assert stored[main]["matched"] is True
     assert stored[main]["accepted_suggestions"] == [suggestion]
     assert stored["not-in-the-ledger"]["matched"] is False
-    overridden = stored[cards[1]["uuid"]]
+    overridden = stored[cards[1].uuid]
     assert (overridden["reason_code"], overridden["has_comment"]) == ("patient-refuses", True)
     assert "PHI maybe" not in repr(stored)
     assert overridden["outcome_ts"] == datetime(2025, 6, 2, 9, 1, tzinfo=UTC)
@@ -221,7 +230,7 @@ def test_the_same_entry_is_stored_once(engine: Engine, store: FeedbackStore) -> 
 
 def test_a_batch_of_1000_entries(engine: Engine, store: FeedbackStore) -> None:
     cards = [f"card-{i:04d}" for i in range(1000)]
-    record(store, [{"uuid": card, "source": {"topic": {"code": "ESCALATE"}}} for card in cards[:500]])
+    record(store, [Card(card, "x", "info", Source("s"), kind="ESCALATE") for card in cards[:500]])
     batch = {
         "feedback": [entry(card, when=f"2025-06-02T09:{i % 60:02d}:00Z") for i, card in enumerate(cards)]
     }

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cds_service.config import load_settings
 from cds_service.core.errors import BadRequest, DataUnavailable, NotR4Server
 from cds_service.gunicorn_conf import MetricsDirHooks, clear_metrics_dir, gunicorn_options
-from cds_service.present.cards import DECISION_EXTENSION, topic_code
+from cds_service.present.card_model import Card, Source
 from cds_service.record import metrics as metrics_module
 from cds_service.record.metrics import (
     MULTIPROC_ENV,
@@ -70,6 +70,10 @@ def sample_sum(exposition: bytes, sample_name: str, **labels: str) -> float:
 # --- single-process mode ---------------------------------------------------------------------------
 
 
+def typed_card(kind: str) -> Card:
+    return Card("u-1", "summary", "info", Source("label"), kind=kind)
+
+
 def test_counters_move_in_single_process_mode() -> None:
     metrics = Metrics()
     metrics.observe_request("/cds-services/osteoporosis-escalation", 200, 0.04)
@@ -77,7 +81,7 @@ def test_counters_move_in_single_process_mode() -> None:
     metrics.observe_request("/healthz", 200, 0.001)
     metrics.record_decision("ESCALATE", "R12")
     metrics.record_decision("ESCALATE", "R12")
-    metrics.record_cards([{"source": {"topic": {"code": topic_code("DENOSUMAB_OVERDUE")}}}])
+    metrics.record_cards([typed_card("DENOSUMAB_OVERDUE")])
     metrics.record_fhir_fetch("ok", keys_fetched=3)
     metrics.record_fhir_fetch("not_r4")
     metrics.record_auth_refusal("expired")
@@ -177,10 +181,9 @@ def test_unknown_label_values_become_other() -> None:
     assert rule_label("R12") == "R12" and rule_label("R9a") == "R9a" and rule_label("R0b") == "R0b"
     assert rule_label("R12; DROP TABLE") == "other" and rule_label("") == "other"
     assert status_label(503) == "503" and status_label(0) == "other" and status_label(1000) == "other"
-    assert card_kind({"source": {"topic": {"code": "SomethingNew"}}}) == "other"
-    assert card_kind({"extension": {DECISION_EXTENSION: {"outcome": "CONSIDER"}}}) == "CONSIDER"
-    assert card_kind({"extension": {DECISION_EXTENSION: {"outcome": "patient 123"}}}) == "other"
-    assert card_kind({}) == "other"
+    assert card_kind(typed_card("SomethingNew")) == "other"
+    assert card_kind(typed_card("CONSIDER")) == "CONSIDER"
+    assert card_kind(typed_card("patient 123")) == "other"
 
     metrics = Metrics()
     metrics.record_auth_refusal("token for patient 123 expired")

@@ -17,6 +17,7 @@ from werkzeug.wrappers import Request
 from cds_service.app import create_app
 from cds_service.config import Settings
 from cds_service.core.errors import DataUnavailable, Issue, NotR4Server, ServiceError
+from cds_service.present.card_model import Card, Coding, HookResponse, Source, Suggestion
 from cds_service.wire.auth.jwt_verify import AuthContext
 from cds_service.wire.cdshooks import PatientViewRequest, drop_empty, operation_outcome
 from tests.support.app_settings import test_settings
@@ -30,22 +31,20 @@ PATIENT_ID = "pat-s01-Doe"
 MAX_BODY = 2_000
 
 
-def card(**extra: Any) -> dict[str, Any]:
-    return {
-        "uuid": "4e0a3a1e-3283-4575-ab82-028d55fe2719",
-        "summary": "Escalate to anabolic therapy",
-        "indicator": "warning",
-        "detail": "",
-        "source": {"label": "Osteoporosis protocol", "url": None, "icon": ""},
-        "suggestions": [
-            {"label": "Order teriparatide", "uuid": "s1", "isRecommended": False, "actions": []},
-        ],
-        "selectionBehavior": "at-most-one",
-        "links": [],
-        "overrideReasons": [{"code": "x", "system": "urn:x", "display": "X", "userSelected": None}],
-        "extension": {"com.example.decision": {"missing": [], "note": None, "evidence": {}}},
-        **extra,
-    }
+def card() -> Card:
+    return Card(
+        uuid="4e0a3a1e-3283-4575-ab82-028d55fe2719",
+        summary="Escalate to anabolic therapy",
+        indicator="warning",
+        detail="",
+        source=Source("Osteoporosis protocol", url=None, icon=""),
+        kind="ESCALATE",
+        suggestions=[Suggestion("Order teriparatide", "s1", is_recommended=False, actions=[])],
+        selection_behavior="at-most-one",
+        links=[],
+        override_reasons=[Coding("urn:x", "x", "X")],
+        extension={"com.example.decision": {"missing": [], "note": None, "evidence": {}}},
+    )
 
 
 class FakeService:
@@ -54,7 +53,7 @@ class FakeService:
     service_id = SERVICE_ID
 
     def __init__(self) -> None:
-        self.behaviour: Callable[[PatientViewRequest], dict[str, Any]] = lambda _r: {"cards": [card()]}
+        self.behaviour: Callable[[PatientViewRequest], HookResponse] = lambda _r: HookResponse([card()])
         self.requests: list[PatientViewRequest] = []
         self.descriptor_error: Exception | None = None
 
@@ -70,7 +69,7 @@ class FakeService:
             "usageRequirements": None,
         }
 
-    def handle(self, request: PatientViewRequest, auth: AuthContext) -> dict[str, Any]:
+    def handle(self, request: PatientViewRequest, auth: AuthContext) -> HookResponse:
         self.requests.append(request)
         return self.behaviour(request)
 
@@ -196,13 +195,13 @@ def test_response_omits_empty_optional_fields_but_keeps_card_extension(client: F
     assert "detail" not in only and "links" not in only
     assert only["source"] == {"label": "Osteoporosis protocol"}
     assert "actions" not in only["suggestions"][0]
-    assert only["suggestions"][0]["isRecommended"] is False  # false is a value, not "empty"
+    assert "isRecommended" not in only["suggestions"][0]  # the typed card writes it only when true
     assert "userSelected" not in only["overrideReasons"][0]
     assert only["extension"] == {"com.example.decision": {"missing": [], "note": None, "evidence": {}}}
 
 
 def test_no_cards_is_an_empty_list_not_an_omission(client: FlaskClient, fake: FakeService) -> None:
-    fake.behaviour = lambda _r: {"cards": [], "systemActions": []}
+    fake.behaviour = lambda _r: HookResponse([])
     response = post(client, patient_view())
     assert response.status_code == 200
     assert response.get_json() == {"cards": []}
@@ -461,8 +460,8 @@ def test_oversize_body_without_content_length_is_413(
 # --- service errors --------------------------------------------------------------------------
 
 
-def raising(error: Exception) -> Callable[[PatientViewRequest], dict[str, Any]]:
-    def behaviour(_request: PatientViewRequest) -> dict[str, Any]:
+def raising(error: Exception) -> Callable[[PatientViewRequest], HookResponse]:
+    def behaviour(_request: PatientViewRequest) -> HookResponse:
         raise error
 
     return behaviour
@@ -504,11 +503,6 @@ def test_unexpected_error_is_500_logged_without_phi(
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "RuntimeError" in logged and "test_api_wire.py" in logged  # type and stack
     assert PATIENT_ID not in logged and TOKEN not in logged
-
-
-def test_service_body_without_cards_list_is_500(client: FlaskClient, fake: FakeService) -> None:
-    fake.behaviour = lambda _r: {"card": []}
-    assert post(client, patient_view()).status_code == 500
 
 
 def test_discovery_failure_is_500_operation_outcome(client: FlaskClient, fake: FakeService) -> None:

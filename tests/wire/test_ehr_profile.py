@@ -17,9 +17,12 @@ from cds_service.core.ehr_profile import (
     RXNORM_URL,
     SANDBOX_PROFILE,
     EhrProfile,
+    ResolvedProfile,
+    SelectionBehavior,
     host_allowed,
 )
 from cds_service.core.security_errors import SecurityConfigError
+from cds_service.present.card_model import Action, Card, Link, Source, Suggestion
 from cds_service.present.card_profile import apply_profile
 from cds_service.wire.auth.issuers import read_issuers_file, sandbox_issuer
 from tests.support.ehr_profiles import (
@@ -118,35 +121,41 @@ def test_wildcard_hosts_match_sub_domains_only() -> None:
 # -- applying a profile to rendered cards ------------------------------------------------------------------
 
 
-def _card() -> dict[str, Any]:
-    def suggestion(code: str, recommended: bool) -> dict[str, Any]:
+def _card() -> Card:
+    def suggestion(code: str, recommended: bool) -> Suggestion:
         resource = {
             "resourceType": "MedicationRequest",
             "status": "draft",
             "intent": "proposal",
             "medicationCodeableConcept": {"coding": [{"system": RXNORM_URL, "code": code, "display": code}]},
         }
-        out: dict[str, Any] = {"label": f"Consider {code}", "uuid": code}
-        if recommended:
-            out["isRecommended"] = True
-        out["actions"] = [{"type": "create", "description": "draft", "resource": resource}]
-        return out
+        return Suggestion(
+            f"Consider {code}", code, [Action("create", "draft", resource)], is_recommended=recommended
+        )
 
-    return {
-        "summary": "s",
-        "indicator": "warning",
-        "source": {"label": "x", "url": "https://guidelines.example.org/"},
-        "suggestions": [suggestion("1", True), suggestion("2", True)],
-        "selectionBehavior": "any",
-        "links": [
-            {"label": "app", "url": "https://apps.example.org/launch", "type": "smart"},
-            {"label": "elsewhere", "url": "https://tracker.example.net/x", "type": "absolute"},
+    return Card(
+        uuid="u",
+        summary="s",
+        indicator="warning",
+        source=Source("x", "https://guidelines.example.org/"),
+        kind="ESCALATE",
+        suggestions=[suggestion("1", True), suggestion("2", True)],
+        selection_behavior="any",
+        links=[
+            Link("app", "https://apps.example.org/launch", "smart"),
+            Link("elsewhere", "https://tracker.example.net/x", "absolute"),
         ],
-    }
+    )
+
+
+def _applied(profile: ResolvedProfile, default: SelectionBehavior) -> dict[str, Any]:
+    """The card after the profile, as the wire carries it."""
+    (card,) = apply_profile([_card()], profile, default)
+    return card.to_wire()
 
 
 def test_epic_profile_recodes_rxnorm_and_keeps_any() -> None:
-    (card,) = apply_profile([_card()], EhrProfile(vendor="epic").resolve(), "at-most-one")
+    card = _applied(EhrProfile(vendor="epic").resolve(), "at-most-one")
     assert card["selectionBehavior"] == "any"
     systems = {
         coding["system"]
@@ -160,24 +169,24 @@ def test_epic_profile_recodes_rxnorm_and_keeps_any() -> None:
 
 
 def test_at_most_one_keeps_a_single_recommended_suggestion() -> None:
-    (card,) = apply_profile([_card()], GENERIC_PROFILE, "at-most-one")
+    card = _applied(GENERIC_PROFILE, "at-most-one")
     assert card["selectionBehavior"] == "at-most-one"
     assert [s.get("isRecommended") for s in card["suggestions"]] == [True, None]
 
 
 def test_link_hosts_filter_links_and_drop_an_empty_list() -> None:
     only_apps = EhrProfile(allowed_link_hosts=["apps.example.org"]).resolve()
-    (card,) = apply_profile([_card()], only_apps, "any")
+    card = _applied(only_apps, "any")
     assert [link["label"] for link in card["links"]] == ["app"]
-    (card,) = apply_profile([_card()], EhrProfile(vendor="oracle").resolve(), "any")
+    card = _applied(EhrProfile(vendor="oracle").resolve(), "any")
     assert "links" not in card  # CDS Hooks: an optional field is omitted, never []
     assert card["source"]["url"] == "https://guidelines.example.org/"  # the source is not a card link
 
 
 def test_a_card_without_suggestions_or_links_is_left_as_it_is() -> None:
-    plain = {"summary": "s", "indicator": "info", "source": {"label": "x"}}
+    plain = Card("u", "s", "info", Source("x"), kind="ESCALATE")
     (card,) = apply_profile([copy.deepcopy(plain)], EhrProfile(vendor="oracle").resolve(), "any")
-    assert card == plain
+    assert card.to_wire() == plain.to_wire()
 
 
 # -- feedback audience ---------------------------------------------------------------------------------------

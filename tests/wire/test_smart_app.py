@@ -42,7 +42,8 @@ def test_the_outcome_card_links_the_app_only_for_the_three_outcomes(
     response = client.post(URL, json=hook_request(scenario, with_prefetch=True))
     assert response.status_code == 200
     cards: list[dict[str, Any]] = response.get_json()["cards"]
-    links = [link for card in cards for link in card.get("links", [])]
+    # the sources are `absolute` links on the first card; the app is the one `smart` link
+    links = [link for card in cards for link in card.get("links", []) if link["type"] == "smart"]
     if outcome not in LINKED_OUTCOMES:
         assert links == []
         return
@@ -63,7 +64,7 @@ def test_the_outcome_card_links_the_app_only_for_the_three_outcomes(
 def test_without_a_client_id_cards_have_no_smart_link_and_no_app_routes() -> None:
     plain = create_app(test_settings({"CDS_AS_OF": "2025-06-01"})).test_client()
     cards = plain.post(URL, json=hook_request("s01", with_prefetch=True)).get_json()["cards"]
-    assert all("links" not in card for card in cards)
+    assert all(link["type"] == "absolute" for card in cards for link in card.get("links", []))
     assert plain.get("/smart/launch?iss=x&launch=y").status_code == 404
 
 

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, get_args
+from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from cds_service.present.cards import DECISION_EXTENSION, topic_code
+from cds_service.present.card_model import Card
 from cds_service.record.db.engine import insert_for, unavailable_on_error, writer
 from cds_service.record.db.off_loop import run_off_loop
 from cds_service.record.db.retention import Pruned, Retention, prune
 from cds_service.record.db.schema import card_ledger, card_suggestion, feedback
 from cds_service.record.feedback.validate import FeedbackItem
-from cds_service.rules.decision import ANABOLICS, Outcome, WarningCode
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,6 @@ UNKNOWN = "UNKNOWN"
 PRUNE_EVERY_WRITES = 1_000
 MAX_HOOK_INSTANCE_CHARS = 128
 _LOOKUP_CHUNK = 500
-_KIND_BY_TOPIC = {topic_code(code): code for code in (*get_args(Outcome), *get_args(WarningCode))}
 
 
 def _utcnow() -> datetime:
@@ -52,69 +50,18 @@ class IssuedCard:
     suggestions: tuple[IssuedSuggestion, ...]
 
 
-def issued_cards(cards: Iterable[Mapping[str, Any]]) -> list[IssuedCard]:
-    """Ledger entries of rendered cards (cards.render_cards output); cards without a uuid are skipped."""
-    out: list[IssuedCard] = []
-    for card in cards:
-        uuid = card.get("uuid")
-        if not isinstance(uuid, str) or not uuid:
-            continue
-        decision = _dict(_dict(card.get("extension")).get(DECISION_EXTENSION))
-        topic = _dict(_dict(card.get("source")).get("topic")).get("code")
-        kind = _KIND_BY_TOPIC.get(topic) if isinstance(topic, str) else None
-        if kind is None:
-            kind = topic if isinstance(topic, str) and topic else str(decision.get("outcome") or UNKNOWN)
-        rule = decision.get("rule")
-        out.append(
-            IssuedCard(uuid, kind, rule if isinstance(rule, str) else None, _suggestions(card, decision))
+def issued_cards(cards: Iterable[Card]) -> list[IssuedCard]:
+    """Ledger entries of typed cards (cards.render_cards output): kind, rule and each suggestion's agent."""
+    return [
+        IssuedCard(
+            card.uuid,
+            card.kind,
+            card.rule,
+            tuple(IssuedSuggestion(s.uuid, s.agent or UNKNOWN, s.is_recommended) for s in card.suggestions),
         )
-    return out
-
-
-def _suggestions(card: Mapping[str, Any], decision: Mapping[str, Any]) -> tuple[IssuedSuggestion, ...]:
-    """Each suggestion's agent: the first unused agent (decision's, then any anabolic) named in its
-    medication text or label, else the next unused decision agent in rank order (render_cards' order)."""
-    raw = card.get("suggestions")
-    suggestions = [s for s in raw if isinstance(s, dict)] if isinstance(raw, list) else []
-    unused = _ranked_agents(decision)
-    named = [*unused, *(a for a in ANABOLICS if a not in unused)]
-    out: list[IssuedSuggestion] = []
-    for suggestion in suggestions:
-        uuid = suggestion.get("uuid")
-        if not isinstance(uuid, str) or not uuid:
-            continue
-        text = _suggestion_text(suggestion).lower()
-        agent = next((a for a in named if a.replace("_", " ") in text), None)
-        if agent is None and unused:
-            agent = unused[0]
-        if agent is not None:
-            named = [a for a in named if a != agent]
-            unused = [a for a in unused if a != agent]
-        out.append(IssuedSuggestion(uuid, agent or UNKNOWN, suggestion.get("isRecommended") is True))
-    return tuple(out)
-
-
-def _ranked_agents(decision: Mapping[str, Any]) -> list[str]:
-    agents = decision.get("agents")
-    if not isinstance(agents, list):
-        return []
-    usable = [a for a in agents if isinstance(a, dict) and a.get("status") != "excluded"]
-    usable.sort(key=lambda a: (not isinstance(a.get("rank"), int), a.get("rank") or 0))
-    return [str(a["agent"]) for a in usable if isinstance(a.get("agent"), str)]
-
-
-def _suggestion_text(suggestion: Mapping[str, Any]) -> str:
-    parts = [str(suggestion.get("label") or "")]
-    actions = suggestion.get("actions")
-    for action in actions if isinstance(actions, list) else []:
-        resource = _dict(_dict(action).get("resource"))
-        concept = _dict(resource.get("medicationCodeableConcept"))
-        parts.append(str(concept.get("text") or ""))
-    return " ".join(parts)
-
-
-def _dict(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
+        for card in cards
+        if card.uuid
+    ]
 
 
 class FeedbackStore:
@@ -174,7 +121,7 @@ class FeedbackStore:
 
     def record_cards(
         self,
-        cards: list[dict[str, Any]],
+        entries: Sequence[IssuedCard],
         *,
         hook_instance: str,
         patient_key: str,
@@ -182,8 +129,7 @@ class FeedbackStore:
         service_version: str,
         issued_at: datetime,
     ) -> int:
-        """Record the cards of one hook response; returns how many cards were recorded."""
-        entries = issued_cards(cards)
+        """Record the cards of one hook response (see `issued_cards`); returns how many were recorded."""
         if not entries:
             return 0
         ledger_rows = [
