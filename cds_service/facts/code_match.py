@@ -39,7 +39,11 @@ SITE_CONCEPT = {
     "humerus": "humerus_fracture",
 }
 _CONCEPT_SITE = {concept: site for site, concept in SITE_CONCEPT.items()}
-_ICD_CANCER = re.compile(r"^C(\d\d)")
+_ICD_CANCER = re.compile(r"^C(\d\d|4A|7A|7B)")
+# ICD-10-CM categories with a letter inside the malignant-neoplasm block C00-C96: C4A Merkel cell carcinoma,
+# C7A malignant neuroendocrine tumors, C7B secondary neuroendocrine tumors (C7B.03: of bone). Source: the
+# ICD-10-CM tabular list, chapter 2 (https://www.icd10data.com/ICD10CM/Codes/C00-D49/C7A-C7A/C7A-/C7A).
+_ICD_CM_LETTER_CATEGORIES = frozenset({"4A", "7A", "7B"})
 _HISTORY_ICD_PREFIXES = ("Z85", "Z86", "Z87", "Z92")
 
 
@@ -72,7 +76,10 @@ def is_icd_cancer(system: str, code: str) -> bool:
     if system not in ICD_SYSTEMS:
         return False
     match = _ICD_CANCER.match(code)
-    return match is not None and int(match.group(1)) <= 96
+    if match is None:
+        return False
+    category = match.group(1)
+    return category in _ICD_CM_LETTER_CATEGORIES or int(category) <= 96
 
 
 def is_snomed_malignancy(system: str, display: str) -> bool:

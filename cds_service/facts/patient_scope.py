@@ -29,6 +29,7 @@ def belongs_to(resource: dict[str, Any], patient_id: str) -> bool:
     ref = _reference(resource)
     if ref is None or "Patient/" not in ref:
         return True  # no subject, or a urn:uuid reference inside a single-patient Bundle
+    ref = ref.split("/_history/", maxsplit=1)[0]  # a version-specific reference names the same patient
     return ref == f"Patient/{patient_id}" or ref.endswith(f"/Patient/{patient_id}")
 
 
