@@ -65,7 +65,7 @@ def plausible_record(record: PatientRecord, as_of: date) -> PatientRecord:
     if demographics is not None and birth is not None and not _plausible_birth(birth, window):
         caveats.append(_caveat("birth date", birth))
         demographics = replace(demographics, birth_date=None)
-    if not caveats:
+    if not caveats and medications == record.medications:  # an open end is rewritten without a caveat
         return record
     return replace(
         record,

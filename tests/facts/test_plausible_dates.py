@@ -139,11 +139,9 @@ def test_open_end_is_read_as_running_on_as_of_when_another_date_is_implausible()
     assert plausible_record(record, AS_OF).medications == (medication(start=date(2023, 1, 1), end=AS_OF),)
 
 
-# KNOWN BUG (reported, not fixed here: the fix changes coverage ends and could not be shown fail-safe in
-# time): `plausible_record` returns the record unchanged when no caveat was added, so the open-end rewrite
-# of a sentinel Period end (module docstring, protocol §3c) happens only when some unrelated date in the
-# record is implausible too. The same medication then gives different facts depending on other data.
-@pytest.mark.xfail(strict=True, reason="open-end rewrite dropped when the record has no other caveat")
+# A sentinel Period end is open (protocol §3c) whatever else the record holds: the same medication gives
+# the same facts, with or without an unrelated implausible date beside it (regression: the rewrite used to
+# happen only when some other date drew a caveat).
 @pytest.mark.parametrize(
     ("record", "expected"),
     [
