@@ -15,6 +15,7 @@ import pytest
 from cds_service.knowledge.indexed import Knowledge
 from cds_service.knowledge.loader import load_knowledge
 from cds_service.knowledge.schema import PACKAGED_DIR
+from cds_service.knowledge.texts import MISSING_CODES
 from cds_service.present.card_model import Card
 from cds_service.present.cards import fit_summary, render_cards, summary_for
 from cds_service.rules import bmd
@@ -353,21 +354,7 @@ def test_summaries_short_with_long_placeholders() -> None:
                 "INSUFFICIENT_DATA",
                 first_line_agent=first_line,
                 agents=(AgentAssessment(long_words.replace(" ", "_"), "preferred", 1, ()),),
-                missing=(
-                    "birth_date",
-                    "bmd_or_frax",
-                    "medication_history",
-                    "baseline_dxa",
-                    "followup_dxa",
-                    "total_hip_baseline",
-                    "total_hip_followup",
-                    "target_t_score",
-                    "egfr",
-                    "calcium",
-                    "alkaline_phosphatase",
-                    "unreadable_resources",
-                    "some_unknown_" + long_word,
-                ),
+                missing=(*MISSING_CODES, "some_unknown_" + long_word),
             )
             for key in templates:
                 summary = summary_for(key, decision, knowledge)
