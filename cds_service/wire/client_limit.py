@@ -65,7 +65,9 @@ class ClientLimiter:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._items = parse_rate(rate)
-        self._limiter = MovingWindowRateLimiter(MemoryStorage()) if self._items else None
+        # Made on the first call: the in-memory storage starts a timer thread, which must belong to the
+        # serving worker (after fork and gevent's patching), not to the process that built the app.
+        self._limiter: MovingWindowRateLimiter | None = None
         self._max_in_flight = max_in_flight
         self._hold_refusals = gevent_patched() if hold_refusals is None else hold_refusals
         self._sleep = sleep
@@ -110,12 +112,19 @@ class ClientLimiter:
             else:
                 self._in_flight.pop(client, None)  # the table only holds clients with calls in flight
 
+    def _rate_limiter(self) -> MovingWindowRateLimiter:
+        with self._lock:
+            if self._limiter is None:
+                self._limiter = MovingWindowRateLimiter(MemoryStorage())
+            return self._limiter
+
     def _rate_refusal(self, client: str) -> Throttled | None:
-        if self._limiter is None:
+        if not self._items:
             return None
+        limiter = self._rate_limiter()
         for item in self._items:
-            if not self._limiter.hit(item, client):
-                reset_at = self._limiter.get_window_stats(item, client).reset_time
+            if not limiter.hit(item, client):
+                reset_at = limiter.get_window_stats(item, client).reset_time
                 return Throttled("rate", max(1, math.ceil(reset_at - time.time())))
         return None
 
