@@ -101,7 +101,8 @@ def test_jaw_or_femur_finding_makes_the_follow_on_a_caution(
     assert {a: s for a, s in after.items() if a not in FOLLOW_ON_AGENTS} == {
         a: s for a, s in before.items() if a not in FOLLOW_ON_AGENTS
     }
-    assert reason.split(":")[0] in detail and reason.split(":")[0] not in control_detail
+    finding = reason.split(":", maxsplit=1)[0]
+    assert finding in detail and finding not in control_detail
     for line in (_not_checked(control_detail), _not_checked(detail)):
         assert "urolithiasis; osteonecrosis of the jaw; atypical femoral fracture;" not in line
         assert "SNOMED CT codes for urolithiasis, osteonecrosis of the jaw, atypical femoral fracture" in line
