@@ -58,9 +58,11 @@ _LOG_TEXT_MAX = 64
 def create_blueprint(service: HookService, settings: Settings, runtime: Runtime) -> Blueprint:
     """Routes, CORS and error handlers for one service; registers app-wide hooks on registration.
 
-    Order for a service call: 404/405, 401 (client JWT), 403 (issuer/tenant), 429 (per-client limits),
+    Order for a service call: 404/405, 429 (the source address used up its failed authentications),
+    401 (client JWT), 403 (issuer/tenant), 429 (per-client limits),
     415, 413, 400 (JSON), 403 (fhirServer not allowed: checked as soon as the body is parsed, before any
-    other validation and before prefetch is read), 400 (request), then 412/500 from the service.
+    other validation and before prefetch is read), 400 (request), then 412/500 from the service, with
+    503 when the worker's fair queue is full or the wait for the evaluation's turn times out.
     """
     limiter = ClientLimiter(settings.client_rate_limit, settings.client_max_in_flight)
     failures = AuthFailureLimiter(settings.auth_failure_limit)
