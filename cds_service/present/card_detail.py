@@ -45,6 +45,9 @@ _FOLLOWUP_REASON = re.compile(r"DXA with total hip on or after", re.IGNORECASE)
 _RESTATED = re.compile(r"^(total hip|lumbar spine)\b.*(ΔT|%)")
 _DATED = re.compile(r"^(.*) \((\d{4}-\d{2}-\d{2})\)$")
 _ANY_CALCIUM_LINE = re.compile(r"calcium and vitamin d", re.IGNORECASE)
+# A high-risk reason "T-score -2.9 (lumbar spine, 2021-02-15) <= -2.5" whose value a DXA line shows.
+_HIGH_RISK_T = re.compile(r"^T-score (\S+) \(([^,()]+), (\d{4}-\d{2}-\d{2})\) <= (\S+)$")
+_UCUM_BSA = "{1.73_m2}"  # eGFR's UCUM annotation, written as a reader writes it
 _SITES = {
     "total_hip": "total hip",
     "femoral_neck": "femoral neck",
@@ -75,8 +78,9 @@ def _where(dxa: DxaEvidence) -> str:
 
 
 def _line(title: str, items: Iterable[str], sep: str = "; ") -> str:
+    """`Title: a; b` (no bold: the label is plain text, the items say the rest)."""
     parts = [item for item in items if item]
-    return f"**{title}:** " + sep.join(parts) if parts else ""
+    return f"{title}: " + sep.join(parts) if parts else ""
 
 
 def _sentences(items: Iterable[str]) -> list[str]:
@@ -128,7 +132,7 @@ def _targets(site: str, knowledge: Knowledge) -> tuple[Decimal | None, Decimal |
 def _response_line(
     resp: SiteResponse, values: list[DxaEvidence], dates: tuple[date, date] | None, knowledge: Knowledge
 ) -> str:
-    """`**Total hip:** T -2.6 → -2.5: ΔT +0.10 (≥ +0.20), +1.2 % (≥ +3 %, decides): **not met**`."""
+    """`Total hip: T -2.6 → -2.5, ΔT +0.10 (≥ +0.20), +1.2 % (≥ +3 %, decides): not met`."""
     dt_target, pct_target = _targets(resp.site, knowledge)
     if resp.metric == "delta_t":
         dt_target = resp.target
@@ -147,7 +151,7 @@ def _response_line(
     verdict = "met" if resp.met else "not met"
     series = _series(values, dates) or f"{resp.baseline_date.isoformat()} → {resp.followup_date.isoformat()}"
     site = _where(values[0]) if values else _site(resp.site)
-    return f"**{site[:1].upper()}{site[1:]}:** {series}: " + ", ".join(parts) + f": **{verdict}**"
+    return f"{site[:1].upper()}{site[1:]}: {series}, " + ", ".join(parts) + f": {verdict}"
 
 
 def _dxa_lines(decision: Decision, knowledge: Knowledge) -> list[str]:
@@ -163,33 +167,50 @@ def _dxa_lines(decision: Decision, knowledge: Knowledge) -> list[str]:
         if other_kind in grouped and resp.pct_change is not None and other_kind is not None:
             used += grouped.pop(other_kind)
         lines.append(_response_line(resp, used, dates, knowledge))
-    head = f"**DXA {dates[0].isoformat()} → {dates[1].isoformat()}:**" if dates else "**DXA:**"
+    head = f"DXA {dates[0].isoformat()} → {dates[1].isoformat()}:" if dates else "DXA:"
     scanners = sorted({_esc(d.scanner_status) for d in decision.evidence.dxa if d.role == "follow-up"})
-    parts = [f"scanner: {', '.join(scanners)}"] if scanners else []
+    parts = [", ".join(scanners)] if scanners else []  # "same scanner", "scanner changed", ...
     parts += [f"{_where(values[0])} {_series(values, dates)}" for values in grouped.values()]
     if parts:
         lines.append(f"{head} " + "; ".join(parts))
     return lines
 
 
+def stated_by_exposure(decision: Decision) -> str | None:
+    """The adherence caveat that the exposure line states itself ("statements/orders only: adherence not
+    verifiable"), so that the caveats do not repeat it; None when the caveats must say it."""
+    exp = decision.evidence.exposure
+    if exp is None or "(" not in exp.source_quality:
+        return None
+    note = exp.source_quality.split("(", 1)[1].rstrip(")")
+    return next((c for c in decision.caveats if c.startswith(note) and "statements" in c), None)
+
+
 def _exposure_line(decision: Decision) -> str:
     exp = decision.evidence.exposure
     if exp is None:
         return ""
-    parts = [", ".join(_esc(human_key(a)) for a in exp.agents) or "no agent recorded"]
+    agents = ", ".join(_esc(human_key(a)) for a in exp.agents) or "no agent recorded"
+    parts: list[str] = []
     if exp.therapy_start is not None:
-        span = f"from {exp.therapy_start.isoformat()}"
+        span = f"{agents} {exp.therapy_start.isoformat()}"
         if exp.span_end is not None:
             days = (exp.span_end - exp.therapy_start).days + 1
-            span += f" to {exp.span_end.isoformat()} ({days} days)"
+            span += f" → {exp.span_end.isoformat()} ({days} days)"
         parts.append(span)
+    else:
+        parts.append(agents)
     if exp.coverage_ratio is not None:
         parts.append(f"coverage {plain(exp.coverage_ratio)}")
     parts.append(f"longest gap {exp.longest_gap_days} days")
     line = _line("Exposure", parts, ", ")
     quality = exp.source_quality
-    if "(" in quality and any(quality.split("(", 1)[1].rstrip(")") in c for c in decision.caveats):
-        quality = quality.split("(", 1)[0].strip()  # the caveats say the rest
+    if "(" in quality:
+        head, note = quality.split("(", 1)[0].strip(), quality.split("(", 1)[1].rstrip(")")
+        if stated_by_exposure(decision) is not None:
+            quality = f"{head} only: {note}"  # the caveat is said here, not repeated in the caveats
+        elif any(note in c for c in decision.caveats):
+            quality = head  # the caveats say the rest
     return line + (f"; {_esc(quality)}" if quality else "")
 
 
@@ -199,27 +220,43 @@ def _rank_one_line(decision: Decision, knowledge: Knowledge) -> str:
         return ""
     top = order[0]
     reasons = _reasons(top.reasons)
-    head = f"**Rank 1: {agent_display(top.agent, knowledge)}** ({top.status})"
+    head = f"Rank 1: {agent_display(top.agent, knowledge)} ({top.status})"
     return head + (f": {reasons}" if reasons else "")
 
 
 def _labs_line(labs: Iterable[tuple[str, str]]) -> str:
-    """Labs grouped by their date: `eGFR 75 mL/min, calcium 9.4 mg/dL (2025-03-01)`."""
+    """Labs grouped by their date: `eGFR 75 mL/min/1.73 m², calcium 9.4 mg/dL (2025-03-01)`."""
     by_date: dict[str, list[str]] = {}
     for label, value in labs:
-        dated = _DATED.match(value)
+        dated = _DATED.match(value.replace(_UCUM_BSA, "1.73 m²"))
         shown, when = (dated.group(1), dated.group(2)) if dated else (value, "")
         by_date.setdefault(when, []).append(f"{_esc(label)} {_esc(shown)}")
     groups = [", ".join(items) + (f" ({when})" if when else "") for when, items in by_date.items()]
     return _line("Labs", groups)
 
 
+def _reason(reason: str, decision: Decision) -> str:
+    """A reason as the key evidence shows it: a high-risk T-score that a DXA line shows is not repeated."""
+    found = _HIGH_RISK_T.match(reason)
+    if found is None:
+        return reason
+    value, site, day, limit = found.groups()
+    shown = any(
+        dxa.kind == "t_score"
+        and human_key(dxa.site) == site
+        and dxa.date.isoformat() == day
+        and t_score(dxa.value) == value
+        for dxa in decision.evidence.dxa
+    )
+    return f"High risk: {site} T-score <= {limit}" if shown else reason
+
+
 def key_evidence(decision: Decision, knowledge: Knowledge, values: dict[str, str]) -> list[str]:
     """At most eight lines: reasons, DXAs and deltas, exposure, rank-1 agent, labs, target, findings."""
     evidence = decision.evidence
     restated = _RESTATED if evidence.responses else None  # the response lines show these deltas
-    reasons = (r for r in decision.reasons if restated is None or not restated.match(r))
-    lines = [_line("Reasons", (_esc(r) for r in reasons))]
+    reasons = [_reason(r, decision) for r in decision.reasons if restated is None or not restated.match(r)]
+    lines = ["; ".join(_esc(r) for r in reasons if r.strip())]
     lines += _dxa_lines(decision, knowledge)
     lines.append(_exposure_line(decision))
     lines.append(_rank_one_line(decision, knowledge))
@@ -245,19 +282,22 @@ def _agent_status(agent: AgentAssessment, ranked_view: bool) -> str:
 
 
 def agents_line(decision: Decision, knowledge: Knowledge) -> str:
-    """Every agent with rank and status; agents sharing the same reasons are listed once with them."""
+    """Every agent with rank and status (on an escalation card, every agent but the rank-1 one, which the
+    key evidence shows with its reasons); agents sharing the same reasons are listed once with them."""
     if not decision.agents:
         return ""
     order = ranked(decision.agents)
     ranked_view = decision.outcome in ("ESCALATE", "CONSIDER")
+    listed = [*order, *(a for a in decision.agents if a.status == "excluded")]
+    if ranked_view and order:
+        listed = listed[1:]  # the rank-1 line of the key evidence
     groups: dict[str, list[str]] = {}
-    for position, agent in enumerate([*order, *(a for a in decision.agents if a.status == "excluded")]):
-        shown_above = ranked_view and position == 0  # the rank-1 line of the key evidence gives its reasons
-        reasons = "" if shown_above else _reasons(agent.reasons)
+    for position, agent in enumerate(listed):
+        reasons = _reasons(agent.reasons)
         head = f"{agent_display(agent.agent, knowledge)} ({_agent_status(agent, ranked_view)})"
         groups.setdefault(reasons or f"\0{position}", []).append(head)
     items = [", ".join(heads) + ("" if why.startswith("\0") else f": {why}") for why, heads in groups.items()]
-    return _line("Agents", items)
+    return _line("Other agents" if ranked_view and order else "Agents", items)
 
 
 def _grouped(items: Iterable[FollowOnAssessment], knowledge: Knowledge) -> str:
@@ -276,14 +316,15 @@ def _grouped(items: Iterable[FollowOnAssessment], knowledge: Knowledge) -> str:
 
 def follow_on_line(decision: Decision, knowledge: Knowledge, values: dict[str, str]) -> str:
     if decision.follow_on:
-        return f"**Follow-on:** {_grouped(decision.follow_on, knowledge)}"
+        return f"Follow-on: {_grouped(decision.follow_on, knowledge)}"
     if "egfr" in decision.missing and (decision.agents or decision.outcome in ("ESCALATE", "CONSIDER")):
-        return f"**Follow-on:** {text(knowledge, 'obtain_egfr_line', values)}"
+        return f"Follow-on: {text(knowledge, 'obtain_egfr_line', values)}"
     return ""
 
 
 def caveats_line(decision: Decision, knowledge: Knowledge, values: dict[str, str]) -> str:
-    lines = [_esc(c) for c in dict.fromkeys(decision.caveats)]
+    stated = stated_by_exposure(decision)
+    lines = [_esc(c) for c in dict.fromkeys(decision.caveats) if c != stated]
     if decision.evidence.aace_very_high_risk:
         lines.append(text(knowledge, "aace_line", values))
     return _line("Caveats", lines)

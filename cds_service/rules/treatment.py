@@ -87,7 +87,7 @@ def _lab_gaps(evaluation: Evaluation, labs: LabStatus) -> None:
         ("eGFR", labs.egfr),
         ("Calcium", labs.calcium),
         ("Albumin", labs.albumin),
-        ("Alkaline phosphatase", labs.alp),
+        ("ALP", labs.alp),  # short: the card's lab line
         ("25-OH vitamin D", labs.vitamin_d),
     ):
         if lab is not None:
