@@ -6,6 +6,7 @@ import itertools
 import json
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from typing import Any, get_args
@@ -542,6 +543,70 @@ def test_escalate_detail_in_reading_order() -> None:
     assert KNOWLEDGE.texts.supplements_line in rest
     assert KNOWLEDGE.line("targets_line") in rest
     assert "](" not in detail and "http" not in detail  # sources are card links
+
+
+@pytest.mark.protocol("R5", "5-dxa")
+@pytest.mark.parametrize(
+    ("reason", "shown"),
+    [
+        pytest.param(
+            "T-score -2.9 (total hip, 2021-02-15) <= -2.5",
+            "High risk: total hip T-score <= -2.5",
+            id="value, site and date on a DXA line -> not repeated",
+        ),
+        pytest.param(
+            "T-score -2.9 (total hip, 2019-01-01) <= -2.5",
+            "T-score -2.9 (total hip, 2019-01-01) <= -2.5",
+            id="a DXA the card does not show -> the reason in full",
+        ),
+        pytest.param(
+            "T-score -3.1 (total hip, 2021-02-15) <= -2.5",
+            "T-score -3.1 (total hip, 2021-02-15) <= -2.5",
+            id="another value on that date -> the reason in full",
+        ),
+    ],
+)
+def test_high_risk_t_score_is_said_once(reason: str, shown: str) -> None:
+    detail = render(make("ESCALATE", reasons=(reason,)))[0]["detail"]
+    key = detail.split("\n\n")[1].splitlines()
+    assert key[0] == f"- {shown}"
+    assert key[1].startswith("- Total hip (left): T -2.9 → -2.8")  # the value the short form points to
+
+
+@pytest.mark.protocol("4-coverage")
+@pytest.mark.parametrize(
+    ("caveat", "exposure_tail", "in_caveats"),
+    [
+        pytest.param(
+            "adherence not verifiable (statements or orders only)",
+            "; statements/orders only: adherence not verifiable",
+            False,
+            id="the exposure line says it -> not repeated in the caveats",
+        ),
+        pytest.param(
+            "adherence not verifiable (orders only)",
+            "; statements/orders",
+            True,
+            id="orders only: the caveat says more -> kept",
+        ),
+    ],
+)
+def test_adherence_caveat_is_said_once(caveat: str, exposure_tail: str, in_caveats: bool) -> None:
+    exposure = ExposureSummary(
+        ("alendronate",),
+        date(2021, 1, 10),
+        date(2024, 5, 20),
+        Decimal("1.00"),
+        0,
+        "statements/orders (adherence not verifiable)",
+    )
+    evidence = replace(full_evidence(), exposure=exposure)
+    detail = render(make("ESCALATE", caveats=(caveat, "FRAX not on record"), evidence=evidence))[0]["detail"]
+    exposure_line = next(line for line in detail.splitlines() if line.startswith("- Exposure:"))
+    assert exposure_line.endswith(exposure_tail)
+    caveats = next(p for p in detail.split("\n\n") if p.startswith("Caveats:"))
+    assert (caveat in caveats) is in_caveats
+    assert "FRAX not on record" in caveats
 
 
 def test_sources_are_card_links_once_per_response() -> None:
