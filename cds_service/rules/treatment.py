@@ -11,7 +11,7 @@ from cds_service.rules.decision import Decision, Outcome, SiteResponse
 from cds_service.rules.evaluation import CAPPING_MISSING, Evaluation
 from cds_service.rules.exposure import BISPHOSPHONATES
 from cds_service.rules.labs import LabStatus
-from cds_service.rules.plan import before_starting, monitoring, phase_plan
+from cds_service.rules.plan import before_starting, monitoring, phase_plan, plan_start
 
 
 def rule_secondary_causes(evaluation: Evaluation) -> list[str]:
@@ -204,6 +204,13 @@ def rule_treatment(
             ctx.pth_use_days,
             evaluation.knowledge,
             as_of=evaluation.as_of,
+        ),
+        plan_start=plan_start(
+            ranked[0].agent,
+            evaluation.first_line_agent,
+            last_denosumab,
+            evaluation.knowledge,
+            evaluation.as_of,
         ),
         before_starting=before_starting(evaluation.sex, ranked[0].agent, evaluation.knowledge),
         monitoring=monitoring(evaluation.knowledge),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cds_service.knowledge.loader import packaged_knowledge
-from cds_service.rules.plan import before_starting, phase_plan
+from cds_service.rules.plan import before_starting, phase_plan, plan_start
 from tests.clinical_builders import d
 
 K = packaged_knowledge()
@@ -123,3 +123,26 @@ def test_denosumab_transition_relative_to_as_of(as_of: str, expected: str) -> No
     plan = phase_plan("romosozumab", "denosumab", d("2025-01-10"), 0, K, as_of=d(as_of))
     name = K.model.agents["romosozumab"].display
     assert plan[0].replace(name, "Romosozumab") == expected
+
+
+@pytest.mark.protocol("7-plan")
+@pytest.mark.parametrize(
+    ("agent", "current", "as_of", "expected"),
+    [
+        pytest.param(
+            "romosozumab", "denosumab", "2025-07-11", "2025-07-12", id="§7: next dose ahead -> its date"
+        ),
+        pytest.param("teriparatide", "denosumab", "2025-07-11", "2025-07-12", id="§7: a PTH analogue too"),
+        pytest.param("romosozumab", "denosumab", "2025-07-12", None, id="§7 edge: due today -> start now"),
+        pytest.param("romosozumab", "alendronate", "2025-07-11", None, id="§7: oral -> no date in the plan"),
+        pytest.param(None, "denosumab", "2025-07-11", None, id="§7: no anabolic ranked -> no plan"),
+    ],
+)
+def test_plan_start_is_the_date_the_plan_states(
+    agent: str | None, current: str, as_of: str, expected: str | None
+) -> None:
+    start = plan_start(agent, current, d("2025-01-10"), K, d(as_of))
+    assert start == (d(expected) if expected else None)
+    if start is not None:  # the plan's transition sentence gives that date
+        (first, *_rest) = phase_plan(agent, current, d("2025-01-10"), 0, K, as_of=d(as_of))
+        assert f"is due ({start.isoformat()};" in first
