@@ -75,9 +75,7 @@ def _lab_gaps(evaluation: Evaluation, labs: LabStatus) -> None:
     for note in labs.notes:
         evaluation.caveat(note)
     if labs.vitamin_d is None:
-        evaluation.caveat(
-            f"25-OH vitamin D not on record within {evaluation.knowledge.windows.lab_lookback_months} months"
-        )
+        evaluation.caveat(evaluation.knowledge.line("vitamin_d_missing_caveat"))
     if labs.calcium is not None and labs.albumin is None:
         evaluation.caveat("albumin not on record: calcium not corrected")
     if not any(m.role == "supplement" for m in evaluation.record.medications):
