@@ -1,8 +1,9 @@
 """Card wording of the knowledge file (`texts`): the templates, the names they may use, and filling.
 
 Every sentence a card shows is a template here; `{name}` placeholders are thresholds and windows (by key)
-or values of the decision the renderer names (`CARD_PLACEHOLDERS`). `checks.check_texts` refuses an
-unknown placeholder or a missing template at start-up.
+or values of the decision the renderer names (`CARD_PLACEHOLDERS`). The sentences the rules write into the
+decision (reasons, caveats, agent reasons) are templates too, each with its own values (`RULE_VALUES`).
+`checks.check_texts` refuses an unknown placeholder or a missing template at start-up.
 """
 
 from __future__ import annotations
@@ -61,9 +62,41 @@ CARD_PLACEHOLDERS = (
     "used_days",
     "remaining_days",
     "tests",
-    "therapy_start",
-    "followup_date",
 )
+# Sentences the rules write into the decision's reasons, caveats and agent reasons (protocol §9), and the
+# values of the decision each one is given (besides every threshold and window). A rule template may name
+# only its own values: a name another rule fills would fail at evaluation, so it stops start-up instead.
+RULE_VALUES: dict[str, tuple[str, ...]] = {
+    "duration_reason": ("therapy_start",),
+    "followup_stale_reason": ("followup_date",),
+    "vitamin_d_missing_caveat": (),
+    "age_reason": ("age",),
+    "recent_fracture_reason": ("finding",),
+    "t_score_reason": ("t_score", "site", "scan_date"),
+    "frax_mof_reason": ("frax", "frax_date"),
+    "frax_hip_reason": ("frax", "frax_date"),
+    "coverage_ratio_reason": ("coverage_ratio",),
+    "adherence_gap_reason": ("gap_days",),
+    "denosumab_interval_reason": ("interval_days",),
+    "baseline_missing_reason": ("window_start", "window_end"),
+    "vitamin_d_low_flag": ("vitamin_d",),
+    "renal_egfr_reason": ("egfr", "egfr_date"),
+    "renal_dialysis_reason": ("finding",),
+    "at_target_reason": ("t_score", "target_t"),
+    "prior_denosumab_reason": ("prior_denosumab_duration",),
+    "prior_denosumab_romosozumab_excluded_reason": ("prior_denosumab_duration",),
+    "cv_recent_exclusion": ("finding",),
+    "cv_undated_caution": ("finding_label",),
+    "pth_use_limit_exclusion": ("used_days", "allowance_days"),
+    "pth_after_denosumab_caution": (),
+    "follow_on_egfr_gate_exclusion": ("egfr",),
+    "follow_on_egfr_low_exclusion": ("egfr",),
+    "follow_on_egfr_high_exclusion": ("egfr",),
+    "egfr_gate_undecided_note": ("egfr",),
+    "egfr_band_undecided_note": ("egfr",),
+    "vitamin_d_undecided_note": ("vitamin_d",),
+    "denosumab_overdue_old_caveat": ("last_dose",),
+}
 # The missing-input codes of protocol §9: each needs a short name and a line in `texts`.
 MISSING_CODES = (
     "birth_date",
@@ -131,6 +164,32 @@ class Texts(BaseModel):
     duration_reason: str
     followup_stale_reason: str
     vitamin_d_missing_caveat: str
+    age_reason: str
+    recent_fracture_reason: str
+    t_score_reason: str
+    frax_mof_reason: str
+    frax_hip_reason: str
+    coverage_ratio_reason: str
+    adherence_gap_reason: str
+    denosumab_interval_reason: str
+    baseline_missing_reason: str
+    vitamin_d_low_flag: str
+    renal_egfr_reason: str
+    renal_dialysis_reason: str
+    at_target_reason: str
+    prior_denosumab_reason: str
+    prior_denosumab_romosozumab_excluded_reason: str
+    cv_recent_exclusion: str
+    cv_undated_caution: str
+    pth_use_limit_exclusion: str
+    pth_after_denosumab_caution: str
+    follow_on_egfr_gate_exclusion: str
+    follow_on_egfr_low_exclusion: str
+    follow_on_egfr_high_exclusion: str
+    egfr_gate_undecided_note: str
+    egfr_band_undecided_note: str
+    vitamin_d_undecided_note: str
+    denosumab_overdue_old_caveat: str
     missing_names: dict[str, str]
     missing_lines: dict[str, str]
 

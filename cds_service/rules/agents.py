@@ -51,28 +51,29 @@ def duration_text(days: int) -> str:
     return f"{days} days"
 
 
-def prior_denosumab_text(knowledge: Knowledge) -> str:
-    return f"prior denosumab for {duration_text(knowledge.windows.prior_denosumab_min_days)} or more"
+def prior_denosumab_text(knowledge: Knowledge, name: str = "prior_denosumab_reason") -> str:
+    """Template `name` with `prior_denosumab_min_days` said as `duration_text` says it."""
+    duration = duration_text(knowledge.windows.prior_denosumab_min_days)
+    return knowledge.line(name, prior_denosumab_duration=duration)
 
 
-def _cv_texts(cv_status: CvStatus, months: int) -> tuple[list[str], list[str]]:
-    exclude = [f"MI or stroke within {months} months: {describe(f)}" for f in cv_status.recent]
-    caution: list[str] = [f"prior MI or stroke: {describe(f)}" for f in cv_status.prior]
-    caution += [
-        f"MI/stroke history without an event date ({f.label}): confirm none in the past {months} months"
-        for f in cv_status.undated
-    ]
+def _cv_texts(cv_status: CvStatus, knowledge: Knowledge) -> tuple[list[str], list[str], list[str]]:
+    """(exclusions, prior MI/stroke cautions, other cautions): the policy decides where prior events go."""
+    exclude = [knowledge.line("cv_recent_exclusion", finding=describe(f)) for f in cv_status.recent]
+    prior = [f"prior MI or stroke: {describe(f)}" for f in cv_status.prior]
+    caution = [knowledge.line("cv_undated_caution", finding_label=f.label) for f in cv_status.undated]
     caution += [f"TIA on record: {describe(f)}" for f in cv_status.tia]
-    return exclude, caution
+    return exclude, prior, caution
 
 
 def romosozumab_findings(
     ctx: AgentContext, knowledge: Knowledge, usage_limits: bool
 ) -> tuple[list[str], list[str]]:
-    excluded, caution = _cv_texts(ctx.cv_status, knowledge.windows.cv_event_exclusion_months)
-    if knowledge.policy.romosozumab_prior_cv_event == "exclude" and ctx.cv_status.prior:
-        excluded += [c for c in caution if c.startswith("prior MI")]
-        caution = [c for c in caution if not c.startswith("prior MI")]
+    excluded, prior, caution = _cv_texts(ctx.cv_status, knowledge)
+    if knowledge.policy.romosozumab_prior_cv_event == "exclude":
+        excluded += prior
+    else:
+        caution = prior + caution
     if usage_limits and ctx.romosozumab_doses >= 12:
         excluded.append(f"{ctx.romosozumab_doses} romosozumab doses already (limit 12)")
     if ctx.labs.calcium_low:
@@ -105,17 +106,17 @@ def pth_findings(
         else knowledge.windows.pth_allowance_days
     )
     if usage_limits and ctx.pth_use_days >= allowance:
-        excluded.append(f"{ctx.pth_use_days} days of PTH-analogue use already (limit {allowance})")
+        excluded.append(
+            knowledge.line(
+                "pth_use_limit_exclusion", used_days=str(ctx.pth_use_days), allowance_days=str(allowance)
+            )
+        )
     if agent == "abaloparatide" and ctx.sex == "male" and knowledge.policy.abaloparatide_in_men == "exclude":
         excluded.append("male: abaloparatide not licensed for men under this policy")
     excluded += [f"allergy: {f.label}" for f in ctx.allergies.get(agent, ())]
     caution: list[str] = []
     if ctx.denosumab_within_caution_window:
-        caution.append(
-            f"denosumab within {knowledge.windows.pth_caution_denosumab_months} months: switching causes "
-            "transient hip bone loss; "
-            "only with specialist-planned overlap"
-        )
+        caution.append(knowledge.line("pth_after_denosumab_caution"))
     caution += [
         f"radiotherapy on record ({f.label}): confirm the field was not skeletal"
         for f in ctx.radiotherapy_any
@@ -178,14 +179,11 @@ def follow_on(
     for agent, spec in knowledge.model.follow_on_agents.items():
         excluded: list[str] = []
         if below_gate:
-            excluded.append(f"eGFR {egfr.shown} < {thresholds.egfr_renal_gate}: specialist decision")
+            excluded.append(knowledge.line("follow_on_egfr_gate_exclusion", egfr=egfr.shown))
         elif below_bisphosphonate and agent in ("alendronate", "zoledronic_acid"):
-            excluded.append(f"eGFR {egfr.shown} < {thresholds.egfr_follow_on_bisphosphonate}")
+            excluded.append(knowledge.line("follow_on_egfr_low_exclusion", egfr=egfr.shown))
         elif not below_bisphosphonate and agent in ("risedronate", "ibandronate"):
-            excluded.append(
-                f"eGFR {egfr.shown} >= {thresholds.egfr_follow_on_bisphosphonate}: "
-                "alendronate or zoledronic acid listed instead"
-            )
+            excluded.append(knowledge.line("follow_on_egfr_high_exclusion", egfr=egfr.shown))
         if agent == "ibandronate" and sex != "female":
             excluded.append("not used in men")
         if prior_denosumab and agent not in ("denosumab", "zoledronic_acid"):

@@ -26,12 +26,7 @@ def rule_demographics(evaluation: Evaluation) -> None:
         evaluation.done("INSUFFICIENT_DATA", "R0b", "no Patient or no birth date in the record")
     age = age_on(demo.birth_date, evaluation.as_of)
     if age < evaluation.knowledge.thresholds.min_age_years:
-        evaluation.done(
-            "NOT_APPLICABLE",
-            "R1",
-            f"age {age} < {evaluation.knowledge.thresholds.min_age_years}: "
-            "younger adults need Z-score and secondary-cause assessment",
-        )
+        evaluation.done("NOT_APPLICABLE", "R1", evaluation.knowledge.line("age_reason", age=str(age)))
 
 
 def rule_malignancy(evaluation: Evaluation) -> None:
@@ -156,8 +151,9 @@ def rule_very_high_risk(evaluation: Evaluation) -> None:
         evaluation.done(
             "VERY_HIGH_RISK_PATHWAY",
             "R4",
-            f"fragility fracture within {evaluation.knowledge.windows.recent_fracture_months} months: "
-            + history.describe(fractures.recent_fragility),
+            evaluation.knowledge.line(
+                "recent_fracture_reason", finding=history.describe(fractures.recent_fragility)
+            ),
         )
 
 
@@ -185,19 +181,30 @@ def rule_high_risk(evaluation: Evaluation) -> None:
         if lowest.site == "unknown":
             evaluation.caveat("a T-score of undetermined site was used for the diagnosis only")
         evaluation.reasons.append(
-            f"T-score {bmd.shown_t(lowest.value, thresholds.t_score_osteoporosis, above=False)} "
-            f"({lowest.site.replace('_', ' ')}, {lowest.date.isoformat()}) "
-            f"<= {thresholds.t_score_osteoporosis}"
+            evaluation.knowledge.line(
+                "t_score_reason",
+                t_score=bmd.shown_t(lowest.value, thresholds.t_score_osteoporosis, above=False),
+                site=lowest.site.replace("_", " "),
+                scan_date=lowest.date.isoformat(),
+            )
         )
     elif mof and mof.value >= thresholds.frax_mof_high_risk:
         evaluation.reasons.append(
-            f"FRAX major osteoporotic fracture {mof.value} % ({mof.date.isoformat()}) "
-            f">= {thresholds.frax_mof_high_risk} %"
+            evaluation.knowledge.line(
+                "frax_mof_reason",
+                frax=str(mof.value),
+                frax_date=mof.date.isoformat(),
+                frax_mof_high_risk=str(thresholds.frax_mof_high_risk),  # as configured ("20.0")
+            )
         )
     elif hip and hip.value >= thresholds.frax_hip_high_risk and _recent_lowest_t_in_low_mass(evaluation):
         evaluation.reasons.append(
-            f"FRAX hip {hip.value} % ({hip.date.isoformat()}) >= {thresholds.frax_hip_high_risk} % "
-            "with low bone mass"
+            evaluation.knowledge.line(
+                "frax_hip_reason",
+                frax=str(hip.value),
+                frax_date=hip.date.isoformat(),
+                frax_hip_high_risk=str(thresholds.frax_hip_high_risk),  # as configured ("3.0")
+            )
         )
     elif not diag and not evaluation.record.frax:
         if history.with_concept(evaluation.record.findings, "osteoporosis"):
@@ -298,8 +305,6 @@ def rule_duration(evaluation: Evaluation, start: date) -> None:
         evaluation.done(
             "NOT_ELIGIBLE_DURATION",
             "R7",
-            evaluation.knowledge.texts.line(
-                "duration_reason", {**evaluation.knowledge.text_values, "therapy_start": start.isoformat()}
-            ),
+            evaluation.knowledge.line("duration_reason", therapy_start=start.isoformat()),
             reevaluate_from=reevaluate,
         )

@@ -181,8 +181,7 @@ class Evaluation:
             self.exposures.get("denosumab"),
             self.first_line_records,
             self.as_of,
-            self.knowledge.windows.denosumab_max_interval_days,
-            self.knowledge.windows.denosumab_overdue_max_months,
+            self.knowledge,
         )
         if warning:
             self.warnings.append(warning)

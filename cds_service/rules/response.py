@@ -40,10 +40,7 @@ def rule_followup(evaluation: Evaluation, start: date, scans: list[bmd.Scan]) ->
         evaluation.done(
             "INSUFFICIENT_DATA",
             "R7f",
-            evaluation.knowledge.texts.line(
-                "followup_stale_reason",
-                {**evaluation.knowledge.text_values, "followup_date": candidates[-1].date.isoformat()},
-            ),
+            evaluation.knowledge.line("followup_stale_reason", followup_date=candidates[-1].date.isoformat()),
         )
     return fresh
 
@@ -84,19 +81,19 @@ def rule_holiday_and_adherence(evaluation: Evaluation, start: date, followup_dat
         evaluation.evidence,
         exposure=ExposureSummary(agents, start, span.end, adh.ratio, adh.longest_gap_days, quality),
     )
-    windows = evaluation.knowledge.windows
+    knowledge = evaluation.knowledge
+    windows = knowledge.windows
     problems: list[str] = []
-    if adh.ratio < evaluation.knowledge.thresholds.coverage_ratio_min:
-        problems.append(f"coverage ratio {adh.ratio} < {evaluation.knowledge.thresholds.coverage_ratio_min}")
+    if adh.ratio < knowledge.thresholds.coverage_ratio_min:
+        problems.append(knowledge.line("coverage_ratio_reason", coverage_ratio=str(adh.ratio)))
     if adh.longest_gap_days > windows.adherence_gap_days:
-        problems.append(f"uncovered gap of {adh.longest_gap_days} days > {windows.adherence_gap_days}")
+        problems.append(knowledge.line("adherence_gap_reason", gap_days=str(adh.longest_gap_days)))
     if (
         adh.denosumab_max_interval_days
         and adh.denosumab_max_interval_days > windows.denosumab_max_interval_days
     ):
         problems.append(
-            f"denosumab inter-dose interval {adh.denosumab_max_interval_days} days "
-            f"> {windows.denosumab_max_interval_days}"
+            knowledge.line("denosumab_interval_reason", interval_days=str(adh.denosumab_max_interval_days))
         )
     if problems:
         evaluation.reasons.extend(problems)
@@ -129,9 +126,11 @@ def rule_response(
         evaluation.done(
             "INSUFFICIENT_DATA",
             "R8",
-            "response cannot be assessed: baseline DXA with total hip between "
-            f"{window_start.isoformat()} and "
-            f"{window_end.isoformat()} and a follow-up DXA with total hip are both needed",
+            evaluation.knowledge.line(
+                "baseline_missing_reason",
+                window_start=window_start.isoformat(),
+                window_end=window_end.isoformat(),
+            ),
         )
     assert th_base is not None and th_fu is not None
     if th_status == "changed":

@@ -39,9 +39,9 @@ def rule_secondary_causes(evaluation: Evaluation) -> list[str]:
     if evaluation.alp_unexplained():
         flags.append("R9b: work up raised alkaline phosphatase first; PTH analogues excluded pending work-up")
     if labs.vitamin_d_low and labs.vitamin_d:
+        # "R9c: " stays in code: the CONSIDER summary finds the work-up flags by it (present.card_text)
         flags.append(
-            f"R9c: 25-OH vitamin D {labs.vitamin_d.shown} ng/mL "
-            f"< {evaluation.knowledge.thresholds.vitamin_d_low_ng_ml}: correct first"
+            "R9c: " + evaluation.knowledge.line("vitamin_d_low_flag", vitamin_d=labs.vitamin_d.shown)
         )
     if "secondary_non_renal" in hpt:
         flags.append("R9c: secondary (non-renal) hyperparathyroidism: correct the cause first")
@@ -100,14 +100,14 @@ def rule_renal_gate(evaluation: Evaluation, agents_ctx: AgentContext) -> None:
     renal = history.assess_renal(evaluation.record.findings, evaluation.as_of, evaluation.knowledge)
     reason: str | None = None
     if labs.egfr is not None and labs.egfr_below_gate is True:
-        gate = evaluation.knowledge.thresholds.egfr_renal_gate
-        reason = f"eGFR {labs.egfr.shown} ({labs.egfr.date.isoformat()}) < {gate}"
+        reason = evaluation.knowledge.line(
+            "renal_egfr_reason", egfr=labs.egfr.shown, egfr_date=labs.egfr.date.isoformat()
+        )
     elif renal.advanced_ckd:
         reason = "CKD stage 4-5 / end-stage renal disease: " + history.describe(renal.advanced_ckd[0])
     elif renal.recent_dialysis:
-        reason = (
-            f"dialysis within {evaluation.knowledge.windows.dialysis_lookback_days} days: "
-            + history.describe(renal.recent_dialysis[0])
+        reason = evaluation.knowledge.line(
+            "renal_dialysis_reason", finding=history.describe(renal.recent_dialysis[0])
         )
     elif renal.kidney_transplant:
         reason = "kidney transplant: " + history.describe(renal.kidney_transplant[0])
@@ -158,9 +158,9 @@ def rule_treatment(
         evaluation.done(
             "CONSIDER",
             "R11",
-            f"lowest total-hip/femoral-neck T-score {bmd.shown_t(lowest, target, above=True)} is above the "
-            f"personalised target {target}: "
-            "at target: continuing current therapy is reasonable",
+            evaluation.knowledge.line(
+                "at_target_reason", t_score=bmd.shown_t(lowest, target, above=True), target_t=str(target)
+            ),
         )
     agents = rank_agents(ctx, evaluation.knowledge)
     follow = evaluation.follow_on_for(agents)
@@ -178,9 +178,7 @@ def rule_treatment(
         evaluation.done(
             "SPECIALIST_REVIEW",
             "R13",
-            f"{prior_denosumab_text(evaluation.knowledge)} and romosozumab excluded; "
-            "options a specialist may weigh: "
-            "continue denosumab and add teriparatide, or continue denosumab",
+            prior_denosumab_text(evaluation.knowledge, "prior_denosumab_romosozumab_excluded_reason"),
             agents=agents,
             follow_on=follow,
         )

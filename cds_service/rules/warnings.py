@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from cds_service.facts.dates import Interval, add_months
+from cds_service.knowledge.indexed import Knowledge
 from cds_service.rules.decision import WarningDetail
 from cds_service.rules.exposure import AgentExposure, AnabolicCourse
 
@@ -22,10 +23,10 @@ def denosumab_overdue(
     denosumab: AgentExposure | None,
     first_line: list[tuple[str, Interval]],
     as_of: date,
-    max_interval_days: int,
-    max_months: int,
+    knowledge: Knowledge,
 ) -> tuple[WarningDetail | None, str | None]:
-    """(warning, caveat). Beyond `max_months` only a caveat line, no warning code."""
+    """(warning, caveat). Beyond `denosumab_overdue_max_months` only a caveat line, no warning code."""
+    max_interval_days = knowledge.windows.denosumab_max_interval_days
     if denosumab is None:
         return None, None
     injections = [d for d in denosumab.dose_dates if d <= as_of]
@@ -35,8 +36,8 @@ def denosumab_overdue(
     days = (as_of - last).days
     if days <= max_interval_days or _covered_since(first_line, last, as_of):
         return None, None
-    if last < add_months(as_of, -max_months):
-        return None, f"last denosumab injection {last.isoformat()} more than {max_months} months ago"
+    if last < add_months(as_of, -knowledge.windows.denosumab_overdue_max_months):
+        return None, knowledge.line("denosumab_overdue_old_caveat", last_dose=last.isoformat())
     text = f"Last denosumab 60 mg injection {last.isoformat()} ({days} days before {as_of.isoformat()})."
     due = last + timedelta(days=max_interval_days)
     return WarningDetail("DENOSUMAB_OVERDUE", text, last=last, due=due), None

@@ -878,30 +878,155 @@ def check_missing_text(c: Change) -> None:
     assert str(c.new) in rendered(c.changed)
 
 
-# Reasons and caveats the rules write from a template that names a configured window (issue 11, part 3):
-# BASE evaluated on a day that produces each, and what must show with the packaged window.
-RULE_TEXT_DAYS: dict[str, tuple[date, str]] = {
-    "duration_reason": (date(2023, 6, 1), "first-line therapy since 2021-03-01: under 33 months"),
+# Reasons, caveats and agent reasons the rules write from a template (issue 11, part 3): a record and the
+# day it is evaluated on that produce each, and what must show with the packaged file.
+def _bounded(kind: str, value: str, comparator: str) -> Any:
+    return replace(lab(kind, value), comparator=comparator)
+
+
+YOUNG = replace(BASE, demographics=Demographics(d("1990-01-01"), "female", False))
+MI_RECENT = finding({"myocardial_infarction"}, "2025-01-01", "MI")
+MI_UNDATED = finding({"myocardial_infarction"}, None, "old MI")
+PRIOR_DENOSUMAB_365 = with_meds(*denosumab_doses("2015-01-01", [182]))  # (last + 183) - first = 365 days
+NON_ADHERENT = with_meds(
+    statement("alendronate", "2021-03-01", "2021-12-31"), statement("alendronate", "2023-06-01"), keep=False
+)  # one 516-day gap: coverage ratio and gap both fail
+AT_TARGET = bmd_record({"th": "-2.5", "ls": "-2.9", "fn": "-2.7"}, {"th": "-2.4", "ls": "-2.8", "fn": "-2.4"})
+RECENT_FRACTURE = finding(
+    {"osteoporotic_fracture"},
+    "2024-06-01",
+    "hip fracture",
+    fracture_site="hip_femur",
+    fracture_osteoporotic=True,
+)
+DIALYSIS = finding({"ckd_stage_4_5_or_dialysis"}, "2025-04-01", "dialysis", resource_type="Procedure")
+RULE_TEXTS: dict[str, tuple[PatientRecord, date, str]] = {
+    "duration_reason": (BASE, date(2023, 6, 1), "first-line therapy since 2021-03-01: under 33 months"),
     "followup_stale_reason": (
+        BASE,
         date(2026, 7, 1),
         "latest follow-up DXA 2024-05-20 is older than 24 months: repeat DXA with total hip",
     ),
-    "vitamin_d_missing_caveat": (date(2026, 4, 1), "25-OH vitamin D not on record within 12 months"),
+    "vitamin_d_missing_caveat": (BASE, date(2026, 4, 1), "25-OH vitamin D not on record within 12 months"),
+    "age_reason": (
+        YOUNG,
+        AS_OF,
+        "age 35 < 50: younger adults need Z-score and secondary-cause assessment",
+    ),
+    "recent_fracture_reason": (
+        with_findings(RECENT_FRACTURE),
+        AS_OF,
+        "fragility fracture within 24 months: hip fracture (2024-06-01)",
+    ),
+    "t_score_reason": (BASE, AS_OF, "T-score -2.9 (lumbar spine, 2021-02-15) <= -2.5"),
+    "frax_mof_reason": (
+        not_low_t(mof="22.0"),
+        AS_OF,
+        "FRAX major osteoporotic fracture 22.0 % (2024-05-20) >= 20.0 %",
+    ),
+    "frax_hip_reason": (
+        not_low_t(hip="3.5"),
+        AS_OF,
+        "FRAX hip 3.5 % (2024-05-20) >= 3.0 % with low bone mass",
+    ),
+    "coverage_ratio_reason": (NON_ADHERENT, AS_OF, "coverage ratio 0.56 < 0.80"),
+    "adherence_gap_reason": (NON_ADHERENT, AS_OF, "uncovered gap of 516 days > 90"),
+    "denosumab_interval_reason": (LATE_DENOSUMAB, AS_OF, "denosumab inter-dose interval 220 days > 213"),
+    "baseline_missing_reason": (
+        replace(BASE, bmd=BASE.bmd[3:]),
+        AS_OF,
+        "response cannot be assessed: baseline DXA with total hip between 2019-03-01 and 2021-06-01 "
+        "and a follow-up DXA with total hip are both needed",
+    ),
+    "vitamin_d_low_flag": (
+        with_labs(vitamin_d_25oh=lab("vitamin_d_25oh", "15")),
+        AS_OF,
+        "R9c: 25-OH vitamin D 15 ng/mL < 20: correct first",
+    ),
+    "renal_egfr_reason": (with_labs(egfr=lab("egfr", "25")), AS_OF, "renal gate: eGFR 25 (2025-03-01) < 30"),
+    "renal_dialysis_reason": (
+        with_findings(DIALYSIS),
+        AS_OF,
+        "renal gate: dialysis within 90 days: dialysis (2025-04-01)",
+    ),
+    "at_target_reason": (
+        AT_TARGET,
+        AS_OF,
+        "lowest total-hip/femoral-neck T-score -2.4 is above the personalised target -2.5: "
+        "at target: continuing current therapy is reasonable",
+    ),
+    "prior_denosumab_reason": (PRIOR_DENOSUMAB_365, AS_OF, "prior denosumab for 12 months or more"),
+    "prior_denosumab_romosozumab_excluded_reason": (
+        replace(PRIOR_DENOSUMAB_365, demographics=MALE.demographics),
+        AS_OF,
+        "prior denosumab for 12 months or more and romosozumab excluded; options a specialist may weigh: "
+        "continue denosumab and add teriparatide, or continue denosumab",
+    ),
+    "cv_recent_exclusion": (
+        with_findings(MI_RECENT),
+        AS_OF,
+        "MI or stroke within 12 months: MI (2025-01-01)",
+    ),
+    "cv_undated_caution": (
+        with_findings(MI_UNDATED),
+        AS_OF,
+        "MI/stroke history without an event date (old MI): confirm none in the past 12 months",
+    ),
+    "pth_use_limit_exclusion": (TERIPARATIDE_730, AS_OF, "730 days of PTH-analogue use already (limit 730)"),
+    "pth_after_denosumab_caution": (
+        with_meds(administration("denosumab", "2024-09-01", 183)),
+        AS_OF,
+        "denosumab within 18 months: switching causes transient hip bone loss; "
+        "only with specialist-planned overlap",
+    ),
+    "follow_on_egfr_gate_exclusion": (
+        with_labs(egfr=lab("egfr", "25")),
+        AS_OF,
+        "eGFR 25 < 30: specialist decision",
+    ),
+    "follow_on_egfr_low_exclusion": (with_labs(egfr=lab("egfr", "32")), AS_OF, "eGFR 32 < 35"),
+    "follow_on_egfr_high_exclusion": (
+        BASE,
+        AS_OF,
+        "eGFR 75 >= 35: alendronate or zoledronic acid listed instead",
+    ),
+    "egfr_gate_undecided_note": (
+        with_labs(egfr=_bounded("egfr", "60", "<")),
+        AS_OF,
+        "eGFR <60: cannot decide whether < 30",
+    ),
+    "egfr_band_undecided_note": (
+        with_labs(egfr=_bounded("egfr", "30", ">=")),
+        AS_OF,
+        "eGFR >=30: cannot decide the follow-on band (< or >= 35)",
+    ),
+    "vitamin_d_undecided_note": (
+        with_labs(vitamin_d_25oh=_bounded("vitamin_d_25oh", "30", "<")),
+        AS_OF,
+        "25-OH vitamin D <30 ng/mL: cannot decide whether < 20",
+    ),
+    "denosumab_overdue_old_caveat": (
+        with_meds(administration("denosumab", "2023-03-01", 183)),
+        AS_OF,
+        "last denosumab injection 2023-03-01 more than 24 months ago",
+    ),
 }
+
+
+def rule_text_json(record: PatientRecord, day: date, knowledge: Knowledge) -> str:
+    """The decision object (§9) and the cards of `record` on `day`, as one JSON text."""
+    decision = evaluate(record, knowledge, day)
+    return json.dumps([decision.to_json(), cards(decision, knowledge)], ensure_ascii=False)
 
 
 def check_rule_text(c: Change) -> None:
     """The rule's sentence is the knowledge file's template: a changed template is what the decision
     object (§9) and the cards carry (the duration card only with `policy.duration_card`)."""
-    day, packaged = RULE_TEXT_DAYS[c.path.split(".")[1]]
-
-    def rendered(knowledge: Knowledge) -> str:
-        decision = evaluate(BASE, knowledge, day)
-        return json.dumps([decision.to_json(), cards(decision, knowledge)], ensure_ascii=False)
-
-    assert packaged in rendered(c.default) and packaged not in rendered(c.changed)
-    assert str(c.new) not in rendered(c.default)
-    assert str(c.new) in rendered(c.changed)
+    record, day, packaged = RULE_TEXTS[c.path.split(".")[1]]
+    assert packaged in rule_text_json(record, day, c.default)
+    assert packaged not in rule_text_json(record, day, c.changed)
+    assert str(c.new) not in rule_text_json(record, day, c.default)
+    assert str(c.new) in rule_text_json(record, day, c.changed)
 
 
 LAST_DENOSUMAB = date(2025, 1, 1)  # due 2025-07-02 (183 days), latest switch 2025-08-01 (7 months)
@@ -1196,7 +1321,7 @@ CASES: list[Case] = [
     Case("texts.targets_line", marked("Changed line"), check_in_card(BASE), ("5-dxa",)),
     *(Case(f"texts.{name}", marked("Changed line"), check_text_in_detail, ()) for name in TEXT_DECISIONS),
     *(Case(f"texts.{name}", marked("Changed plan"), check_plan_text, ("7-plan",)) for name in PLAN_CALLS),
-    *(Case(f"texts.{name}", marked("Changed rule text"), check_rule_text, ()) for name in RULE_TEXT_DAYS),
+    *(Case(f"texts.{name}", marked("Changed rule text"), check_rule_text, ()) for name in RULE_TEXTS),
     Case("texts.missing_names.*", marked("Changed name"), check_missing_text, ("3a-blocking",)),
     Case("texts.missing_lines.*", marked("Changed missing"), check_missing_text, ("3a-blocking",)),
     Case("texts.*", marked("Changed line"), check_in_card(BASE), ()),
