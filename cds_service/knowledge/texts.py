@@ -66,6 +66,7 @@ CARD_PLACEHOLDERS = (
 # Sentences the rules write into the decision's reasons, caveats and agent reasons (protocol §9), and the
 # values of the decision each one is given (besides every threshold and window). A rule template may name
 # only its own values: a name another rule fills would fail at evaluation, so it stops start-up instead.
+_RESPONSE_VALUES = ("site", "change", "verdict", "target", "baseline_date", "followup_date")
 RULE_VALUES: dict[str, tuple[str, ...]] = {
     "duration_reason": ("therapy_start",),
     "followup_stale_reason": ("followup_date",),
@@ -96,6 +97,8 @@ RULE_VALUES: dict[str, tuple[str, ...]] = {
     "egfr_band_undecided_note": ("egfr",),
     "vitamin_d_undecided_note": ("vitamin_d",),
     "denosumab_overdue_old_caveat": ("last_dose",),
+    "response_pct_reason": _RESPONSE_VALUES,
+    "response_delta_t_reason": _RESPONSE_VALUES,
 }
 # The missing-input codes of protocol §9: each needs a short name and a line in `texts`.
 MISSING_CODES = (
@@ -190,6 +193,8 @@ class Texts(BaseModel):
     egfr_band_undecided_note: str
     vitamin_d_undecided_note: str
     denosumab_overdue_old_caveat: str
+    response_pct_reason: str
+    response_delta_t_reason: str
     missing_names: dict[str, str]
     missing_lines: dict[str, str]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 
+from cds_service.knowledge.indexed import Knowledge
 from cds_service.rules import bmd, history
 from cds_service.rules.agents import AgentContext, prior_denosumab_text, rank_agents
 from cds_service.rules.decision import Decision, Outcome, SiteResponse
@@ -141,7 +142,7 @@ def rule_treatment(
     evaluation.evidence = replace(evaluation.evidence, target_t=target)
     for site_response in (total_hip, lumbar_spine):
         if site_response is not None:
-            evaluation.reasons.append(response_text(site_response))
+            evaluation.reasons.append(response_text(site_response, evaluation.knowledge))
     if met:
         evaluation.reasons.extend(flags)
         if lowest is None or lowest <= target:
@@ -222,10 +223,16 @@ def _target_t(evaluation: Evaluation) -> Decimal:
     return evaluation.knowledge.thresholds.personalised_target_t
 
 
-def response_text(site_response: SiteResponse) -> str:
-    site = site_response.site.replace("_", " ")
-    period = f"({site_response.baseline_date.isoformat()} → {site_response.followup_date.isoformat()})"
-    verdict = "≥" if site_response.met else "<"
-    if site_response.metric == "pct":
-        return f"{site} change {site_response.pct_change:+} % {verdict} {site_response.target} % {period}"
-    return f"{site} ΔT {site_response.delta_t:+} {verdict} {site_response.target} {period}"
+def response_text(site_response: SiteResponse, knowledge: Knowledge) -> str:
+    """The deciding site's change against its target (§5); the target is the one the rule compared with."""
+    pct = site_response.metric == "pct"
+    change = site_response.pct_change if pct else site_response.delta_t
+    return knowledge.line(
+        "response_pct_reason" if pct else "response_delta_t_reason",
+        site=site_response.site.replace("_", " "),
+        change=format(change, "+"),
+        verdict="≥" if site_response.met else "<",
+        target=str(site_response.target),
+        baseline_date=site_response.baseline_date.isoformat(),
+        followup_date=site_response.followup_date.isoformat(),
+    )

@@ -899,6 +899,10 @@ RECENT_FRACTURE = finding(
     fracture_site="hip_femur",
     fracture_osteoporotic=True,
 )
+HIP_BMD_RESPONSE = bmd_record(
+    {"th": "-2.6", "ls": "-2.9", "fn": "-2.7", "th_bmd": "0.800"},
+    {"th": "-2.5", "ls": "-2.3", "fn": "-2.6", "th_bmd": "0.820"},
+)  # total hip decided by % change (+2.5 %), spine by ΔT
 DIALYSIS = finding({"ckd_stage_4_5_or_dialysis"}, "2025-04-01", "dialysis", resource_type="Procedure")
 RULE_TEXTS: dict[str, tuple[PatientRecord, date, str]] = {
     "duration_reason": (BASE, date(2023, 6, 1), "first-line therapy since 2021-03-01: under 33 months"),
@@ -1005,6 +1009,12 @@ RULE_TEXTS: dict[str, tuple[PatientRecord, date, str]] = {
         AS_OF,
         "25-OH vitamin D <30 ng/mL: cannot decide whether < 20",
     ),
+    "response_pct_reason": (
+        HIP_BMD_RESPONSE,
+        AS_OF,
+        "total hip change +2.5 % < 3.0 % (2021-02-15 → 2024-05-20)",
+    ),
+    "response_delta_t_reason": (BASE, AS_OF, "total hip ΔT +0.10 < 0.20 (2021-02-15 → 2024-05-20)"),
     "denosumab_overdue_old_caveat": (
         with_meds(administration("denosumab", "2023-03-01", 183)),
         AS_OF,

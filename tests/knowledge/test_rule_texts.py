@@ -19,6 +19,14 @@ from tests.knowledge_variants import variant
 
 # (template, configured value, new value, what the changed file must make the rule say)
 RULE_NUMBERS: list[tuple[str, str, Any, str]] = [
+    ("response_pct_reason", "thresholds.target_pct_total_hip", "2.8", "total hip change +2.5 % < 2.8 %"),
+    ("response_delta_t_reason", "thresholds.target_delta_t_total_hip", "0.15", "total hip ΔT +0.10 < 0.15"),
+    (
+        "response_delta_t_reason",
+        "thresholds.target_delta_t_lumbar_spine",
+        "0.45",
+        "lumbar spine ΔT +0.20 < 0.45",
+    ),
     ("age_reason", "thresholds.min_age_years", 60, "age 35 < 60: younger adults"),
     ("recent_fracture_reason", "windows.recent_fracture_months", 36, "fragility fracture within 36 months:"),
     ("t_score_reason", "thresholds.t_score_osteoporosis", "-2.4", "(lumbar spine, 2021-02-15) <= -2.4"),
