@@ -97,6 +97,20 @@ RULE_VALUES: dict[str, tuple[str, ...]] = {
     "egfr_band_undecided_note": ("egfr",),
     "vitamin_d_undecided_note": ("vitamin_d",),
     "denosumab_overdue_old_caveat": ("last_dose",),
+    "holiday_reason": ("agent", "coverage_end", "followup_date"),
+    "adherence_advice_reason": (),
+    "scanner_change_reason": ("baseline_date", "baseline_scanner", "followup_date", "followup_scanner"),
+    "second_course_reason": (),
+    "alp_workup_flag": (),
+    "secondary_hpt_flag": (),
+    "hpt_type_unknown_flag": (),
+    "calcium_low_flag": ("calcium",),
+    "hypocalcaemia_flag": ("finding",),
+    "renal_advice_reason": (),
+    "renal_transplant_advice_reason": (),
+    "all_agents_excluded_reason": (),
+    "denosumab_overdue_warning": ("last_dose", "days_since", "as_of"),
+    "follow_on_missing_warning": ("course_agent", "course_end"),
     "response_pct_reason": _RESPONSE_VALUES,
     "response_delta_t_reason": _RESPONSE_VALUES,
 }
@@ -193,6 +207,20 @@ class Texts(BaseModel):
     egfr_band_undecided_note: str
     vitamin_d_undecided_note: str
     denosumab_overdue_old_caveat: str
+    holiday_reason: str
+    adherence_advice_reason: str
+    scanner_change_reason: str
+    second_course_reason: str
+    alp_workup_flag: str
+    secondary_hpt_flag: str
+    hpt_type_unknown_flag: str
+    calcium_low_flag: str
+    hypocalcaemia_flag: str
+    renal_advice_reason: str
+    renal_transplant_advice_reason: str
+    all_agents_excluded_reason: str
+    denosumab_overdue_warning: str
+    follow_on_missing_warning: str
     response_pct_reason: str
     response_delta_t_reason: str
     missing_names: dict[str, str]

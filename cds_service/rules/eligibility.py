@@ -73,7 +73,7 @@ def rule_anabolic(evaluation: Evaluation) -> None:
         evaluation.done(
             "SPECIALIST_REVIEW",
             "R3c",
-            "the sequential step was already taken; a second anabolic course is a specialist decision",
+            evaluation.knowledge.line("second_course_reason"),
             agents=agents,
             follow_on=evaluation.follow_on_for(agents),
         )

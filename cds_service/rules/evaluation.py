@@ -187,9 +187,7 @@ class Evaluation:
             self.warnings.append(warning)
         if caveat:
             self.caveat(caveat)
-        missing = follow_on_missing(
-            self.courses, self.first_line_records, self.as_of, self.knowledge.windows.follow_on_missing_months
-        )
+        missing = follow_on_missing(self.courses, self.first_line_records, self.as_of, self.knowledge)
         if missing:
             self.warnings.append(missing)
 

@@ -64,10 +64,12 @@ def rule_holiday_and_adherence(evaluation: Evaluation, start: date, followup_dat
             evaluation.done(
                 "SPECIALIST_REVIEW",
                 "R7h",
-                f"drug holiday: {agent.replace('_', ' ')} coverage ended {interval.end.isoformat()}, "
-                "before the "
-                f"follow-up DXA {followup_date.isoformat()}: "
-                "change reflects time off therapy, not non-response",
+                evaluation.knowledge.line(
+                    "holiday_reason",
+                    agent=agent.replace("_", " "),
+                    coverage_end=interval.end.isoformat(),
+                    followup_date=followup_date.isoformat(),
+                ),
             )
     span = Interval(start, max(start, followup_date))
     adh = adherence(evaluation.first_line, span, evaluation.exposures.get("denosumab"))
@@ -97,12 +99,7 @@ def rule_holiday_and_adherence(evaluation: Evaluation, start: date, followup_dat
         )
     if problems:
         evaluation.reasons.extend(problems)
-        evaluation.done(
-            "NOT_ELIGIBLE_ADHERENCE",
-            "R7a",
-            "apparent non-response may reflect exposure; review adherence and absorption; an IV or "
-            "injectable agent may be considered",
-        )
+        evaluation.done("NOT_ELIGIBLE_ADHERENCE", "R7a", knowledge.line("adherence_advice_reason"))
 
 
 def rule_response(
@@ -184,8 +181,13 @@ def _scanner_change(evaluation: Evaluation, base: bmd.Scan, follow: bmd.Scan) ->
     evaluation.done(
         "SPECIALIST_REVIEW",
         "R8",
-        f"scanner changed between DXAs ({base.date.isoformat()}: {label_a}; "
-        f"{follow.date.isoformat()}: {label_b}): change not interpretable",
+        evaluation.knowledge.line(
+            "scanner_change_reason",
+            baseline_date=base.date.isoformat(),
+            baseline_scanner=label_a,
+            followup_date=follow.date.isoformat(),
+            followup_scanner=label_b,
+        ),
     )
 
 

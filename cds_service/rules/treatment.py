@@ -38,27 +38,24 @@ def rule_secondary_causes(evaluation: Evaluation) -> list[str]:
         evaluation.done("SPECIALIST_REVIEW", "R9a", "hyperparathyroidism of renal origin")
     flags: list[str] = []
     if evaluation.alp_unexplained():
-        flags.append("R9b: work up raised alkaline phosphatase first; PTH analogues excluded pending work-up")
+        flags.append("R9b: " + evaluation.knowledge.line("alp_workup_flag"))
     if labs.vitamin_d_low and labs.vitamin_d:
         # "R9c: " stays in code: the CONSIDER summary finds the work-up flags by it (present.card_text)
         flags.append(
             "R9c: " + evaluation.knowledge.line("vitamin_d_low_flag", vitamin_d=labs.vitamin_d.shown)
         )
     if "secondary_non_renal" in hpt:
-        flags.append("R9c: secondary (non-renal) hyperparathyroidism: correct the cause first")
+        flags.append("R9c: " + evaluation.knowledge.line("secondary_hpt_flag"))
     if "unspecified" in hpt:
-        flags.append("R9c: hyperparathyroidism, type not recorded: clarify and correct first")
+        flags.append("R9c: " + evaluation.knowledge.line("hpt_type_unknown_flag"))
     if labs.calcium_low:
         flags.append(
-            f"R9c: corrected calcium {labs.corrected_calcium_shown} mg/dL below range: "
-            "correct first (romosozumab excluded while low)"
+            "R9c: " + evaluation.knowledge.line("calcium_low_flag", calcium=labs.corrected_calcium_shown)
         )
     coded_low = history.active_with_concept(evaluation.record.findings, "hypocalcaemia")
     if coded_low:
         flags.append(
-            "R9c: hypocalcaemia coded: "
-            + history.describe(coded_low[0])
-            + ": correct first (romosozumab excluded while low)"
+            "R9c: " + evaluation.knowledge.line("hypocalcaemia_flag", finding=history.describe(coded_low[0]))
         )
     return flags
 
@@ -113,12 +110,8 @@ def rule_renal_gate(evaluation: Evaluation, agents_ctx: AgentContext) -> None:
     elif renal.kidney_transplant:
         reason = "kidney transplant: " + history.describe(renal.kidney_transplant[0])
     if reason:
-        evaluation.reasons.append(
-            "follow-on bisphosphonates not recommended; denosumab boxed warning in advanced CKD; "
-            "PTH analogues "
-            "contraindicated in severe renal impairment (EU label)"
-            + ("; post-transplant bone disease" if renal.kidney_transplant else "")
-        )
+        advice = "renal_transplant_advice_reason" if renal.kidney_transplant else "renal_advice_reason"
+        evaluation.reasons.append(evaluation.knowledge.line(advice))
         agents = rank_agents(agents_ctx, evaluation.knowledge)
         evaluation.done(
             "SPECIALIST_REVIEW",
@@ -170,7 +163,7 @@ def rule_treatment(
         evaluation.done(
             "SPECIALIST_REVIEW",
             "R13",
-            "every anabolic agent is excluded",
+            evaluation.knowledge.line("all_agents_excluded_reason"),
             agents=agents,
             follow_on=follow,
         )

@@ -38,16 +38,19 @@ def denosumab_overdue(
         return None, None
     if last < add_months(as_of, -knowledge.windows.denosumab_overdue_max_months):
         return None, knowledge.line("denosumab_overdue_old_caveat", last_dose=last.isoformat())
-    text = f"Last denosumab 60 mg injection {last.isoformat()} ({days} days before {as_of.isoformat()})."
+    text = knowledge.line(
+        "denosumab_overdue_warning", last_dose=last.isoformat(), days_since=str(days), as_of=as_of.isoformat()
+    )
     due = last + timedelta(days=max_interval_days)
     return WarningDetail("DENOSUMAB_OVERDUE", text, last=last, due=due), None
 
 
 def follow_on_missing(
-    courses: list[AnabolicCourse], first_line: list[tuple[str, Interval]], as_of: date, months: int
+    courses: list[AnabolicCourse], first_line: list[tuple[str, Interval]], as_of: date, knowledge: Knowledge
 ) -> WarningDetail | None:
-    """An anabolic course ended within `months` and no first-line record (any type) covers past its end."""
-    window_start = add_months(as_of, -months)
+    """An anabolic course ended within `follow_on_missing_months` and no first-line record (any type) covers
+    past its end."""
+    window_start = add_months(as_of, -knowledge.windows.follow_on_missing_months)
     for course in reversed(courses):
         end = course.interval.end
         if not (window_start <= end < as_of):
@@ -56,7 +59,11 @@ def follow_on_missing(
             continue
         return WarningDetail(
             "ANABOLIC_FOLLOW_ON_MISSING",
-            f"{course.agent.capitalize()} course ended {end.isoformat()}; no anti-resorptive recorded since.",
+            knowledge.line(
+                "follow_on_missing_warning",
+                course_agent=course.agent.capitalize(),
+                course_end=end.isoformat(),
+            ),
             last=end,
             due=end,
             agent=course.agent,

@@ -33,7 +33,7 @@ from cds_service.facts.code_match import (
 from cds_service.facts.dates import add_days, add_months
 from cds_service.facts.extract import extract_record
 from cds_service.facts.parse import parse_resources
-from cds_service.facts.patient_record import Demographics, MedicationRecord, PatientRecord
+from cds_service.facts.patient_record import Demographics, MedicationRecord, PatientRecord, ScannerId
 from cds_service.knowledge.indexed import Knowledge, plain_number
 from cds_service.knowledge.loader import load_knowledge, packaged_knowledge
 from cds_service.knowledge.schema import ICD10, ICD10CM, PACKAGED_DIR, SNOMED, KnowledgeError
@@ -903,6 +903,21 @@ HIP_BMD_RESPONSE = bmd_record(
     {"th": "-2.6", "ls": "-2.9", "fn": "-2.7", "th_bmd": "0.800"},
     {"th": "-2.5", "ls": "-2.3", "fn": "-2.6", "th_bmd": "0.820"},
 )  # total hip decided by % change (+2.5 %), spine by ΔT
+SCANNER_CHANGED = replace(
+    BASE,
+    bmd=tuple(
+        dxa("2021-02-15", th="-2.6", ls="-2.9", fn="-2.7")
+        + dxa(
+            "2024-05-20", th="-2.5", ls="-2.7", fn="-2.6", scanner=ScannerId("identifier", "sn:2002", "DXA-2")
+        )
+    ),
+)
+HPT_SECONDARY = finding(
+    {"hyperparathyroidism"},
+    None,
+    "HPT",
+    codes=(tuple(get("hyperparathyroidism_types.secondary_non_renal.0")),),
+)
 DIALYSIS = finding({"ckd_stage_4_5_or_dialysis"}, "2025-04-01", "dialysis", resource_type="Procedure")
 RULE_TEXTS: dict[str, tuple[PatientRecord, date, str]] = {
     "duration_reason": (BASE, date(2023, 6, 1), "first-line therapy since 2021-03-01: under 33 months"),
@@ -1015,6 +1030,81 @@ RULE_TEXTS: dict[str, tuple[PatientRecord, date, str]] = {
         "total hip change +2.5 % < 3.0 % (2021-02-15 → 2024-05-20)",
     ),
     "response_delta_t_reason": (BASE, AS_OF, "total hip ΔT +0.10 < 0.20 (2021-02-15 → 2024-05-20)"),
+    "second_course_reason": (
+        TERIPARATIDE_730,
+        AS_OF,
+        "the sequential step was already taken; a second anabolic course is a specialist decision",
+    ),
+    "holiday_reason": (
+        with_meds(statement("alendronate", "2021-03-01", "2023-03-31"), keep=False),
+        AS_OF,
+        "drug holiday: alendronate coverage ended 2023-03-31, before the follow-up DXA 2024-05-20: "
+        "change reflects time off therapy, not non-response",
+    ),
+    "adherence_advice_reason": (
+        NON_ADHERENT,
+        AS_OF,
+        "apparent non-response may reflect exposure; review adherence and absorption; an IV or injectable "
+        "agent may be considered",
+    ),
+    "scanner_change_reason": (
+        SCANNER_CHANGED,
+        AS_OF,
+        "scanner changed between DXAs (2021-02-15: DXA-1 (SN 1001); 2024-05-20: DXA-2): "
+        "change not interpretable",
+    ),
+    "alp_workup_flag": (
+        with_labs(alkaline_phosphatase=lab("alkaline_phosphatase", "150", high="120")),
+        AS_OF,
+        "R9b: work up raised alkaline phosphatase first; PTH analogues excluded pending work-up",
+    ),
+    "secondary_hpt_flag": (
+        with_findings(HPT_SECONDARY),
+        AS_OF,
+        "R9c: secondary (non-renal) hyperparathyroidism: correct the cause first",
+    ),
+    "hpt_type_unknown_flag": (
+        with_findings(finding({"hyperparathyroidism"}, None, "HPT")),
+        AS_OF,
+        "R9c: hyperparathyroidism, type not recorded: clarify and correct first",
+    ),
+    "calcium_low_flag": (
+        with_labs(calcium=lab("calcium", "8.0", low="8.6", high="10.2")),
+        AS_OF,
+        "R9c: corrected calcium 8.0 mg/dL below range: correct first (romosozumab excluded while low)",
+    ),
+    "hypocalcaemia_flag": (
+        with_findings(finding({"hypocalcaemia"}, "2025-01-01", "hypocalcaemia")),
+        AS_OF,
+        "R9c: hypocalcaemia coded: hypocalcaemia (2025-01-01): "
+        "correct first (romosozumab excluded while low)",
+    ),
+    "renal_advice_reason": (
+        with_labs(egfr=lab("egfr", "25")),
+        AS_OF,
+        "follow-on bisphosphonates not recommended; denosumab boxed warning in advanced CKD; PTH analogues "
+        'contraindicated in severe renal impairment (EU label)"',
+    ),
+    "renal_transplant_advice_reason": (
+        with_findings(finding({"kidney_transplant"}, "2020-01-01", "kidney transplant")),
+        AS_OF,
+        "contraindicated in severe renal impairment (EU label); post-transplant bone disease",
+    ),
+    "all_agents_excluded_reason": (
+        replace(MALE, findings=(finding({"paget_disease_of_bone"}, "2010-01-01", "Paget"),)),
+        AS_OF,
+        '"every anabolic agent is excluded"',
+    ),
+    "denosumab_overdue_warning": (
+        OVERDUE,
+        AS_OF,
+        "Last denosumab 60 mg injection 2024-06-01 (365 days before 2025-06-01).",
+    ),
+    "follow_on_missing_warning": (
+        FOLLOW_ON_MISSING,
+        AS_OF,
+        "Teriparatide course ended 2024-12-31; no anti-resorptive recorded since.",
+    ),
     "denosumab_overdue_old_caveat": (
         with_meds(administration("denosumab", "2023-03-01", 183)),
         AS_OF,

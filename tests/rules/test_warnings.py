@@ -125,6 +125,6 @@ def test_follow_on_missing(medications: tuple[MedicationRecord, ...], warned: bo
         anabolic_courses(exposures, AS_OF, K),
         first_line_record_coverage(medications, AS_OF, K),
         AS_OF,
-        WINDOWS.follow_on_missing_months,
+        K,
     )
     assert (warning.code if warning else None) == ("ANABOLIC_FOLLOW_ON_MISSING" if warned else None)
