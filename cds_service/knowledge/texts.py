@@ -111,6 +111,28 @@ RULE_VALUES: dict[str, tuple[str, ...]] = {
     "all_agents_excluded_reason": (),
     "denosumab_overdue_warning": ("last_dose", "days_since", "as_of"),
     "follow_on_missing_warning": ("course_agent", "course_end"),
+    "prior_cv_event": ("finding",),
+    "tia_caution": ("finding",),
+    "romosozumab_dose_limit_exclusion": ("doses",),
+    "calcium_low_exclusion": (),
+    "hypocalcaemia_exclusion": ("finding",),
+    "romosozumab_male_exclusion": (),
+    "sex_not_female_caution": (),
+    "allergy_exclusion": ("finding_label",),
+    "paget_exclusion": ("finding",),
+    "alp_unexplained_exclusion": (),
+    "skeletal_radiation_exclusion": ("finding",),
+    "hypercalcaemia_lab_exclusion": (),
+    "hypercalcaemia_coded_exclusion": ("finding",),
+    "primary_hpt_exclusion": (),
+    "radiotherapy_caution": ("finding_label",),
+    "urolithiasis_caution": ("finding",),
+    "hip_after_bisphosphonate_reason": (),
+    "follow_on_men_exclusion": (),
+    "follow_on_after_denosumab_exclusion": (),
+    "follow_on_after_denosumab_reason": (),
+    "jaw_osteonecrosis_caution": ("finding",),
+    "atypical_femoral_fracture_caution": ("finding",),
     "response_pct_reason": _RESPONSE_VALUES,
     "response_delta_t_reason": _RESPONSE_VALUES,
 }
@@ -221,6 +243,28 @@ class Texts(BaseModel):
     all_agents_excluded_reason: str
     denosumab_overdue_warning: str
     follow_on_missing_warning: str
+    prior_cv_event: str
+    tia_caution: str
+    romosozumab_dose_limit_exclusion: str
+    calcium_low_exclusion: str
+    hypocalcaemia_exclusion: str
+    romosozumab_male_exclusion: str
+    sex_not_female_caution: str
+    allergy_exclusion: str
+    paget_exclusion: str
+    alp_unexplained_exclusion: str
+    skeletal_radiation_exclusion: str
+    hypercalcaemia_lab_exclusion: str
+    hypercalcaemia_coded_exclusion: str
+    primary_hpt_exclusion: str
+    radiotherapy_caution: str
+    urolithiasis_caution: str
+    hip_after_bisphosphonate_reason: str
+    follow_on_men_exclusion: str
+    follow_on_after_denosumab_exclusion: str
+    follow_on_after_denosumab_reason: str
+    jaw_osteonecrosis_caution: str
+    atypical_femoral_fracture_caution: str
     response_pct_reason: str
     response_delta_t_reason: str
     missing_names: dict[str, str]

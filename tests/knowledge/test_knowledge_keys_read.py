@@ -918,6 +918,26 @@ HPT_SECONDARY = finding(
     "HPT",
     codes=(tuple(get("hyperparathyroidism_types.secondary_non_renal.0")),),
 )
+TERIPARATIDE_RUNNING = with_meds(statement("teriparatide", "2025-01-01", role="anabolic", interval_days=1))
+HPT_PRIMARY = finding(
+    {"hyperparathyroidism"},
+    None,
+    "HPT",
+    codes=(tuple(get("hyperparathyroidism_types.primary_tertiary_familial.0")),),
+)
+ROMOSOZUMAB_12 = with_meds(
+    *(
+        administration("romosozumab", f"2023-{month:02d}-01", 30, role="anabolic", interval_months=1)
+        for month in range(1, 13)
+    )
+)
+ROMOSOZUMAB_ALLERGY = finding(
+    set(),
+    "2020-01-01",
+    "romosozumab allergy",
+    resource_type="AllergyIntolerance",
+    allergy_agents=frozenset({"romosozumab"}),
+)
 DIALYSIS = finding({"ckd_stage_4_5_or_dialysis"}, "2025-04-01", "dialysis", resource_type="Procedure")
 RULE_TEXTS: dict[str, tuple[PatientRecord, date, str]] = {
     "duration_reason": (BASE, date(2023, 6, 1), "first-line therapy since 2021-03-01: under 33 months"),
@@ -1104,6 +1124,98 @@ RULE_TEXTS: dict[str, tuple[PatientRecord, date, str]] = {
         FOLLOW_ON_MISSING,
         AS_OF,
         "Teriparatide course ended 2024-12-31; no anti-resorptive recorded since.",
+    ),
+    "prior_cv_event": (
+        with_findings(finding({"myocardial_infarction"}, "2020-01-01", "MI")),
+        AS_OF,
+        "prior MI or stroke: MI (2020-01-01)",
+    ),
+    "tia_caution": (
+        with_findings(finding({"tia"}, "2020-01-01", "TIA")),
+        AS_OF,
+        "TIA on record: TIA (2020-01-01)",
+    ),
+    "romosozumab_dose_limit_exclusion": (ROMOSOZUMAB_12, AS_OF, "12 romosozumab doses already (limit 12)"),
+    "calcium_low_exclusion": (
+        with_labs(calcium=lab("calcium", "8.0", low="8.6", high="10.2")),
+        AS_OF,
+        '"corrected calcium below range"',
+    ),
+    "hypocalcaemia_exclusion": (
+        with_findings(finding({"hypocalcaemia"}, "2025-01-01", "hypocalcaemia")),
+        AS_OF,
+        '"hypocalcaemia coded: hypocalcaemia (2025-01-01)"',
+    ),
+    "romosozumab_male_exclusion": (MALE, AS_OF, "male: romosozumab is off-label in men"),
+    "sex_not_female_caution": (
+        replace(BASE, demographics=Demographics(d("1957-04-01"), "unknown", False)),
+        AS_OF,
+        "sex not recorded as female",
+    ),
+    "allergy_exclusion": (with_findings(ROMOSOZUMAB_ALLERGY), AS_OF, "allergy: romosozumab allergy"),
+    "paget_exclusion": (
+        with_findings(finding({"paget_disease_of_bone"}, "2010-01-01", "Paget")),
+        AS_OF,
+        "Paget disease of bone: Paget (2010-01-01)",
+    ),
+    "alp_unexplained_exclusion": (
+        with_labs(alkaline_phosphatase=lab("alkaline_phosphatase", "150", high="120")),
+        AS_OF,
+        "unexplained raised alkaline phosphatase: work-up pending",
+    ),
+    "skeletal_radiation_exclusion": (
+        with_findings(finding({"skeletal_radiation"}, "2015-01-01", "spine radiation")),
+        AS_OF,
+        "skeletal radiation: spine radiation (2015-01-01)",
+    ),
+    "hypercalcaemia_lab_exclusion": (
+        replace(TERIPARATIDE_RUNNING, labs=with_labs(calcium=lab("calcium", "10.8", high="10.2")).labs),
+        AS_OF,
+        "contraindication recorded during teriparatide: hypercalcaemia (corrected calcium above range)",
+    ),
+    "hypercalcaemia_coded_exclusion": (
+        replace(
+            TERIPARATIDE_RUNNING, findings=(finding({"hypercalcaemia"}, "2025-02-01", "hypercalcaemia"),)
+        ),
+        AS_OF,
+        "contraindication recorded during teriparatide: hypercalcaemia coded: hypercalcaemia (2025-02-01)",
+    ),
+    "primary_hpt_exclusion": (
+        replace(TERIPARATIDE_RUNNING, findings=(HPT_PRIMARY,)),
+        AS_OF,
+        "contraindication recorded during teriparatide: active primary hyperparathyroidism",
+    ),
+    "radiotherapy_caution": (
+        with_findings(finding({"radiotherapy_any"}, "2015-01-01", "breast radiotherapy")),
+        AS_OF,
+        "radiotherapy on record (breast radiotherapy): confirm the field was not skeletal",
+    ),
+    "urolithiasis_caution": (
+        with_findings(finding({"urolithiasis"}, "2019-01-01", "kidney stone")),
+        AS_OF,
+        "urolithiasis on record: kidney stone (2019-01-01)",
+    ),
+    "hip_after_bisphosphonate_reason": (BASE, AS_OF, "total hip failing after a bisphosphonate"),
+    "follow_on_men_exclusion": (MALE, AS_OF, '"not used in men"'),
+    "follow_on_after_denosumab_exclusion": (
+        PRIOR_DENOSUMAB_365,
+        AS_OF,
+        "after prior denosumab: back to denosumab or to zoledronic acid",
+    ),
+    "follow_on_after_denosumab_reason": (
+        PRIOR_DENOSUMAB_365,
+        AS_OF,
+        "after prior denosumab: never leave the patient uncovered",
+    ),
+    "jaw_osteonecrosis_caution": (
+        with_findings(finding({"osteonecrosis_of_jaw"}, "2020-01-01", "ONJ")),
+        AS_OF,
+        "osteonecrosis of the jaw on record: ONJ (2020-01-01)",
+    ),
+    "atypical_femoral_fracture_caution": (
+        with_findings(finding({"atypical_femoral_fracture"}, "2020-01-01", "AFF")),
+        AS_OF,
+        "atypical femoral fracture on record: AFF (2020-01-01)",
     ),
     "denosumab_overdue_old_caveat": (
         with_meds(administration("denosumab", "2023-03-01", 183)),
