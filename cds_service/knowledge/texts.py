@@ -133,6 +133,26 @@ RULE_VALUES: dict[str, tuple[str, ...]] = {
     "follow_on_after_denosumab_reason": (),
     "jaw_osteonecrosis_caution": ("finding",),
     "atypical_femoral_fracture_caution": ("finding",),
+    "bone_malignancy_reason": ("finding",),
+    "oncology_dose_reason": ("medication",),
+    "unknown_strength_reason": ("agent",),
+    "dose_not_recorded_caveat": (),
+    "anabolic_ordered_caveat": ("order_date",),
+    "anabolic_contraindication_reason": (
+        "agent",
+        "exclusions",
+    ),
+    "anabolic_running_reason": (
+        "agent",
+        "course_start",
+        "planned_end",
+    ),
+    "course_limit_reason": (),
+    "vertebral_fractures_reason": ("count",),
+    "low_trauma_caveat": (),
+    "frax_missing_caveat": (),
+    "albumin_missing_caveat": (),
+    "spine_not_assessable_caveat": (),
     "response_pct_reason": _RESPONSE_VALUES,
     "response_delta_t_reason": _RESPONSE_VALUES,
 }
@@ -265,6 +285,19 @@ class Texts(BaseModel):
     follow_on_after_denosumab_reason: str
     jaw_osteonecrosis_caution: str
     atypical_femoral_fracture_caution: str
+    bone_malignancy_reason: str
+    oncology_dose_reason: str
+    unknown_strength_reason: str
+    dose_not_recorded_caveat: str
+    anabolic_ordered_caveat: str
+    anabolic_contraindication_reason: str
+    anabolic_running_reason: str
+    course_limit_reason: str
+    vertebral_fractures_reason: str
+    low_trauma_caveat: str
+    frax_missing_caveat: str
+    albumin_missing_caveat: str
+    spine_not_assessable_caveat: str
     response_pct_reason: str
     response_delta_t_reason: str
     missing_names: dict[str, str]

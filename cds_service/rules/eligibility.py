@@ -36,7 +36,7 @@ def rule_malignancy(evaluation: Evaluation) -> None:
         evaluation.done(
             "SPECIALIST_REVIEW",
             "R2",
-            "skeletal malignancy or bone metastasis: " + history.describe(bone[0]),
+            evaluation.knowledge.line("bone_malignancy_reason", finding=history.describe(bone[0])),
         )
     oncology = [
         m for m in evaluation.record.medications if m.role == "oncology_dose" or m.strength == "oncology"
@@ -45,17 +45,19 @@ def rule_malignancy(evaluation: Evaluation) -> None:
         evaluation.done(
             "SPECIALIST_REVIEW",
             "R2",
-            f"oncology-dose bone agent on record: {oncology[0].label or oncology[0].agent}",
+            evaluation.knowledge.line(
+                "oncology_dose_reason", medication=oncology[0].label or oncology[0].agent
+            ),
         )
     unknown = [m for m in evaluation.record.medications if m.strength == "unknown" and m.role == "first_line"]
     if unknown and history.has_cancer(findings):
         evaluation.done(
             "SPECIALIST_REVIEW",
             "R2",
-            f"{unknown[0].agent.replace('_', ' ')} of unknown strength in a patient with a cancer diagnosis",
+            evaluation.knowledge.line("unknown_strength_reason", agent=unknown[0].agent.replace("_", " ")),
         )
     if unknown:
-        evaluation.caveat("dose not recorded: oncology use not excluded")
+        evaluation.caveat(evaluation.knowledge.line("dose_not_recorded_caveat"))
 
 
 def rule_anabolic(evaluation: Evaluation) -> None:
@@ -84,22 +86,29 @@ def _on_anabolic(evaluation: Evaluation, course: AnabolicCourse) -> None:
     excluded, _ = findings_for(course.agent, ctx, evaluation.knowledge, usage_limits=False)
     if course.requests_only and course.first_request_date:
         evaluation.caveat(
-            f"ordered {course.first_request_date.isoformat()}; "
-            "no dispensing or administration recorded — confirm started"
+            evaluation.knowledge.line(
+                "anabolic_ordered_caveat", order_date=course.first_request_date.isoformat()
+            )
         )
     if excluded:
         evaluation.done(
             "SPECIALIST_REVIEW",
             "R3",
-            f"contraindication recorded during {course.agent}: " + "; ".join(excluded),
+            evaluation.knowledge.line(
+                "anabolic_contraindication_reason", agent=course.agent, exclusions="; ".join(excluded)
+            ),
         )
     at_limit = findings_for(course.agent, ctx, evaluation.knowledge, usage_limits=True)[0] != excluded
     evaluation.reasons.append(
-        f"{course.agent} course running since {course.interval.start.isoformat()}; "
-        f"planned end {course.planned_end.isoformat()}"
+        evaluation.knowledge.line(
+            "anabolic_running_reason",
+            agent=course.agent,
+            course_start=course.interval.start.isoformat(),
+            planned_end=course.planned_end.isoformat(),
+        )
     )
     if at_limit:
-        evaluation.reasons.append("course limit reached: start the follow-on")
+        evaluation.reasons.append(evaluation.knowledge.line("course_limit_reason"))
     soon = (
         course.planned_end <= add_days(evaluation.as_of, evaluation.knowledge.windows.on_anabolic_card_days)
         or at_limit
@@ -140,11 +149,13 @@ def rule_very_high_risk(evaluation: Evaluation) -> None:
             evaluation.evidence, findings=tuple(history.describe(f) for f in fractures.vertebral)
         )
         evaluation.done(
-            "VERY_HIGH_RISK_PATHWAY", "R4", f"{fractures.distinct_vertebral} distinct vertebral fractures"
+            "VERY_HIGH_RISK_PATHWAY",
+            "R4",
+            evaluation.knowledge.line("vertebral_fractures_reason", count=str(fractures.distinct_vertebral)),
         )
     if fractures.recent_fragility is not None:
         if fractures.recent_is_possible_fragility:
-            evaluation.caveat("confirm low-trauma mechanism (fracture not coded as osteoporotic)")
+            evaluation.caveat(evaluation.knowledge.line("low_trauma_caveat"))
         evaluation.evidence = replace(
             evaluation.evidence, findings=(history.describe(fractures.recent_fragility),)
         )
@@ -222,7 +233,7 @@ def rule_high_risk(evaluation: Evaluation) -> None:
     else:
         evaluation.done("NOT_ELIGIBLE_NOT_HIGH_RISK", "R5", "no high-risk criterion met (T-score, FRAX)")
     if not evaluation.record.frax:
-        evaluation.caveat("FRAX not on record")
+        evaluation.caveat(evaluation.knowledge.line("frax_missing_caveat"))
     _aace(evaluation)
 
 

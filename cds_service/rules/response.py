@@ -166,7 +166,7 @@ def rule_response(
         if ls_fu.date != th_fu.date:
             evidence += bmd.dxa_evidence(ls_fu, "follow-up", _status_text(ls_status), ("lumbar_spine",))
     if ls_response is None:
-        evaluation.caveat("spine not assessable: decided on the total hip alone")
+        evaluation.caveat(evaluation.knowledge.line("spine_not_assessable_caveat"))
     evaluation.evidence = replace(
         evaluation.evidence,
         dxa=tuple(evidence),

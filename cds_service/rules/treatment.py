@@ -75,7 +75,7 @@ def _lab_gaps(evaluation: Evaluation, labs: LabStatus) -> None:
     if labs.vitamin_d is None:
         evaluation.caveat(evaluation.knowledge.line("vitamin_d_missing_caveat"))
     if labs.calcium is not None and labs.albumin is None:
-        evaluation.caveat("albumin not on record: calcium not corrected")
+        evaluation.caveat(evaluation.knowledge.line("albumin_missing_caveat"))
     if not any(m.role == "supplement" for m in evaluation.record.medications):
         evaluation.caveat(evaluation.knowledge.line("supplements_line"))
     lines = []

@@ -1217,6 +1217,80 @@ RULE_TEXTS: dict[str, tuple[PatientRecord, date, str]] = {
         AS_OF,
         "atypical femoral fracture on record: AFF (2020-01-01)",
     ),
+    "bone_malignancy_reason": (
+        with_findings(finding({"bone_malignancy"}, "2020-01-01", "bone metastasis")),
+        AS_OF,
+        "skeletal malignancy or bone metastasis: bone metastasis (2020-01-01)",
+    ),
+    "oncology_dose_reason": (
+        with_meds(administration("denosumab", "2024-01-01", 28, role="oncology_dose", label="Xgeva 120 mg")),
+        AS_OF,
+        "oncology-dose bone agent on record: Xgeva 120 mg",
+    ),
+    "unknown_strength_reason": (
+        replace(
+            with_meds(statement("zoledronic_acid", "2021-03-01", strength="unknown"), keep=False),
+            findings=(finding(set(), "2019-01-01", "breast cancer", is_cancer=True),),
+        ),
+        AS_OF,
+        "zoledronic acid of unknown strength in a patient with a cancer diagnosis",
+    ),
+    "dose_not_recorded_caveat": (
+        with_meds(statement("alendronate", "2021-03-01", strength="unknown"), keep=False),
+        AS_OF,
+        "dose not recorded: oncology use not excluded",
+    ),
+    "anabolic_ordered_caveat": (
+        with_meds(
+            MedicationRecord(
+                agent="teriparatide",
+                role="anabolic",
+                source="request",
+                status="active",
+                resource_id="mr-1",
+                event_date=d("2025-05-01"),
+                intent="order",
+                interval_days=1,
+            )
+        ),
+        AS_OF,
+        "ordered 2025-05-01; no dispensing or administration recorded — confirm started",
+    ),
+    "anabolic_contraindication_reason": (
+        replace(TERIPARATIDE_RUNNING, labs=with_labs(calcium=lab("calcium", "10.8", high="10.2")).labs),
+        AS_OF,
+        "contraindication recorded during teriparatide: hypercalcaemia (corrected calcium above range)",
+    ),
+    "anabolic_running_reason": (
+        ROMOSOZUMAB_RUNNING,
+        AS_OF,
+        "romosozumab course running since 2024-08-01; planned end 2025-08-01",
+    ),
+    "course_limit_reason": (
+        with_meds(statement("teriparatide", "2023-06-01", role="anabolic", interval_days=1)),
+        AS_OF,
+        "course limit reached: start the follow-on",
+    ),
+    "vertebral_fractures_reason": (
+        with_findings(
+            finding({"vertebral_fracture"}, "2015-01-01", "v1", fracture_site="vertebra"),
+            finding({"vertebral_fracture"}, "2015-06-01", "v2", fracture_site="vertebra"),
+        ),
+        AS_OF,
+        "2 distinct vertebral fractures",
+    ),
+    "low_trauma_caveat": (
+        with_findings(finding({"fracture"}, "2024-06-01", "hip fracture", fracture_site="hip_femur")),
+        AS_OF,
+        "confirm low-trauma mechanism (fracture not coded as osteoporotic)",
+    ),
+    "frax_missing_caveat": (BASE, AS_OF, "FRAX not on record"),
+    "albumin_missing_caveat": (BASE, AS_OF, "albumin not on record: calcium not corrected"),
+    "spine_not_assessable_caveat": (
+        bmd_record({"th": "-2.6", "ls": "-2.9", "fn": "-2.7"}, {"th": "-2.5", "fn": "-2.6"}),
+        AS_OF,
+        "spine not assessable: decided on the total hip alone",
+    ),
     "denosumab_overdue_old_caveat": (
         with_meds(administration("denosumab", "2023-03-01", 183)),
         AS_OF,
