@@ -27,6 +27,7 @@ class AgentContext:
     alp_unexplained: bool = False
     skeletal_radiation: tuple[ClinicalFinding, ...] = ()
     radiotherapy_any: tuple[ClinicalFinding, ...] = ()
+    urolithiasis: tuple[ClinicalFinding, ...] = ()  # any clinical status: a PTH-analogue caution (§6)
     bone_malignancy: tuple[ClinicalFinding, ...] = ()
     primary_hpt_active: bool = False
     hypocalcaemia: tuple[ClinicalFinding, ...] = ()  # active coded hypocalcaemia
@@ -119,6 +120,7 @@ def pth_findings(
         f"radiotherapy on record ({f.label}): confirm the field was not skeletal"
         for f in ctx.radiotherapy_any
     ]
+    caution += [f"urolithiasis on record: {describe(f)}" for f in ctx.urolithiasis]
     return excluded, caution
 
 
@@ -157,9 +159,16 @@ def rank_agents(ctx: AgentContext, knowledge: Knowledge) -> tuple[AgentAssessmen
 
 
 def follow_on(
-    egfr: LabResult | None, sex: Sex, prior_denosumab: bool, knowledge: Knowledge
+    egfr: LabResult | None,
+    sex: Sex,
+    prior_denosumab: bool,
+    knowledge: Knowledge,
+    jaw_or_femur: tuple[ClinicalFinding, ...] = (),
 ) -> tuple[FollowOnAssessment, ...]:
-    """Follow-on anti-resorptives (protocol §7); empty without an eGFR whose band is decided."""
+    """Follow-on anti-resorptives (protocol §7); empty without an eGFR whose band is decided.
+
+    `jaw_or_femur`: osteonecrosis of the jaw or atypical femoral fracture on record, a caution on every
+    follow-on agent (all five are bisphosphonates or denosumab, §7)."""
     if egfr is None:
         return ()
     thresholds = knowledge.thresholds
@@ -181,8 +190,26 @@ def follow_on(
             excluded.append("not used in men")
         if prior_denosumab and agent not in ("denosumab", "zoledronic_acid"):
             excluded.append("after prior denosumab: back to denosumab or to zoledronic acid")
-        reasons = tuple(excluded)
-        if not excluded and prior_denosumab and spec.kind == "denosumab":
-            reasons = ("after prior denosumab: never leave the patient uncovered",)
-        out.append(FollowOnAssessment(agent, "excluded" if excluded else "option", reasons))
+        if excluded:
+            out.append(FollowOnAssessment(agent, "excluded", tuple(excluded)))
+            continue
+        reasons = [
+            f"{_JAW_OR_FEMUR_TEXT[c]} on record: {describe(f)}"
+            for f in jaw_or_femur
+            for c in _jaw_or_femur(f)
+        ]
+        if prior_denosumab and spec.kind == "denosumab":
+            reasons.append("after prior denosumab: never leave the patient uncovered")
+        out.append(FollowOnAssessment(agent, "caution" if jaw_or_femur else "option", tuple(reasons)))
     return tuple(out)
+
+
+_JAW_OR_FEMUR_TEXT = {
+    "osteonecrosis_of_jaw": "osteonecrosis of the jaw",
+    "atypical_femoral_fracture": "atypical femoral fracture",
+}
+JAW_OR_FEMUR_CONCEPTS = tuple(_JAW_OR_FEMUR_TEXT)
+
+
+def _jaw_or_femur(finding: ClinicalFinding) -> list[str]:
+    return [concept for concept in JAW_OR_FEMUR_CONCEPTS if concept in finding.concepts]

@@ -13,7 +13,7 @@ from cds_service.facts.dates import add_months
 from cds_service.facts.patient_record import UNAVAILABLE_LABELS, PatientRecord
 from cds_service.knowledge.indexed import Knowledge
 from cds_service.rules import history
-from cds_service.rules.agents import AgentContext, follow_on
+from cds_service.rules.agents import JAW_OR_FEMUR_CONCEPTS, AgentContext, follow_on
 from cds_service.rules.decision import (
     AgentAssessment,
     Decision,
@@ -143,6 +143,7 @@ class Evaluation:
             alp_unexplained=self.alp_unexplained(),
             skeletal_radiation=tuple(history.with_concept(findings, "skeletal_radiation")),
             radiotherapy_any=tuple(history.with_concept(findings, "radiotherapy_any")),
+            urolithiasis=tuple(history.with_concept(findings, "urolithiasis")),
             bone_malignancy=tuple(history.with_concept(findings, "bone_malignancy")),
             primary_hpt_active="primary_tertiary_familial" in hpt,
             hypocalcaemia=tuple(history.active_with_concept(findings, "hypocalcaemia")),
@@ -202,4 +203,5 @@ class Evaluation:
         egfr = self.labs.egfr_follow_on  # None without an eGFR, or when its bound leaves the band open
         if egfr is None:
             self.miss("egfr")
-        return follow_on(egfr, self.sex, "denosumab" in self.exposures, self.knowledge)
+        jaw_or_femur = tuple(history.with_concept(self.record.findings, *JAW_OR_FEMUR_CONCEPTS))
+        return follow_on(egfr, self.sex, "denosumab" in self.exposures, self.knowledge, jaw_or_femur)

@@ -214,8 +214,11 @@ def _check_engine(concept: str, finding: ClinicalFinding) -> str | None:
         ok = got == _hpt_expectation(finding, KNOWLEDGE)
     elif concept in ("paget_disease_of_bone", "skeletal_radiation"):
         ok = got == ("ESCALATE", "R12") and pth == {"excluded"}
-    elif concept == "radiotherapy_any":
+    elif concept in ("radiotherapy_any", "urolithiasis"):
         ok = got == ("ESCALATE", "R12") and pth == {"caution"}
+    elif concept in ("osteonecrosis_of_jaw", "atypical_femoral_fracture"):  # §7 follow-on caution
+        follow_on = {f.status for f in decision.follow_on}
+        ok = got == ("ESCALATE", "R12") and follow_on == {"caution", "excluded"}
     elif concept == "hypocalcaemia":
         ok = got == ("CONSIDER", "R12") and agents["romosozumab"] == "excluded"
     elif concept == "hypercalcaemia":
@@ -230,7 +233,7 @@ def _check_engine(concept: str, finding: ClinicalFinding) -> str | None:
 
 
 @pytest.mark.protocol(
-    "R2", "R4", "R5", "R9a", "R9b", "R9c", "RENAL", "6-agents", "3b-cv-undated", "3b-fractures"
+    "R2", "R4", "R5", "R9a", "R9b", "R9c", "RENAL", "6-agents", "7-plan", "3b-cv-undated", "3b-fractures"
 )
 def test_every_condition_row_drives_its_rule(condition_findings: dict[int, ClinicalFinding]) -> None:
     wrong: list[str] = []

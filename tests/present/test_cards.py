@@ -526,7 +526,7 @@ def test_escalate_detail_in_reading_order() -> None:
     assert "Denosumab (osteonecrosis of the jaw on record)" in rest
     assert "AACE would class this patient as very high risk" in rest
     assert "none found in the available record" in rest
-    assert "Not checked (no code list): urolithiasis; osteonecrosis of the jaw;" in rest
+    assert "Not checked (no code list): SNOMED CT codes for urolithiasis, osteonecrosis of the jaw," in rest
     assert KNOWLEDGE.texts.supplements_line in rest
     assert KNOWLEDGE.line("targets_line") in rest
     assert "](" not in detail and "http" not in detail  # sources are card links

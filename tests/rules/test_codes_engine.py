@@ -328,7 +328,7 @@ def test_closed_gaps_are_no_longer_listed_as_not_checked() -> None:
     lines = " ".join(KNOWLEDGE.concept_gap_lines)
     for closed in ("kidney transplant:", "liver disease:", "tibia/ankle", "hypercalcaemia (coded diagnosis)"):
         assert closed not in lines
-    assert "urolithiasis: not checked, no code list" in lines
+    assert "skeletal radiotherapy procedure: not checked, no code list" in lines
 
 
 def test_base_record_is_unchanged() -> None:
