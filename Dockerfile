@@ -19,6 +19,16 @@ COPY cds_service ./cds_service
 # The locked versions (requirements/runtime.lock), then the package without resolving again.
 RUN pip install -r requirements/runtime.lock && pip install --no-deps . && rm -rf /src/build
 
+# matplotlib (the SMART app's charts) builds its font list on first use, about a second per worker, and
+# needs a writable directory for it. Build it now, into MPLCONFIGDIR; the service reads it from there
+# when the directory is writable (docker run) and copies it to CDS_DATA_DIR when the root filesystem is
+# read-only (the Helm chart): cds_service/mpl_cache.py. tests/deploy/test_matplotlib_cache.py checks this.
+ENV MPLCONFIGDIR=/opt/cds-service/matplotlib
+RUN mkdir -p "$MPLCONFIGDIR" \
+ && python -c "import matplotlib.font_manager" \
+ && ls "$MPLCONFIGDIR"/fontlist-*.json \
+ && chown -R 10001:10001 "$MPLCONFIGDIR"
+
 ENV CDS_DATA_DIR=/var/lib/cds-service
 RUN mkdir -p /var/lib/cds-service && chown 10001:10001 /var/lib/cds-service
 VOLUME ["/var/lib/cds-service"]

@@ -313,6 +313,7 @@ def run(
     pause_s: float = 0.0,
     healthy_pause_s: float = 0.2,
     client_limits: bool = True,
+    fair_queue: bool = True,
     phases: tuple[str, ...] = tuple(PHASES),
 ) -> dict[str, Any]:
     port = free_port()
@@ -328,6 +329,8 @@ def run(
             env["CDS_DATABASE_URL"] = database_url
         if not client_limits:
             env.update({"CDS_CLIENT_RATE_LIMIT": "", "CDS_CLIENT_MAX_IN_FLIGHT": "0"})
+        if not fair_queue:
+            env["CDS_FAIR_QUEUE_MAX"] = "0"
         for key in [key for key in os.environ if key.startswith("CDS_")]:
             os.environ.pop(key)
         server = cds_service_server(f"cds-{worker_class}", port, env, workers)
@@ -343,7 +346,8 @@ def run(
                 result[phase]["hostile_statuses"] = statuses
         finally:
             server.stop()
-    settings = {"tenant_pause_s": pause_s, "healthy_pause_s": healthy_pause_s, "client_limits": client_limits}
+    settings = {"tenant_pause_s": pause_s, "healthy_pause_s": healthy_pause_s, "client_limits": client_limits,
+                "fair_queue": fair_queue}  # fmt: skip
     database = "postgresql" if database_url else "sqlite"
     return {"worker_class": worker_class, "workers": workers, "database": database, "settings": settings,
             **result}  # fmt: skip
@@ -363,6 +367,7 @@ def main() -> None:
     )
     parser.add_argument("--healthy-pause", type=float, default=0.2, help="seconds between healthy calls")
     parser.add_argument("--no-client-limits", action="store_true", help="turn the per-client limits off")
+    parser.add_argument("--no-fair-queue", action="store_true", help="CDS_FAIR_QUEUE_MAX=0")
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma list of {', '.join(PHASES)}")
     parser.add_argument("--database-url", help="e.g. a PostgreSQL URL (default: SQLite in a temp dir)")
     args = parser.parse_args()
@@ -370,7 +375,7 @@ def main() -> None:
     results = [
         run(kind, args.seconds, args.workers, database_url=args.database_url, pause_s=args.tenant_pause,
             healthy_pause_s=args.healthy_pause, client_limits=not args.no_client_limits,
-            phases=tuple(args.phases.split(",")))
+            fair_queue=not args.no_fair_queue, phases=tuple(args.phases.split(",")))
         for kind in kinds
     ]  # fmt: skip
     text = json.dumps(results, indent=2)

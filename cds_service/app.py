@@ -9,6 +9,7 @@ from flask import Flask
 from cds_service.config import Settings, operational_warnings
 from cds_service.gather.capability import configure_capability_cache
 from cds_service.gather.shared_http import configure_fhir_peer_guard
+from cds_service.mpl_cache import use_prebuilt_font_cache
 from cds_service.record.metrics import instrument_app
 from cds_service.wire.api import create_blueprint
 from cds_service.wire.hook_protocol import HookService
@@ -40,6 +41,7 @@ def create_app(
     runtime = runtime or build_runtime(settings)
     app.register_blueprint(create_blueprint(service, settings, runtime))
     if settings.smart_client_id:
+        use_prebuilt_font_cache(settings.data_dir)  # before matplotlib is imported (mpl_cache.py)
         from cds_service.wire.service import PatientViewService  # noqa: PLC0415 - tests pass a fake service
         from cds_service.wire.smart_routes import create_smart_blueprint  # noqa: PLC0415 - loads matplotlib
 

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     # Per-client limits per worker process (cds_service/wire/client_limit.py, docs/operations.md)
     client_rate_limit: str = "10/second"
     client_max_in_flight: int = Field(4, ge=0)
+    # Failed authentications per source address before its calls are refused unverified (auth_flood.py).
+    auth_failure_limit: str = "20/10 seconds"
+    # Fair turns between clients per worker (wire/fair_queue.py): calls waiting at most (0 = off), and
+    # how long one waits before 503 + Retry-After.
+    fair_queue_max: int = Field(64, ge=0)
+    fair_queue_timeout_s: float = Field(5.0, gt=0, allow_inf_nan=False)
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = "INFO"
     auth_mode: Literal["required", "dev", "off"] = "required"
     data_dir: Path = Path("./.data")
@@ -166,7 +172,7 @@ class Settings(BaseSettings):
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
 
-    @field_validator("client_rate_limit")
+    @field_validator("client_rate_limit", "auth_failure_limit")
     @classmethod
     def _rate_limit_notation(cls, value: str) -> str:
         try:

@@ -174,7 +174,7 @@ GUNICORN_SCRIPT = textwrap.dedent(
         service_id = "osteoporosis-escalation"
         def descriptor(self):
             return {"id": self.service_id, "hook": "patient-view", "description": "d"}
-        def handle(self, request, auth):
+        def handle(self, request, auth, turn=None):
             return HookResponse([])
         def protocol_version(self):
             return "test"

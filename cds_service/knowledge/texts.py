@@ -61,6 +61,8 @@ CARD_PLACEHOLDERS = (
     "used_days",
     "remaining_days",
     "tests",
+    "therapy_start",
+    "followup_date",
 )
 # The missing-input codes of protocol §9: each needs a short name and a line in `texts`.
 MISSING_CODES = (
@@ -126,6 +128,9 @@ class Texts(BaseModel):
     before_pth: str
     before_secondary_tests: str
     monitoring_line: str
+    duration_reason: str
+    followup_stale_reason: str
+    vitamin_d_missing_caveat: str
     missing_names: dict[str, str]
     missing_lines: dict[str, str]
 

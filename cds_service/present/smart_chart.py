@@ -248,7 +248,8 @@ def timeline_chart(view: PatientView) -> str | None:
 
 def _row_text(row: TreatmentRow) -> str:
     covered = ", ".join(f"{b.start.isoformat()} to {b.end.isoformat()}" for b in row.covered)
-    text = f"{row.label}: {'planned' if row.planned else 'covered'} {covered}."
+    text = f"{row.label}: {'planned' if row.planned else 'covered'} {covered}"
+    text += f", {row.note}." if row.note else "."
     if row.gaps:
         text += " Gaps " + ", ".join(f"{b.start.isoformat()} to {b.end.isoformat()}" for b in row.gaps) + "."
     if row.doses:

@@ -59,6 +59,7 @@ class TreatmentRow:
     gaps: tuple[Bar, ...]
     doses: tuple[date, ...]
     planned: bool = False
+    note: str = ""  # a planned row: where its start comes from (the chart's text description says it)
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,22 @@ def _gaps(intervals: list[Interval] | tuple[Interval, ...]) -> tuple[Bar, ...]:
     )
 
 
+def plan_start(decision: Decision) -> tuple[date, str]:
+    """Where the planned phases start, and why: the start date the card's phase plan states (the next
+    denosumab dose when it is still ahead), else the evaluation date (the card says "now" or gives no
+    date: an oral bisphosphonate stops the day the anabolic starts)."""
+    start = decision.evidence.plan_start
+    if start is not None and start > decision.as_of:
+        return start, f"from {start.isoformat()}, when the next denosumab dose is due (the card's plan)"
+    return (
+        decision.as_of,
+        f"from the evaluation date {decision.as_of.isoformat()} (the card's plan: start now)",
+    )
+
+
 def _planned(decision: Decision, knowledge: Knowledge, used_pth_days: int) -> list[TreatmentRow]:
-    """The anabolic phase from the decision's preferred agent, then the follow-on, from `as_of`."""
+    """The anabolic phase from the decision's preferred agent, then the follow-on, from the start date
+    the card's phase plan states (`plan_start`)."""
     if decision.outcome not in ("ESCALATE", "CONSIDER"):
         return []
     ranked = sorted(
@@ -147,7 +162,7 @@ def _planned(decision: Decision, knowledge: Knowledge, used_pth_days: int) -> li
     if not ranked:
         return []
     agent = ranked[0].agent
-    start = decision.as_of
+    start, note = plan_start(decision)
     if agent == "romosozumab":
         end = previous_day(add_months(start, ROMOSOZUMAB_MONTHS))
     else:
@@ -159,13 +174,14 @@ def _planned(decision: Decision, knowledge: Knowledge, used_pth_days: int) -> li
         end = add_days(start, max(allowance - used_pth_days, 1) - 1)
     follow_on = next_day(end)
     return [
-        TreatmentRow(f"Planned: {agent_display(agent, knowledge)}", (Bar(start, end),), (), (), True),
+        TreatmentRow(f"Planned: {agent_display(agent, knowledge)}", (Bar(start, end),), (), (), True, note),
         TreatmentRow(
             "Planned: follow-on anti-resorptive (no gap)",
             (Bar(follow_on, previous_day(add_months(follow_on, 12))),),
             (),
             (),
             True,
+            "from the day the anabolic ends",
         ),
     ]
 

@@ -62,7 +62,11 @@ _AUTH_REASON_SET: Final = frozenset(AUTH_REASONS)
 
 
 DEGRADED_COMPONENTS: Final = ("replay_store", "ledger")
-THROTTLE_REASONS: Final = ("rate", "in_flight")
+THROTTLE_REASONS: Final = ("rate", "in_flight", "auth_failures")
+FAIR_QUEUES: Final = ("evaluation", "ledger")
+FAIR_REFUSALS: Final = ("full", "timeout")
+# A turn is waited for a few ms normally; the tail up to the queue timeout (CDS_FAIR_QUEUE_TIMEOUT_S).
+FAIR_WAIT_BUCKETS_S: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 
 def endpoint_label(path: str) -> Endpoint:
@@ -202,6 +206,19 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self._fair_wait = Histogram(
+            "cds_fair_queue_wait_seconds",
+            "Time a call waited for its turn in a worker's fair queue, by queue",
+            ["queue"],
+            buckets=FAIR_WAIT_BUCKETS_S,
+            registry=registry,
+        )
+        self._fair_refused = Counter(
+            "cds_fair_queue_refused",
+            "Calls refused with 503 by a worker's fair queue (queue full, wait timed out)",
+            ["queue", "reason"],
+            registry=registry,
+        )
         # Series of the small fixed label sets exist from the start at 0 (rate() and alerts need them).
         for kind in CARD_KINDS:
             self._cards.labels(kind=kind)
@@ -215,6 +232,9 @@ class Metrics:
             self._degraded.labels(component=component)
         for reason in THROTTLE_REASONS:
             self._throttled.labels(reason=reason)
+        for queue in FAIR_QUEUES:
+            for refusal in FAIR_REFUSALS:
+                self._fair_refused.labels(queue=queue, reason=refusal)
 
     def observe_request(self, path: str, status: int, duration_s: float) -> None:
         """One HTTP request; `path` is reduced to its endpoint family here."""
@@ -246,6 +266,15 @@ class Metrics:
 
     def record_throttled(self, reason: str) -> None:
         self._throttled.labels(reason=reason if reason in THROTTLE_REASONS else OTHER).inc()
+
+    def observe_fair_wait(self, queue: str, waited_s: float) -> None:
+        self._fair_wait.labels(queue=queue if queue in FAIR_QUEUES else OTHER).observe(max(waited_s, 0.0))
+
+    def record_fair_refused(self, queue: str, reason: str) -> None:
+        queue_label = queue if queue in FAIR_QUEUES else OTHER
+        self._fair_refused.labels(
+            queue=queue_label, reason=reason if reason in FAIR_REFUSALS else OTHER
+        ).inc()
 
     def record_feedback(self, outcome: str, count: int = 1) -> None:
         if count > 0:

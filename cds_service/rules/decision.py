@@ -102,6 +102,9 @@ class Evidence:
     findings: tuple[str, ...] = ()  # relevant conditions with dates, already human-readable
     not_checked: tuple[str, ...] = ()  # concepts without a code list: "<concept>: not checked, no code list"
     plan: tuple[str, ...] = ()  # phase plan lines (transition, anabolic phase, follow-on)
+    plan_start: date | None = (
+        None  # the anabolic start the plan states when after as_of (next denosumab dose)
+    )
     monitoring: tuple[str, ...] = ()
     before_starting: tuple[str, ...] = ()
     target_t: Decimal | None = None

@@ -298,7 +298,8 @@ def rule_duration(evaluation: Evaluation, start: date) -> None:
         evaluation.done(
             "NOT_ELIGIBLE_DURATION",
             "R7",
-            f"first-line therapy since {start.isoformat()}: "
-            f"under {evaluation.knowledge.windows.therapy_min_months} months",
+            evaluation.knowledge.texts.line(
+                "duration_reason", {**evaluation.knowledge.text_values, "therapy_start": start.isoformat()}
+            ),
             reevaluate_from=reevaluate,
         )

@@ -28,8 +28,7 @@ def phase_plan(
     values = {**knowledge.text_values, "agent_display": name}
     lines: list[str] = []
     if current_first_line == "denosumab" and last_denosumab is not None:
-        due = add_days(last_denosumab, denosumab_interval_days(knowledge))
-        latest = add_months(last_denosumab, knowledge.windows.denosumab_transition_months)
+        due, latest = _denosumab_switch(last_denosumab, knowledge)
         template = "plan_transition_denosumab"
         if as_of is not None and latest < as_of:
             template = "plan_transition_denosumab_late"
@@ -61,6 +60,28 @@ def phase_plan(
         lines.append(knowledge.texts.line("plan_anabolic_pth", {**values, **counts}))
     lines.append(knowledge.texts.line("plan_follow_on", values))
     return tuple(lines)
+
+
+def _denosumab_switch(last_denosumab: date, knowledge: Knowledge) -> tuple[date, date]:
+    """(the next dose's due date, the latest switch date) after the last denosumab injection (§7)."""
+    due = add_days(last_denosumab, denosumab_interval_days(knowledge))
+    return due, add_months(last_denosumab, knowledge.windows.denosumab_transition_months)
+
+
+def plan_start(
+    agent: str | None,
+    current_first_line: str | None,
+    last_denosumab: date | None,
+    knowledge: Knowledge,
+    as_of: date,
+) -> date | None:
+    """The date the phase plan gives for starting the anabolic when it is after `as_of`: on denosumab,
+    the next dose's due date (`plan_transition_denosumab`); None when the plan says to start now (or
+    gives no date: an oral bisphosphonate stops the day the anabolic starts)."""
+    if agent is None or current_first_line != "denosumab" or last_denosumab is None:
+        return None
+    due, _latest = _denosumab_switch(last_denosumab, knowledge)
+    return due if due > as_of else None
 
 
 def denosumab_interval_days(knowledge: Knowledge) -> int:

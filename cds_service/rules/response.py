@@ -40,8 +40,10 @@ def rule_followup(evaluation: Evaluation, start: date, scans: list[bmd.Scan]) ->
         evaluation.done(
             "INSUFFICIENT_DATA",
             "R7f",
-            f"latest follow-up DXA {candidates[-1].date.isoformat()} is older than "
-            f"{evaluation.knowledge.windows.followup_max_age_months} months: repeat DXA with total hip",
+            evaluation.knowledge.texts.line(
+                "followup_stale_reason",
+                {**evaluation.knowledge.text_values, "followup_date": candidates[-1].date.isoformat()},
+            ),
         )
     return fresh
 

@@ -11,7 +11,7 @@ from cds_service.rules.decision import Decision, Outcome, SiteResponse
 from cds_service.rules.evaluation import CAPPING_MISSING, Evaluation
 from cds_service.rules.exposure import BISPHOSPHONATES
 from cds_service.rules.labs import LabStatus
-from cds_service.rules.plan import before_starting, monitoring, phase_plan
+from cds_service.rules.plan import before_starting, monitoring, phase_plan, plan_start
 
 
 def rule_secondary_causes(evaluation: Evaluation) -> list[str]:
@@ -75,9 +75,7 @@ def _lab_gaps(evaluation: Evaluation, labs: LabStatus) -> None:
     for note in labs.notes:
         evaluation.caveat(note)
     if labs.vitamin_d is None:
-        evaluation.caveat(
-            f"25-OH vitamin D not on record within {evaluation.knowledge.windows.lab_lookback_months} months"
-        )
+        evaluation.caveat(evaluation.knowledge.line("vitamin_d_missing_caveat"))
     if labs.calcium is not None and labs.albumin is None:
         evaluation.caveat("albumin not on record: calcium not corrected")
     if not any(m.role == "supplement" for m in evaluation.record.medications):
@@ -87,7 +85,7 @@ def _lab_gaps(evaluation: Evaluation, labs: LabStatus) -> None:
         ("eGFR", labs.egfr),
         ("Calcium", labs.calcium),
         ("Albumin", labs.albumin),
-        ("Alkaline phosphatase", labs.alp),
+        ("ALP", labs.alp),  # short: the card's lab line
         ("25-OH vitamin D", labs.vitamin_d),
     ):
         if lab is not None:
@@ -204,6 +202,13 @@ def rule_treatment(
             ctx.pth_use_days,
             evaluation.knowledge,
             as_of=evaluation.as_of,
+        ),
+        plan_start=plan_start(
+            ranked[0].agent,
+            evaluation.first_line_agent,
+            last_denosumab,
+            evaluation.knowledge,
+            evaluation.as_of,
         ),
         before_starting=before_starting(evaluation.sex, ranked[0].agent, evaluation.knowledge),
         monitoring=monitoring(evaluation.knowledge),

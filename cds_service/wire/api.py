@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from cds_service import __version__
 from cds_service.config import Settings, operational_warnings
+from cds_service.core.audience import Endpoint
 from cds_service.core.errors import BadRequest, Issue, ServiceError
 from cds_service.core.security_errors import Unauthorized, error_headers
 from cds_service.gather.fhir_server_guard import check_fhir_server
@@ -27,6 +28,7 @@ from cds_service.record.db.engine import RETRY_AFTER_S, DatabaseUnavailable
 from cds_service.record.metrics import get_metrics
 from cds_service.record.metrics import render as render_metrics
 from cds_service.wire.auth.jwt_verify import AuthContext
+from cds_service.wire.auth_flood import AuthFailureLimiter
 from cds_service.wire.cdshooks import (
     PatientViewRequest,
     drop_empty,
@@ -35,6 +37,7 @@ from cds_service.wire.cdshooks import (
 )
 from cds_service.wire.client_limit import ClientLimiter, client_key
 from cds_service.wire.cors import Cors, answer_preflight
+from cds_service.wire.fair_queue import FairQueue
 from cds_service.wire.feedback_routes import (
     handle_admin_report,
     handle_feedback,
@@ -55,13 +58,31 @@ _LOG_TEXT_MAX = 64
 def create_blueprint(service: HookService, settings: Settings, runtime: Runtime) -> Blueprint:
     """Routes, CORS and error handlers for one service; registers app-wide hooks on registration.
 
-    Order for a service call: 404/405, 401 (client JWT), 403 (issuer/tenant), 429 (per-client limits),
+    Order for a service call: 404/405, 429 (the source address used up its failed authentications),
+    401 (client JWT), 403 (issuer/tenant), 429 (per-client limits),
     415, 413, 400 (JSON), 403 (fhirServer not allowed: checked as soon as the body is parsed, before any
-    other validation and before prefetch is read), 400 (request), then 412/500 from the service.
+    other validation and before prefetch is read), 400 (request), then 412/500 from the service, with
+    503 when the worker's fair queue is full or the wait for the evaluation's turn times out.
     """
-    authn = runtime.authenticator
     limiter = ClientLimiter(settings.client_rate_limit, settings.client_max_in_flight)
+    failures = AuthFailureLimiter(settings.auth_failure_limit)
+    authn = _FailureCountingAuthenticator(runtime, failures)
+    # Fair turns per worker: the decision and cards; on SQLite (one writer) also the ledger write,
+    # in its own queue so the CPU is not idle while a commit waits for its fsync.
+    evaluation = FairQueue(
+        "evaluation", max_waiting=settings.fair_queue_max, timeout_s=settings.fair_queue_timeout_s
+    )
+    ledger = FairQueue(
+        "ledger",
+        max_waiting=settings.fair_queue_max if runtime.engine.dialect.name == "sqlite" else 0,
+        timeout_s=settings.fair_queue_timeout_s,
+    )
     blueprint = Blueprint("cds_hooks", __name__)
+    blueprint.record_once(
+        lambda state: state.app.extensions.update(
+            cds_fair_queues={"evaluation": evaluation, "ledger": ledger}
+        )
+    )
     cors = Cors(settings.cors_allowed_origins)
     blueprint.before_app_request(answer_preflight)
     blueprint.after_app_request(cors.apply)
@@ -78,7 +99,7 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
             return _error_response(error, service.service_id)
         return _json({"services": [service.descriptor()]})
 
-    def answer_hook(auth: AuthContext, logged: dict[str, Any]) -> Response:
+    def answer_hook(auth: AuthContext, client: str, logged: dict[str, Any]) -> Response:
         body = _read_json_body(settings.max_body_bytes)
         logged["hookInstance"] = _raw_hook_instance(body)
         fhir_server = body.get("fhirServer") if isinstance(body, dict) else None
@@ -86,10 +107,11 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
             check_fhir_server(fhir_server, auth, runtime.trust)
         hook = parse_patient_view_request(body)
         _yield_to_other_connections()
-        result = service.handle(hook, auth)
+        result = service.handle(hook, auth, lambda: evaluation.turn(client))
         _yield_to_other_connections()
         logged["cards"] = len(result.cards)
-        _ledger_cards(runtime, hook, result.cards, service.protocol_version())
+        with ledger.turn(client):
+            _ledger_cards(runtime, hook, result.cards, service.protocol_version())
         return _json(result.to_wire())
 
     @blueprint.post("/cds-services/<service_id>")
@@ -99,8 +121,9 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         try:
             _require_known(service_id, service.service_id)
             auth = authn.authenticate(request.headers.get("Authorization"), "service", service.service_id)
-            with limiter.admit(client_key(auth.iss, auth.sub, request.remote_addr)):
-                response = answer_hook(auth, logged)
+            client = client_key(auth.iss, auth.sub, request.remote_addr)
+            with limiter.admit(client):
+                response = answer_hook(auth, client, logged)
         except Exception as error:  # mapped to a status; unexpected ones are logged there
             response = _error_response(error, service.service_id)
         _log_event("cds_call", status=response.status_code, duration_ms=_since(started), **logged)
@@ -186,6 +209,26 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
         return _json(body, keep_empty=True)
 
     return blueprint
+
+
+class _FailureCountingAuthenticator:
+    """The runtime's authenticator behind the per-address budget of failed authentications: an address
+    past it is refused (429) before its token is decoded; each 401 is counted against its address."""
+
+    def __init__(self, runtime: Runtime, failures: AuthFailureLimiter) -> None:
+        self._authenticator = runtime.authenticator
+        self._failures = failures
+
+    def authenticate(self, header: str | None, endpoint: Endpoint, service_id: str) -> AuthContext:
+        if self._authenticator.mode == "off":
+            return self._authenticator.authenticate(header, endpoint, service_id)
+        address = request.remote_addr
+        self._failures.check(address)
+        try:
+            return self._authenticator.authenticate(header, endpoint, service_id)
+        except Unauthorized:
+            self._failures.failed(address)
+            raise
 
 
 def _yield_to_other_connections() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from cds_service.present.card_model import HookResponse
@@ -18,8 +20,14 @@ class HookService(Protocol):
         """Discovery entry: id, hook, title, description, prefetch, usageRequirements."""
         ...
 
-    def handle(self, request: PatientViewRequest, auth: AuthContext) -> HookResponse:
-        """The typed response (cards) for an authenticated caller; may raise ServiceError."""
+    def handle(
+        self,
+        request: PatientViewRequest,
+        auth: AuthContext,
+        turn: Callable[[], AbstractContextManager[object]] = ...,
+    ) -> HookResponse:
+        """The typed response (cards) for an authenticated caller; may raise ServiceError. The CPU-bound
+        part (decision and cards) runs inside `turn()`, the caller's turn in the worker's fair queue."""
         ...
 
     def protocol_version(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -152,7 +153,14 @@ class PatientViewService:
             session=guarded_session(request.fhirServer, auth, self.trust),
         )
 
-    def handle(self, request: PatientViewRequest, auth: AuthContext) -> HookResponse:
+    def handle(
+        self,
+        request: PatientViewRequest,
+        auth: AuthContext,
+        turn: Callable[[], AbstractContextManager[object]] = nullcontext,
+    ) -> HookResponse:
+        """Gather the record (waiting on FHIR servers), then decide and render inside `turn()`: the
+        CPU-bound part, which the HTTP layer runs in the caller's turn of the worker's fair queue."""
         patient_id = request.context.patientId
         client = self._client(request, auth)
         reason = NO_AUTHORIZATION_REASON if client is None and request.fhirServer else NO_SERVER_REASON
@@ -177,21 +185,22 @@ class PatientViewService:
         resources = [r for found in data.resources.values() for r in found]
         if client is not None:  # one extra batched round for referenced, unsupplied Medications (§3c)
             resources.extend(fetch_missing_medications(client, resources))
-        decision = self.decide(resources, patient_id, self.as_of(), data.unavailable)
+        with turn():
+            decision = self.decide(resources, patient_id, self.as_of(), data.unavailable)
+            behavior = profile.selection_behavior or self.settings.selection_behavior
+            rendered = render_cards(
+                decision,
+                self.knowledge,
+                patient_id=patient_id,
+                selection_behavior=behavior,
+                as_of_pinned=self.settings.as_of is not None,
+                new_uuid=self._new_uuid,
+            )
+            rendered = with_smart_link(
+                rendered, decision.outcome, patient_id=patient_id, base_url=self.smart_base_url
+            )
+            cards = apply_profile(rendered, profile, self.settings.selection_behavior)
         metrics.record_decision(decision.outcome, decision.rule)
-        behavior = profile.selection_behavior or self.settings.selection_behavior
-        rendered = render_cards(
-            decision,
-            self.knowledge,
-            patient_id=patient_id,
-            selection_behavior=behavior,
-            as_of_pinned=self.settings.as_of is not None,
-            new_uuid=self._new_uuid,
-        )
-        rendered = with_smart_link(
-            rendered, decision.outcome, patient_id=patient_id, base_url=self.smart_base_url
-        )
-        cards = apply_profile(rendered, profile, self.settings.selection_behavior)
         fields = {
             "event": "cds_decision",
             "hookInstance": request.hookInstance[:64],

@@ -1,6 +1,8 @@
 """`cds-service serve` as the Helm chart runs it: every filesystem read-only (the image's root filesystem,
 /tmp included) except a tmpfs at CDS_DATA_DIR and the runtime's /dev/shm, PostgreSQL as the database,
-auth required. A hook call is answered and ledgered, and nothing in the log says a write failed.
+auth required, the SMART app on with matplotlib's font list prebuilt in a read-only MPLCONFIGDIR as the
+image has it. A hook call is answered and ledgered, and nothing in the log says a write failed or that
+matplotlib had to make a temporary directory (and rebuild its font list there).
 
 The read-only view is a private mount namespace (`unshare`), so nothing outside this test is affected."""
 
@@ -19,6 +21,7 @@ from sqlalchemy import create_engine, text
 
 from benchmarks.auth import make_client
 from benchmarks.servers import free_port, request
+from tests.deploy.test_matplotlib_cache import build_font_list
 from tests.support.fixtures import hook_request
 
 SERVE_READ_ONLY = r"""
@@ -35,6 +38,7 @@ mount -t tmpfs -o size=64m,mode=0700 tmpfs "$CDS_DATA_DIR"
 exec "$SERVE_BINARY" serve
 """
 WRITE_FAILURES = ("Read-only file system", "Errno 30", "Permission denied", "Control server error")
+MATPLOTLIB_FALLBACK = ("Matplotlib created a temporary cache directory", "is not a writable directory")
 
 
 def test_serve_needs_no_writable_path_but_the_data_dir(tmp_path: Path, postgres_url: str) -> None:
@@ -46,6 +50,8 @@ def test_serve_needs_no_writable_path_but_the_data_dir(tmp_path: Path, postgres_
     data_dir.mkdir()
     migrate_env = {**os.environ, "CDS_DATABASE_URL": postgres_url, "CDS_DATA_DIR": str(data_dir)}
     subprocess.run([_cds_service(), "db", "upgrade"], env=migrate_env, check=True, capture_output=True)
+    prebuilt = tmp_path / "image-matplotlib"  # read-only once the namespace remounts everything
+    build_font_list(prebuilt)
     env = {
         **{key: value for key, value in os.environ.items() if not key.startswith("CDS_")},
         **client.environ(port=port),
@@ -56,6 +62,9 @@ def test_serve_needs_no_writable_path_but_the_data_dir(tmp_path: Path, postgres_
         "CDS_LOG_LEVEL": "INFO",
         "SERVE_BINARY": _cds_service(),
         "PYTHONDONTWRITEBYTECODE": "1",
+        "CDS_SMART_CLIENT_ID": "osteo-app",  # the SMART app loads matplotlib in every worker
+        "CDS_SMART_SESSION_SECRET": "s" * 40,
+        "MPLCONFIGDIR": str(prebuilt),
     }
     log_file = tmp_path / "serve.log"
     user_namespace = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
@@ -75,12 +84,15 @@ def test_serve_needs_no_writable_path_but_the_data_dir(tmp_path: Path, postgres_
             assert json.loads(answer)["cards"]
             metrics_status, _ = request("GET", port, "/admin/metrics")
             assert metrics_status == 404  # no admin token configured: the endpoint is off
+            stylesheet_status, _ = request("GET", port, "/smart/app.css")
+            assert stylesheet_status == 200  # the SMART app's routes are on
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)
     log_text = log_file.read_text(encoding="utf-8", errors="replace")
     assert server.returncode == 0, log_text[-2000:]
-    assert not [line for line in log_text.splitlines() if any(word in line for word in WRITE_FAILURES)]
+    failures = (*WRITE_FAILURES, *MATPLOTLIB_FALLBACK)
+    assert not [line for line in log_text.splitlines() if any(word in line for word in failures)]
     engine = create_engine(postgres_url)
     try:
         with engine.connect() as connection:

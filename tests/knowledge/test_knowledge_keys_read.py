@@ -299,6 +299,7 @@ def check_therapy_min(c: Change) -> None:
     before, after = outcomes(c, BASE)  # therapy since 2021-03-01
     assert before.outcome == "ESCALATE"
     assert (after.outcome, after.reevaluate_from) == ("NOT_ELIGIBLE_DURATION", date(2026, 3, 1))
+    assert after.reasons[-1] == f"first-line therapy since 2021-03-01: under {c.new} months"
 
 
 def check_baseline_before(c: Change) -> None:
@@ -328,7 +329,7 @@ def check_lab_lookback(c: Change) -> None:
     detail = cards(after, c.changed)[0]["detail"]
     assert f"No eGFR in the last {c.new} months" in detail
     assert f"25-OH vitamin D not on record within {c.new} months" in after.caveats
-    missing = next(p for p in detail.split("\n\n") if p.startswith("**Missing:**"))
+    missing = next(p for p in detail.split("\n\n") if p.startswith("Missing:"))
     assert "12 months" not in missing
 
 
@@ -411,7 +412,7 @@ def check_allowance(record: PatientRecord, name: str) -> Callable[[Change], None
         plan_before = phase_plan(name, None, None, 0, c.default)
         plan_after = phase_plan(name, None, None, 0, c.changed)
         for plan, days in ((plan_before, c.old), (plan_after, c.new)):
-            assert f"up to {duration_text(days)}," in plan[0] and f"; {days} days remain)" in plan[0]
+            assert f"up to {duration_text(days)} minus" in plan[0] and f", {days} remain)" in plan[0]
 
     return check
 
@@ -579,8 +580,8 @@ def check_by_strength(c: Change) -> None:
         last = ON_DENOSUMAB.medications[-1].event_date
         assert last is not None
         before, after = outcomes(c, ON_DENOSUMAB)
-        assert f"next dose is due ({add_days(last, c.old).isoformat()};" in before.evidence.plan[0]
-        assert f"next dose is due ({add_days(last, c.new).isoformat()};" in after.evidence.plan[0]
+        assert f"next denosumab dose is due ({add_days(last, c.old).isoformat()};" in before.evidence.plan[0]
+        assert f"next denosumab dose is due ({add_days(last, c.new).isoformat()};" in after.evidence.plan[0]
 
 
 def check_months_per_dose(c: Change) -> None:
@@ -877,6 +878,32 @@ def check_missing_text(c: Change) -> None:
     assert str(c.new) in rendered(c.changed)
 
 
+# Reasons and caveats the rules write from a template that names a configured window (issue 11, part 3):
+# BASE evaluated on a day that produces each, and what must show with the packaged window.
+RULE_TEXT_DAYS: dict[str, tuple[date, str]] = {
+    "duration_reason": (date(2023, 6, 1), "first-line therapy since 2021-03-01: under 33 months"),
+    "followup_stale_reason": (
+        date(2026, 7, 1),
+        "latest follow-up DXA 2024-05-20 is older than 24 months: repeat DXA with total hip",
+    ),
+    "vitamin_d_missing_caveat": (date(2026, 4, 1), "25-OH vitamin D not on record within 12 months"),
+}
+
+
+def check_rule_text(c: Change) -> None:
+    """The rule's sentence is the knowledge file's template: a changed template is what the decision
+    object (§9) and the cards carry (the duration card only with `policy.duration_card`)."""
+    day, packaged = RULE_TEXT_DAYS[c.path.split(".")[1]]
+
+    def rendered(knowledge: Knowledge) -> str:
+        decision = evaluate(BASE, knowledge, day)
+        return json.dumps([decision.to_json(), cards(decision, knowledge)], ensure_ascii=False)
+
+    assert packaged in rendered(c.default) and packaged not in rendered(c.changed)
+    assert str(c.new) not in rendered(c.default)
+    assert str(c.new) in rendered(c.changed)
+
+
 LAST_DENOSUMAB = date(2025, 1, 1)  # due 2025-07-02 (183 days), latest switch 2025-08-01 (7 months)
 PLAN_CALLS: dict[str, Callable[[Knowledge], tuple[str, ...]]] = {
     "plan_transition_denosumab": lambda k: phase_plan(
@@ -963,7 +990,9 @@ CASES: list[Case] = [
     Case(
         "thresholds.target_delta_t_total_hip",
         to("0.10"),
-        check_target(bmd_record(TH, {"th": "-2.5", "ls": "-2.3", "fn": "-2.6"}), "total hip", "+{new} T /"),
+        check_target(
+            bmd_record(TH, {"th": "-2.5", "ls": "-2.3", "fn": "-2.6"}), "total hip", "targets +{new} /"
+        ),
         ("R10", "5-dxa", "3b-rounding"),
     ),
     Case(
@@ -982,7 +1011,7 @@ CASES: list[Case] = [
                 {**TH, "th_bmd": "0.800"}, {"th": "-2.5", "ls": "-2.3", "fn": "-2.6", "th_bmd": "0.820"}
             ),
             "total hip",
-            "({new} % /",
+            "({new} /",
         ),
         ("R10", "5-dxa", "3b-rounding"),
     ),
@@ -1167,6 +1196,7 @@ CASES: list[Case] = [
     Case("texts.targets_line", marked("Changed line"), check_in_card(BASE), ("5-dxa",)),
     *(Case(f"texts.{name}", marked("Changed line"), check_text_in_detail, ()) for name in TEXT_DECISIONS),
     *(Case(f"texts.{name}", marked("Changed plan"), check_plan_text, ("7-plan",)) for name in PLAN_CALLS),
+    *(Case(f"texts.{name}", marked("Changed rule text"), check_rule_text, ()) for name in RULE_TEXT_DAYS),
     Case("texts.missing_names.*", marked("Changed name"), check_missing_text, ("3a-blocking",)),
     Case("texts.missing_lines.*", marked("Changed missing"), check_missing_text, ("3a-blocking",)),
     Case("texts.*", marked("Changed line"), check_in_card(BASE), ()),

@@ -161,7 +161,7 @@ def test_unknown_fracture_site_is_refused(tmp_path: Path) -> None:
 
 def test_packaged_file_passes_the_check() -> None:
     knowledge = load_knowledge(PACKAGED_FILE)
-    assert knowledge.line("targets_line").startswith("The +0.20 T / +0.50 T (3 % / 6 %)")
+    assert knowledge.line("targets_line").startswith("The 3-year targets +0.20 / +0.50 T (3 / 6 %)")
 
 
 def test_literal_braces_in_a_line_stay(tmp_path: Path) -> None:

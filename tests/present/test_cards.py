@@ -6,6 +6,7 @@ import itertools
 import json
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from typing import Any, get_args
@@ -505,23 +506,35 @@ def test_escalate_detail_in_reading_order() -> None:
     key_lines = key.splitlines()
     assert 1 <= len(key_lines) <= 8 and all(line.startswith("- ") for line in key_lines)
     assert key_lines == [  # the decision's reason restates the hip delta: not repeated
-        "- **Total hip (left):** T -2.9 → -2.8: ΔT +0.10 (≥ +0.20), +1.2 % (≥ +3.0 %, decides): **not met**",
-        "- **Lumbar spine (L1–L4):** BMD 0.812 g/cm² (2024-05-20): ΔT +0.60 (≥ +0.50): **met**",
-        "- **DXA 2021-02-15 → 2024-05-20:** scanner: same scanner",
-        "- **Exposure:** alendronate, from 2021-01-10 to 2024-05-20 (1227 days), coverage 0.92, "
+        "- Total hip (left): T -2.9 → -2.8, ΔT +0.10 (≥ +0.20), +1.2 % (≥ +3.0 %, decides): not met",
+        "- Lumbar spine (L1–L4): BMD 0.812 g/cm² (2024-05-20), ΔT +0.60 (≥ +0.50): met",
+        "- DXA 2021-02-15 → 2024-05-20: same scanner",
+        "- Exposure: alendronate 2021-01-10 → 2024-05-20 (1227 days), coverage 0.92, "
         "longest gap 12 days; administrations/dispenses",
-        "- **Rank 1: Romosozumab** (preferred): hip failing after bisphosphonate",
-        "- **Labs:** eGFR 65 mL/min/1.73m2 (2025-01-01)",
+        "- Rank 1: Romosozumab (preferred): hip failing after bisphosphonate",
+        "- Labs: eGFR 65 mL/min/1.73m2 (2025-01-01)",
         "- Personalised target: total hip and femoral neck T-score above -2.5",
-        "- **Findings:** vertebral fracture 2019-03-01",
+        "- Findings: vertebral fracture 2019-03-01",
     ]
     paragraphs = rest.split("\n\n")
-    titles = [p.split(":**", 1)[0].removeprefix("**") for p in paragraphs if p.startswith("**")]
-    assert titles == ["Agents", "Plan", "Follow-on", "Before starting", "Monitoring", "Caveats", "Also cited"]
-    agents_line = (
-        "**Agents:** Romosozumab (1, preferred); Abaloparatide (2, option); Teriparatide (excluded): "
-    )
+    titles = [p.split(":", 1)[0] for p in paragraphs]
+    assert titles == [
+        "Other agents",
+        "Other contraindications",
+        "Plan",
+        "Follow-on",
+        "Before starting",
+        "Monitoring",
+        "Caveats",
+        "Not checked (no code list)",
+        "The 3-year targets +0.20 / +0.50 T (3 / 6 %) are this protocol's",
+        "Suggestions only",
+        "Also cited",
+    ]
+    # the rank-1 agent is in the key evidence with its reasons; the others below, each with its status
+    agents_line = "Other agents: Abaloparatide (2, option); Teriparatide (excluded): "
     assert agents_line + "730 days of PTH-analogue use already" in rest
+    assert "Romosozumab" not in rest.split("\n\n")[0]
     assert "hip failing after bisphosphonate" not in rest  # in the key evidence, not repeated
     assert "Denosumab (osteonecrosis of the jaw on record)" in rest
     assert "AACE would class this patient as very high risk" in rest
@@ -530,6 +543,70 @@ def test_escalate_detail_in_reading_order() -> None:
     assert KNOWLEDGE.texts.supplements_line in rest
     assert KNOWLEDGE.line("targets_line") in rest
     assert "](" not in detail and "http" not in detail  # sources are card links
+
+
+@pytest.mark.protocol("R5", "5-dxa")
+@pytest.mark.parametrize(
+    ("reason", "shown"),
+    [
+        pytest.param(
+            "T-score -2.9 (total hip, 2021-02-15) <= -2.5",
+            "High risk: total hip T-score <= -2.5",
+            id="value, site and date on a DXA line -> not repeated",
+        ),
+        pytest.param(
+            "T-score -2.9 (total hip, 2019-01-01) <= -2.5",
+            "T-score -2.9 (total hip, 2019-01-01) <= -2.5",
+            id="a DXA the card does not show -> the reason in full",
+        ),
+        pytest.param(
+            "T-score -3.1 (total hip, 2021-02-15) <= -2.5",
+            "T-score -3.1 (total hip, 2021-02-15) <= -2.5",
+            id="another value on that date -> the reason in full",
+        ),
+    ],
+)
+def test_high_risk_t_score_is_said_once(reason: str, shown: str) -> None:
+    detail = render(make("ESCALATE", reasons=(reason,)))[0]["detail"]
+    key = detail.split("\n\n")[1].splitlines()
+    assert key[0] == f"- {shown}"
+    assert key[1].startswith("- Total hip (left): T -2.9 → -2.8")  # the value the short form points to
+
+
+@pytest.mark.protocol("4-coverage")
+@pytest.mark.parametrize(
+    ("caveat", "exposure_tail", "in_caveats"),
+    [
+        pytest.param(
+            "adherence not verifiable (statements or orders only)",
+            "; statements/orders only: adherence not verifiable",
+            False,
+            id="the exposure line says it -> not repeated in the caveats",
+        ),
+        pytest.param(
+            "adherence not verifiable (orders only)",
+            "; statements/orders",
+            True,
+            id="orders only: the caveat says more -> kept",
+        ),
+    ],
+)
+def test_adherence_caveat_is_said_once(caveat: str, exposure_tail: str, in_caveats: bool) -> None:
+    exposure = ExposureSummary(
+        ("alendronate",),
+        date(2021, 1, 10),
+        date(2024, 5, 20),
+        Decimal("1.00"),
+        0,
+        "statements/orders (adherence not verifiable)",
+    )
+    evidence = replace(full_evidence(), exposure=exposure)
+    detail = render(make("ESCALATE", caveats=(caveat, "FRAX not on record"), evidence=evidence))[0]["detail"]
+    exposure_line = next(line for line in detail.splitlines() if line.startswith("- Exposure:"))
+    assert exposure_line.endswith(exposure_tail)
+    caveats = next(p for p in detail.split("\n\n") if p.startswith("Caveats:"))
+    assert (caveat in caveats) is in_caveats
+    assert "FRAX not on record" in caveats
 
 
 def test_sources_are_card_links_once_per_response() -> None:
@@ -562,7 +639,7 @@ def test_follow_on_obtain_egfr() -> None:
 def test_insufficient_data_lists_exactly_what() -> None:
     decision = make("INSUFFICIENT_DATA", missing=("followup_dxa", "total_hip_baseline"))
     detail = render(decision)[0]["detail"]
-    assert "**Missing:**" in detail
+    assert "Missing:" in detail
     assert "No follow-up DXA with total hip" in detail
     assert "DXA with total hip on or after 2024-10-10" in detail
     assert "No total-hip value (T-score or BMD in g/cm²) on the baseline DXA." in detail
@@ -709,7 +786,7 @@ def test_specialist_card_does_not_recommend_an_agent() -> None:
     (card,) = render(make("SPECIALIST_REVIEW", rule="renal"))
     detail = card["detail"]
     assert detail.startswith(KNOWLEDGE.texts.specialist_agents_line)
-    agents_line = next(p for p in detail.split("\n\n") if p.startswith("**Agents:**"))
+    agents_line = next(p for p in detail.split("\n\n") if p.startswith("Agents:"))
     assert "preferred" not in agents_line and "rank 1" in agents_line
     assert "Rank 1:" not in detail  # no rank-1 line in the key evidence
     assert KNOWLEDGE.texts.no_contraindication_line not in detail
@@ -749,7 +826,7 @@ def test_numbers_rounded_as_the_protocol_compares_them() -> None:
     )
     evidence = Evidence(dxa=dxa, responses=(response,), target_t=Decimal("-2.50"))
     detail = render(make("ESCALATE", evidence=evidence))[0]["detail"]
-    assert "T -2.5 → -2.5: ΔT +0.11 (≥ +0.20, decides), +1.3 % (≥ +3.0 %): **not met**" in detail
+    assert "T -2.5 → -2.5, ΔT +0.11 (≥ +0.20, decides), +1.3 % (≥ +3.0 %): not met" in detail
     assert "-2.537" not in detail and "0.105" not in detail
 
 
@@ -760,10 +837,10 @@ CONFIGURED_IN_CARD_TEXT = [
     ("windows.therapy_min_months", 35, "at least 35 months after the start"),
     ("windows.therapy_min_months", 36, "therapy under 36 months: re-evaluate the response from 2026-01-10"),
     ("windows.followup_max_age_months", 30, "within the last 30 months"),
-    ("thresholds.target_delta_t_total_hip", "0.25", "The +0.25 T / +0.50 T"),
-    ("thresholds.target_delta_t_lumbar_spine", "0.55", "+0.20 T / +0.55 T"),
-    ("thresholds.target_pct_total_hip", "3.5", "(3.5 % / 6 %)"),
-    ("thresholds.target_pct_lumbar_spine", "6.5", "(3 % / 6.5 %)"),
+    ("thresholds.target_delta_t_total_hip", "0.25", "targets +0.25 / +0.50 T"),
+    ("thresholds.target_delta_t_lumbar_spine", "0.55", "+0.20 / +0.55 T"),
+    ("thresholds.target_pct_total_hip", "3.5", "(3.5 / 6 %)"),
+    ("thresholds.target_pct_lumbar_spine", "6.5", "(3 / 6.5 %)"),
     ("thresholds.egfr_renal_gate", "28", "Specialist review: eGFR below 28;"),
 ]
 
@@ -817,6 +894,6 @@ def test_site_with_t_score_and_bmd_shows_one_series_per_kind() -> None:
     )
     detail = render(make("ESCALATE", evidence=Evidence(dxa=dxa, responses=(response,))))[0]["detail"]
     assert (
-        "**Total hip:** T -2.6 → -2.5; BMD 0.712 g/cm² → 0.720: "
+        "Total hip: T -2.6 → -2.5; BMD 0.712 g/cm² → 0.720, "
         "ΔT +0.10 (≥ +0.20), +1.1 % (≥ +3.0 %, decides)" in detail
     )

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import pytest
@@ -69,9 +70,15 @@ class FakeService:
             "usageRequirements": None,
         }
 
-    def handle(self, request: PatientViewRequest, auth: AuthContext) -> HookResponse:
+    def handle(
+        self,
+        request: PatientViewRequest,
+        auth: AuthContext,
+        turn: Callable[[], AbstractContextManager[object]] = nullcontext,
+    ) -> HookResponse:
         self.requests.append(request)
-        return self.behaviour(request)
+        with turn():
+            return self.behaviour(request)
 
     def protocol_version(self) -> str:
         return "2024.1"

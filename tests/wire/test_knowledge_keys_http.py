@@ -47,7 +47,7 @@ def _check_lab_window_card(body: dict[str, Any]) -> None:
     assert decision["outcome"] == "CONSIDER"  # s01 escalates with the packaged 12-month look-back
     assert {"egfr", "calcium", "alkaline_phosphatase"} <= set(decision["missing"])
     assert "25-OH vitamin D not on record within 2 months" in decision["caveats"]
-    missing = next(p for p in card["detail"].split("\n\n") if p.startswith("**Missing:**"))
+    missing = next(p for p in card["detail"].split("\n\n") if p.startswith("Missing:"))
     assert "No eGFR in the last 2 months." in missing
     assert "12 months" not in missing
 
