@@ -1,8 +1,12 @@
 """Database URL resolution and engines: SQLite (embedded, WAL) by default, PostgreSQL for replicas.
 
-SQLite connections get WAL, `synchronous=FULL` (a committed transaction survives a crash), a busy
-timeout and foreign keys; SQLAlchemy emits BEGIN itself (the sqlite3 module's legacy transaction
-control is turned off), so DDL is transactional and writers can ask for `BEGIN IMMEDIATE`.
+SQLite connections get WAL, `synchronous=FULL` (a committed transaction survives a crash of the
+process and of the machine), a busy timeout and foreign keys; SQLAlchemy emits BEGIN itself (the sqlite3
+module's legacy transaction control is turned off), so DDL is transactional and writers can ask for
+`BEGIN IMMEDIATE`. The two writes of every hook call (JWT replay record, card ledger) may ask for
+`synchronous=NORMAL` instead (`writer(engine, durable=False)`): in WAL mode such a commit survives the
+process being killed (SIGKILL) but not a power loss; it saves an fsync (~3 ms here) per write. Feedback
+and everything else stays FULL (docs/operations.md, "SQLite durability").
 Logs never show a URL with its password.
 """
 
@@ -31,6 +35,10 @@ PG_CONNECT_TIMEOUT_S = 3
 POOL_TIMEOUT_S = 5
 RETRY_AFTER_S = 5
 _BEGIN_OPTION = "cds_sqlite_begin"
+_SYNC_OPTION = "cds_sqlite_sync"
+_SYNC_INFO_KEY = "cds_sqlite_synchronous"
+SYNC_FULL = "FULL"
+SYNC_NORMAL = "NORMAL"
 _WAL_RETRY_S = 0.02
 _PG_UNDEFINED_TABLE = "42P01"
 _POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+psycopg"}
@@ -85,13 +93,18 @@ def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def writer(engine: Engine) -> Engine:
+def writer(engine: Engine, *, durable: bool = True) -> Engine:
     """The engine to open write transactions with: on SQLite they start with BEGIN IMMEDIATE.
 
     A deferred SQLite transaction that reads and then writes can fail at once with SQLITE_BUSY
     when another connection wrote in between; IMMEDIATE takes the write lock first (busy timeout).
+    `durable=False` (SQLite only): commit with `synchronous=NORMAL`, durable against a crash of the
+    process but not of the machine (see the module docstring); PostgreSQL is unaffected.
     """
-    return engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"}) if is_sqlite(engine) else engine
+    if not is_sqlite(engine):
+        return engine
+    sync = SYNC_FULL if durable else SYNC_NORMAL
+    return engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE", _SYNC_OPTION: sync})
 
 
 def insert_for(bind: Engine | Connection, table: Table) -> sqlite.Insert | postgresql.Insert:
@@ -186,14 +199,15 @@ def _sqlite_engine(url: URL) -> Engine:
     )
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (see _on_begin)
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS:d}")
             if not in_memory:
                 _enable_wal(cursor)
-            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute(f"PRAGMA synchronous = {SYNC_FULL}")
+            record.info[_SYNC_INFO_KEY] = SYNC_FULL
             # after each checkpoint the WAL file is truncated back to this size (default: never shrinks)
             cursor.execute(f"PRAGMA journal_size_limit = {SQLITE_WAL_LIMIT_BYTES:d}")
             cursor.execute("PRAGMA foreign_keys = ON")
@@ -202,7 +216,18 @@ def _sqlite_engine(url: URL) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        mode = connection.get_execution_options().get(_BEGIN_OPTION)
+        options = connection.get_execution_options()
+        _set_synchronous(connection, options.get(_SYNC_OPTION, SYNC_FULL))
+        mode = options.get(_BEGIN_OPTION)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
 
     return engine
+
+
+def _set_synchronous(connection: Connection, wanted: str) -> None:
+    """Per transaction, outside it (before BEGIN): a pooled connection keeps what the last one set."""
+    info = connection.info
+    if info.get(_SYNC_INFO_KEY) != wanted:
+        setting = SYNC_NORMAL if wanted == SYNC_NORMAL else SYNC_FULL
+        connection.exec_driver_sql(f"PRAGMA synchronous = {setting}")
+        info[_SYNC_INFO_KEY] = wanted

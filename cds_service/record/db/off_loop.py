@@ -1,11 +1,12 @@
 """Blocking SQLite work off the gevent event loop.
 
-An SQLite commit (`synchronous=FULL`: an fsync) and SQLite's busy wait are C calls: under gevent they
-hold the worker's whole event loop, so `/healthz` and every other connection of the worker waited behind
-each ledger or replay write (measured: `/healthz` p99 100-120 ms under load). When the standard library
-is patched by gevent (`cds-service serve` with gevent workers), SQLite work runs in gevent's pool of
-native threads and the calling greenlet waits cooperatively. Otherwise (gthread workers, tests, the CLI)
-it runs on the caller's thread. PostgreSQL needs no move: psycopg 3 waits on gevent's patched sockets.
+An SQLite commit (with `synchronous=FULL`, as feedback writes: an fsync) and SQLite's busy wait are C
+calls: under gevent they hold the worker's whole event loop, so `/healthz` and every other connection of
+the worker waited behind each ledger or replay write (measured: `/healthz` p99 100-120 ms under load).
+When the standard library is patched by gevent (`cds-service serve` with gevent workers), SQLite work
+runs in gevent's pool of native threads and the calling greenlet waits cooperatively. Otherwise (gthread
+workers, tests, the CLI) it runs on the caller's thread. PostgreSQL needs no move: psycopg 3 waits on
+gevent's patched sockets.
 """
 
 from __future__ import annotations

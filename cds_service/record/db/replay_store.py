@@ -34,7 +34,9 @@ class DbReplayStore:
     ) -> None:
         if prune_every < 1:
             raise ValueError("prune_every must be at least 1")
-        self._engine = writer(engine)
+        # Written on every authenticated call: synchronous=NORMAL on SQLite (survives SIGKILL; a power loss
+        # may forget the last few seconds of tokens, all of which expire within minutes: docs/operations.md).
+        self._engine = writer(engine, durable=False)
         self._prune_every = prune_every
         self._clock = clock
         self._inserts = itertools.count(1)

@@ -77,6 +77,9 @@ class FeedbackStore:
     ) -> None:
         self.engine = engine
         self._writer = writer(engine)
+        # The ledger is written on every hook call: synchronous=NORMAL (survives SIGKILL, not a power loss;
+        # docs/operations.md). Feedback, the clinician's acknowledged answer, keeps an fsync per commit.
+        self._ledger_writer = writer(engine, durable=False)
         self._clock = clock
         self._lock = threading.Lock()
         self._ledger_failures = 0
@@ -160,7 +163,7 @@ class FeedbackStore:
         return len(entries)
 
     def _write_ledger(self, ledger_rows: list[dict[str, Any]], suggestion_rows: list[dict[str, Any]]) -> None:
-        with unavailable_on_error("card ledger write"), self._writer.begin() as connection:
+        with unavailable_on_error("card ledger write"), self._ledger_writer.begin() as connection:
             ledger = insert_for(connection, card_ledger).on_conflict_do_nothing(
                 index_elements=[card_ledger.c.uuid]
             )
