@@ -22,7 +22,7 @@ from cds_service.knowledge.schema import (
     placeholders,
     unknown_key_error,
 )
-from cds_service.knowledge.texts import CARD_PLACEHOLDERS, MISSING_CODES, SUMMARY_KEYS, Texts
+from cds_service.knowledge.texts import CARD_PLACEHOLDERS, MISSING_CODES, RULE_VALUES, SUMMARY_KEYS, Texts
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
@@ -161,8 +161,10 @@ def check_texts(texts: Texts) -> None:
         absent = [code for code in MISSING_CODES if code not in table]
         if absent:
             raise KnowledgeError(f"texts.{section}: no text for {', '.join(absent)}")
-    known = {*Thresholds.model_fields, *Windows.model_fields, *CARD_PLACEHOLDERS}
+    configured = {*Thresholds.model_fields, *Windows.model_fields}
+    card_known = configured | set(CARD_PLACEHOLDERS)
     for name, template in texts.templates():
+        known = (configured | set(RULE_VALUES[name])) if name in RULE_VALUES else card_known
         for placeholder in placeholders(template):
             if placeholder not in known:
                 raise unknown_key_error(f"texts.{name} placeholder", placeholder, sorted(known))

@@ -72,9 +72,9 @@ class Knowledge:
             for name, value in section.model_dump().items()
         }
 
-    def line(self, name: str) -> str:
-        """A card line of `texts` with its threshold/window placeholders filled."""
-        return self.texts.line(name, self.text_values)
+    def line(self, name: str, **values: str) -> str:
+        """A line of `texts` with its threshold/window placeholders and the named `values` filled."""
+        return self.texts.line(name, {**self.text_values, **values} if values else self.text_values)
 
     # ----- loading -------------------------------------------------------------------------
     def _protocol_digest(self, file_digest: str) -> str:

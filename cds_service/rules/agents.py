@@ -51,76 +51,79 @@ def duration_text(days: int) -> str:
     return f"{days} days"
 
 
-def prior_denosumab_text(knowledge: Knowledge) -> str:
-    return f"prior denosumab for {duration_text(knowledge.windows.prior_denosumab_min_days)} or more"
+def prior_denosumab_text(knowledge: Knowledge, name: str = "prior_denosumab_reason") -> str:
+    """Template `name` with `prior_denosumab_min_days` said as `duration_text` says it."""
+    duration = duration_text(knowledge.windows.prior_denosumab_min_days)
+    return knowledge.line(name, prior_denosumab_duration=duration)
 
 
-def _cv_texts(cv_status: CvStatus, months: int) -> tuple[list[str], list[str]]:
-    exclude = [f"MI or stroke within {months} months: {describe(f)}" for f in cv_status.recent]
-    caution: list[str] = [f"prior MI or stroke: {describe(f)}" for f in cv_status.prior]
-    caution += [
-        f"MI/stroke history without an event date ({f.label}): confirm none in the past {months} months"
-        for f in cv_status.undated
-    ]
-    caution += [f"TIA on record: {describe(f)}" for f in cv_status.tia]
-    return exclude, caution
+def _cv_texts(cv_status: CvStatus, knowledge: Knowledge) -> tuple[list[str], list[str], list[str]]:
+    """(exclusions, prior MI/stroke cautions, other cautions): the policy decides where prior events go."""
+    exclude = [knowledge.line("cv_recent_exclusion", finding=describe(f)) for f in cv_status.recent]
+    prior = [knowledge.line("prior_cv_event", finding=describe(f)) for f in cv_status.prior]
+    caution = [knowledge.line("cv_undated_caution", finding_label=f.label) for f in cv_status.undated]
+    caution += [knowledge.line("tia_caution", finding=describe(f)) for f in cv_status.tia]
+    return exclude, prior, caution
 
 
 def romosozumab_findings(
     ctx: AgentContext, knowledge: Knowledge, usage_limits: bool
 ) -> tuple[list[str], list[str]]:
-    excluded, caution = _cv_texts(ctx.cv_status, knowledge.windows.cv_event_exclusion_months)
-    if knowledge.policy.romosozumab_prior_cv_event == "exclude" and ctx.cv_status.prior:
-        excluded += [c for c in caution if c.startswith("prior MI")]
-        caution = [c for c in caution if not c.startswith("prior MI")]
+    excluded, prior, caution = _cv_texts(ctx.cv_status, knowledge)
+    if knowledge.policy.romosozumab_prior_cv_event == "exclude":
+        excluded += prior
+    else:
+        caution = prior + caution
     if usage_limits and ctx.romosozumab_doses >= 12:
-        excluded.append(f"{ctx.romosozumab_doses} romosozumab doses already (limit 12)")
+        excluded.append(knowledge.line("romosozumab_dose_limit_exclusion", doses=str(ctx.romosozumab_doses)))
     if ctx.labs.calcium_low:
-        excluded.append("corrected calcium below range")
-    excluded += [f"hypocalcaemia coded: {describe(f)}" for f in ctx.hypocalcaemia]
+        excluded.append(knowledge.line("calcium_low_exclusion"))
+    excluded += [knowledge.line("hypocalcaemia_exclusion", finding=describe(f)) for f in ctx.hypocalcaemia]
     if ctx.sex == "male" and knowledge.policy.romosozumab_in_men == "exclude":
-        excluded.append("male: romosozumab is off-label in men")
+        excluded.append(knowledge.line("romosozumab_male_exclusion"))
     elif ctx.sex in ("other", "unknown"):
-        caution.append("sex not recorded as female")
-    excluded += [f"allergy: {f.label}" for f in ctx.allergies.get("romosozumab", ())]
+        caution.append(knowledge.line("sex_not_female_caution"))
+    excluded += [
+        knowledge.line("allergy_exclusion", finding_label=f.label)
+        for f in ctx.allergies.get("romosozumab", ())
+    ]
     return excluded, caution
 
 
 def pth_findings(
     agent: str, ctx: AgentContext, knowledge: Knowledge, usage_limits: bool
 ) -> tuple[list[str], list[str]]:
-    excluded: list[str] = [f"Paget disease of bone: {describe(f)}" for f in ctx.paget]
+    line = knowledge.line
+    excluded: list[str] = [line("paget_exclusion", finding=describe(f)) for f in ctx.paget]
     if ctx.alp_unexplained:
-        excluded.append("unexplained raised alkaline phosphatase: work-up pending")
-    excluded += [f"skeletal radiation: {describe(f)}" for f in ctx.skeletal_radiation]
+        excluded.append(line("alp_unexplained_exclusion"))
+    excluded += [line("skeletal_radiation_exclusion", finding=describe(f)) for f in ctx.skeletal_radiation]
+    # R2 ends the evaluation on a bone malignancy before any agent is assessed: kept in code, never shown
     excluded += [f"bone metastasis or skeletal malignancy: {describe(f)}" for f in ctx.bone_malignancy]
     if ctx.labs.calcium_high:
-        excluded.append("hypercalcaemia (corrected calcium above range)")
-    excluded += [f"hypercalcaemia coded: {describe(f)}" for f in ctx.hypercalcaemia]
+        excluded.append(line("hypercalcaemia_lab_exclusion"))
+    excluded += [line("hypercalcaemia_coded_exclusion", finding=describe(f)) for f in ctx.hypercalcaemia]
     if ctx.primary_hpt_active:
-        excluded.append("active primary hyperparathyroidism")
+        excluded.append(line("primary_hpt_exclusion"))
     allowance = (
         knowledge.windows.abaloparatide_allowance_days
         if agent == "abaloparatide"
         else knowledge.windows.pth_allowance_days
     )
     if usage_limits and ctx.pth_use_days >= allowance:
-        excluded.append(f"{ctx.pth_use_days} days of PTH-analogue use already (limit {allowance})")
+        excluded.append(
+            knowledge.line(
+                "pth_use_limit_exclusion", used_days=str(ctx.pth_use_days), allowance_days=str(allowance)
+            )
+        )
     if agent == "abaloparatide" and ctx.sex == "male" and knowledge.policy.abaloparatide_in_men == "exclude":
         excluded.append("male: abaloparatide not licensed for men under this policy")
-    excluded += [f"allergy: {f.label}" for f in ctx.allergies.get(agent, ())]
+    excluded += [line("allergy_exclusion", finding_label=f.label) for f in ctx.allergies.get(agent, ())]
     caution: list[str] = []
     if ctx.denosumab_within_caution_window:
-        caution.append(
-            f"denosumab within {knowledge.windows.pth_caution_denosumab_months} months: switching causes "
-            "transient hip bone loss; "
-            "only with specialist-planned overlap"
-        )
-    caution += [
-        f"radiotherapy on record ({f.label}): confirm the field was not skeletal"
-        for f in ctx.radiotherapy_any
-    ]
-    caution += [f"urolithiasis on record: {describe(f)}" for f in ctx.urolithiasis]
+        caution.append(knowledge.line("pth_after_denosumab_caution"))
+    caution += [line("radiotherapy_caution", finding_label=f.label) for f in ctx.radiotherapy_any]
+    caution += [line("urolithiasis_caution", finding=describe(f)) for f in ctx.urolithiasis]
     return excluded, caution
 
 
@@ -140,7 +143,7 @@ def rank_agents(ctx: AgentContext, knowledge: Knowledge) -> tuple[AgentAssessmen
     if ctx.prior_denosumab_12_months:
         rule_reason = prior_denosumab_text(knowledge)
     elif ctx.hip_failing and ctx.bisphosphonate_before_followup:
-        rule_reason = "total hip failing after a bisphosphonate"
+        rule_reason = knowledge.line("hip_after_bisphosphonate_reason")
     order = list(base_order)
     if rule_reason and not found["romosozumab"][0]:
         order = ["romosozumab", *[a for a in base_order if a != "romosozumab"]]
@@ -178,35 +181,32 @@ def follow_on(
     for agent, spec in knowledge.model.follow_on_agents.items():
         excluded: list[str] = []
         if below_gate:
-            excluded.append(f"eGFR {egfr.shown} < {thresholds.egfr_renal_gate}: specialist decision")
+            excluded.append(knowledge.line("follow_on_egfr_gate_exclusion", egfr=egfr.shown))
         elif below_bisphosphonate and agent in ("alendronate", "zoledronic_acid"):
-            excluded.append(f"eGFR {egfr.shown} < {thresholds.egfr_follow_on_bisphosphonate}")
+            excluded.append(knowledge.line("follow_on_egfr_low_exclusion", egfr=egfr.shown))
         elif not below_bisphosphonate and agent in ("risedronate", "ibandronate"):
-            excluded.append(
-                f"eGFR {egfr.shown} >= {thresholds.egfr_follow_on_bisphosphonate}: "
-                "alendronate or zoledronic acid listed instead"
-            )
+            excluded.append(knowledge.line("follow_on_egfr_high_exclusion", egfr=egfr.shown))
         if agent == "ibandronate" and sex != "female":
-            excluded.append("not used in men")
+            excluded.append(knowledge.line("follow_on_men_exclusion"))
         if prior_denosumab and agent not in ("denosumab", "zoledronic_acid"):
-            excluded.append("after prior denosumab: back to denosumab or to zoledronic acid")
+            excluded.append(knowledge.line("follow_on_after_denosumab_exclusion"))
         if excluded:
             out.append(FollowOnAssessment(agent, "excluded", tuple(excluded)))
             continue
         reasons = [
-            f"{_JAW_OR_FEMUR_TEXT[c]} on record: {describe(f)}"
+            knowledge.line(_JAW_OR_FEMUR_TEXT[c], finding=describe(f))
             for f in jaw_or_femur
             for c in _jaw_or_femur(f)
         ]
         if prior_denosumab and spec.kind == "denosumab":
-            reasons.append("after prior denosumab: never leave the patient uncovered")
+            reasons.append(knowledge.line("follow_on_after_denosumab_reason"))
         out.append(FollowOnAssessment(agent, "caution" if jaw_or_femur else "option", tuple(reasons)))
     return tuple(out)
 
 
-_JAW_OR_FEMUR_TEXT = {
-    "osteonecrosis_of_jaw": "osteonecrosis of the jaw",
-    "atypical_femoral_fracture": "atypical femoral fracture",
+_JAW_OR_FEMUR_TEXT = {  # concept -> its caution template in `texts`
+    "osteonecrosis_of_jaw": "jaw_osteonecrosis_caution",
+    "atypical_femoral_fracture": "atypical_femoral_fracture_caution",
 }
 JAW_OR_FEMUR_CONCEPTS = tuple(_JAW_OR_FEMUR_TEXT)
 

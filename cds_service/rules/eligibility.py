@@ -26,12 +26,7 @@ def rule_demographics(evaluation: Evaluation) -> None:
         evaluation.done("INSUFFICIENT_DATA", "R0b", "no Patient or no birth date in the record")
     age = age_on(demo.birth_date, evaluation.as_of)
     if age < evaluation.knowledge.thresholds.min_age_years:
-        evaluation.done(
-            "NOT_APPLICABLE",
-            "R1",
-            f"age {age} < {evaluation.knowledge.thresholds.min_age_years}: "
-            "younger adults need Z-score and secondary-cause assessment",
-        )
+        evaluation.done("NOT_APPLICABLE", "R1", evaluation.knowledge.line("age_reason", age=str(age)))
 
 
 def rule_malignancy(evaluation: Evaluation) -> None:
@@ -41,7 +36,7 @@ def rule_malignancy(evaluation: Evaluation) -> None:
         evaluation.done(
             "SPECIALIST_REVIEW",
             "R2",
-            "skeletal malignancy or bone metastasis: " + history.describe(bone[0]),
+            evaluation.knowledge.line("bone_malignancy_reason", finding=history.describe(bone[0])),
         )
     oncology = [
         m for m in evaluation.record.medications if m.role == "oncology_dose" or m.strength == "oncology"
@@ -50,17 +45,19 @@ def rule_malignancy(evaluation: Evaluation) -> None:
         evaluation.done(
             "SPECIALIST_REVIEW",
             "R2",
-            f"oncology-dose bone agent on record: {oncology[0].label or oncology[0].agent}",
+            evaluation.knowledge.line(
+                "oncology_dose_reason", medication=oncology[0].label or oncology[0].agent
+            ),
         )
     unknown = [m for m in evaluation.record.medications if m.strength == "unknown" and m.role == "first_line"]
     if unknown and history.has_cancer(findings):
         evaluation.done(
             "SPECIALIST_REVIEW",
             "R2",
-            f"{unknown[0].agent.replace('_', ' ')} of unknown strength in a patient with a cancer diagnosis",
+            evaluation.knowledge.line("unknown_strength_reason", agent=unknown[0].agent.replace("_", " ")),
         )
     if unknown:
-        evaluation.caveat("dose not recorded: oncology use not excluded")
+        evaluation.caveat(evaluation.knowledge.line("dose_not_recorded_caveat"))
 
 
 def rule_anabolic(evaluation: Evaluation) -> None:
@@ -78,7 +75,7 @@ def rule_anabolic(evaluation: Evaluation) -> None:
         evaluation.done(
             "SPECIALIST_REVIEW",
             "R3c",
-            "the sequential step was already taken; a second anabolic course is a specialist decision",
+            evaluation.knowledge.line("second_course_reason"),
             agents=agents,
             follow_on=evaluation.follow_on_for(agents),
         )
@@ -89,22 +86,29 @@ def _on_anabolic(evaluation: Evaluation, course: AnabolicCourse) -> None:
     excluded, _ = findings_for(course.agent, ctx, evaluation.knowledge, usage_limits=False)
     if course.requests_only and course.first_request_date:
         evaluation.caveat(
-            f"ordered {course.first_request_date.isoformat()}; "
-            "no dispensing or administration recorded — confirm started"
+            evaluation.knowledge.line(
+                "anabolic_ordered_caveat", order_date=course.first_request_date.isoformat()
+            )
         )
     if excluded:
         evaluation.done(
             "SPECIALIST_REVIEW",
             "R3",
-            f"contraindication recorded during {course.agent}: " + "; ".join(excluded),
+            evaluation.knowledge.line(
+                "anabolic_contraindication_reason", agent=course.agent, exclusions="; ".join(excluded)
+            ),
         )
     at_limit = findings_for(course.agent, ctx, evaluation.knowledge, usage_limits=True)[0] != excluded
     evaluation.reasons.append(
-        f"{course.agent} course running since {course.interval.start.isoformat()}; "
-        f"planned end {course.planned_end.isoformat()}"
+        evaluation.knowledge.line(
+            "anabolic_running_reason",
+            agent=course.agent,
+            course_start=course.interval.start.isoformat(),
+            planned_end=course.planned_end.isoformat(),
+        )
     )
     if at_limit:
-        evaluation.reasons.append("course limit reached: start the follow-on")
+        evaluation.reasons.append(evaluation.knowledge.line("course_limit_reason"))
     soon = (
         course.planned_end <= add_days(evaluation.as_of, evaluation.knowledge.windows.on_anabolic_card_days)
         or at_limit
@@ -145,19 +149,22 @@ def rule_very_high_risk(evaluation: Evaluation) -> None:
             evaluation.evidence, findings=tuple(history.describe(f) for f in fractures.vertebral)
         )
         evaluation.done(
-            "VERY_HIGH_RISK_PATHWAY", "R4", f"{fractures.distinct_vertebral} distinct vertebral fractures"
+            "VERY_HIGH_RISK_PATHWAY",
+            "R4",
+            evaluation.knowledge.line("vertebral_fractures_reason", count=str(fractures.distinct_vertebral)),
         )
     if fractures.recent_fragility is not None:
         if fractures.recent_is_possible_fragility:
-            evaluation.caveat("confirm low-trauma mechanism (fracture not coded as osteoporotic)")
+            evaluation.caveat(evaluation.knowledge.line("low_trauma_caveat"))
         evaluation.evidence = replace(
             evaluation.evidence, findings=(history.describe(fractures.recent_fragility),)
         )
         evaluation.done(
             "VERY_HIGH_RISK_PATHWAY",
             "R4",
-            f"fragility fracture within {evaluation.knowledge.windows.recent_fracture_months} months: "
-            + history.describe(fractures.recent_fragility),
+            evaluation.knowledge.line(
+                "recent_fracture_reason", finding=history.describe(fractures.recent_fragility)
+            ),
         )
 
 
@@ -185,19 +192,30 @@ def rule_high_risk(evaluation: Evaluation) -> None:
         if lowest.site == "unknown":
             evaluation.caveat("a T-score of undetermined site was used for the diagnosis only")
         evaluation.reasons.append(
-            f"T-score {bmd.shown_t(lowest.value, thresholds.t_score_osteoporosis, above=False)} "
-            f"({lowest.site.replace('_', ' ')}, {lowest.date.isoformat()}) "
-            f"<= {thresholds.t_score_osteoporosis}"
+            evaluation.knowledge.line(
+                "t_score_reason",
+                t_score=bmd.shown_t(lowest.value, thresholds.t_score_osteoporosis, above=False),
+                site=lowest.site.replace("_", " "),
+                scan_date=lowest.date.isoformat(),
+            )
         )
     elif mof and mof.value >= thresholds.frax_mof_high_risk:
         evaluation.reasons.append(
-            f"FRAX major osteoporotic fracture {mof.value} % ({mof.date.isoformat()}) "
-            f">= {thresholds.frax_mof_high_risk} %"
+            evaluation.knowledge.line(
+                "frax_mof_reason",
+                frax=str(mof.value),
+                frax_date=mof.date.isoformat(),
+                frax_mof_high_risk=str(thresholds.frax_mof_high_risk),  # as configured ("20.0")
+            )
         )
     elif hip and hip.value >= thresholds.frax_hip_high_risk and _recent_lowest_t_in_low_mass(evaluation):
         evaluation.reasons.append(
-            f"FRAX hip {hip.value} % ({hip.date.isoformat()}) >= {thresholds.frax_hip_high_risk} % "
-            "with low bone mass"
+            evaluation.knowledge.line(
+                "frax_hip_reason",
+                frax=str(hip.value),
+                frax_date=hip.date.isoformat(),
+                frax_hip_high_risk=str(thresholds.frax_hip_high_risk),  # as configured ("3.0")
+            )
         )
     elif not diag and not evaluation.record.frax:
         if history.with_concept(evaluation.record.findings, "osteoporosis"):
@@ -215,7 +233,7 @@ def rule_high_risk(evaluation: Evaluation) -> None:
     else:
         evaluation.done("NOT_ELIGIBLE_NOT_HIGH_RISK", "R5", "no high-risk criterion met (T-score, FRAX)")
     if not evaluation.record.frax:
-        evaluation.caveat("FRAX not on record")
+        evaluation.caveat(evaluation.knowledge.line("frax_missing_caveat"))
     _aace(evaluation)
 
 
@@ -298,8 +316,6 @@ def rule_duration(evaluation: Evaluation, start: date) -> None:
         evaluation.done(
             "NOT_ELIGIBLE_DURATION",
             "R7",
-            evaluation.knowledge.texts.line(
-                "duration_reason", {**evaluation.knowledge.text_values, "therapy_start": start.isoformat()}
-            ),
+            evaluation.knowledge.line("duration_reason", therapy_start=start.isoformat()),
             reevaluate_from=reevaluate,
         )

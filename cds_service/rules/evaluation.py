@@ -181,16 +181,13 @@ class Evaluation:
             self.exposures.get("denosumab"),
             self.first_line_records,
             self.as_of,
-            self.knowledge.windows.denosumab_max_interval_days,
-            self.knowledge.windows.denosumab_overdue_max_months,
+            self.knowledge,
         )
         if warning:
             self.warnings.append(warning)
         if caveat:
             self.caveat(caveat)
-        missing = follow_on_missing(
-            self.courses, self.first_line_records, self.as_of, self.knowledge.windows.follow_on_missing_months
-        )
+        missing = follow_on_missing(self.courses, self.first_line_records, self.as_of, self.knowledge)
         if missing:
             self.warnings.append(missing)
 

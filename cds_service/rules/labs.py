@@ -169,15 +169,9 @@ def assess_labs(labs: tuple[LabResult, ...], as_of: date, knowledge: Knowledge) 
         )
         egfr_follow_on = egfr if band_decided else None
         if egfr_below_gate is None:
-            run.undecided_gate(
-                "egfr", f"eGFR {egfr.shown}: cannot decide whether < {thresholds.egfr_renal_gate}"
-            )
+            run.undecided_gate("egfr", knowledge.line("egfr_gate_undecided_note", egfr=egfr.shown))
         elif not band_decided:
-            run.undecided_gate(
-                "egfr",
-                f"eGFR {egfr.shown}: cannot decide the follow-on band "
-                f"(< or >= {thresholds.egfr_follow_on_bisphosphonate})",
-            )
+            run.undecided_gate("egfr", knowledge.line("egfr_band_undecided_note", egfr=egfr.shown))
 
     corrected: Decimal | None = None
     shown = ""
@@ -211,11 +205,7 @@ def assess_labs(labs: tuple[LabResult, ...], as_of: date, knowledge: Knowledge) 
         vd_below = Reading.from_lab(vitamin_d).below(thresholds.vitamin_d_low_ng_ml)
         vitamin_d_low = vd_below is True
         if vd_below is None:
-            run.undecided_gate(
-                None,
-                f"25-OH vitamin D {vitamin_d.shown} ng/mL: "
-                f"cannot decide whether < {thresholds.vitamin_d_low_ng_ml}",
-            )
+            run.undecided_gate(None, knowledge.line("vitamin_d_undecided_note", vitamin_d=vitamin_d.shown))
     return LabStatus(
         egfr=egfr,
         calcium=calcium,

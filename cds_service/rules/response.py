@@ -40,10 +40,7 @@ def rule_followup(evaluation: Evaluation, start: date, scans: list[bmd.Scan]) ->
         evaluation.done(
             "INSUFFICIENT_DATA",
             "R7f",
-            evaluation.knowledge.texts.line(
-                "followup_stale_reason",
-                {**evaluation.knowledge.text_values, "followup_date": candidates[-1].date.isoformat()},
-            ),
+            evaluation.knowledge.line("followup_stale_reason", followup_date=candidates[-1].date.isoformat()),
         )
     return fresh
 
@@ -67,10 +64,12 @@ def rule_holiday_and_adherence(evaluation: Evaluation, start: date, followup_dat
             evaluation.done(
                 "SPECIALIST_REVIEW",
                 "R7h",
-                f"drug holiday: {agent.replace('_', ' ')} coverage ended {interval.end.isoformat()}, "
-                "before the "
-                f"follow-up DXA {followup_date.isoformat()}: "
-                "change reflects time off therapy, not non-response",
+                evaluation.knowledge.line(
+                    "holiday_reason",
+                    agent=agent.replace("_", " "),
+                    coverage_end=interval.end.isoformat(),
+                    followup_date=followup_date.isoformat(),
+                ),
             )
     span = Interval(start, max(start, followup_date))
     adh = adherence(evaluation.first_line, span, evaluation.exposures.get("denosumab"))
@@ -84,28 +83,23 @@ def rule_holiday_and_adherence(evaluation: Evaluation, start: date, followup_dat
         evaluation.evidence,
         exposure=ExposureSummary(agents, start, span.end, adh.ratio, adh.longest_gap_days, quality),
     )
-    windows = evaluation.knowledge.windows
+    knowledge = evaluation.knowledge
+    windows = knowledge.windows
     problems: list[str] = []
-    if adh.ratio < evaluation.knowledge.thresholds.coverage_ratio_min:
-        problems.append(f"coverage ratio {adh.ratio} < {evaluation.knowledge.thresholds.coverage_ratio_min}")
+    if adh.ratio < knowledge.thresholds.coverage_ratio_min:
+        problems.append(knowledge.line("coverage_ratio_reason", coverage_ratio=str(adh.ratio)))
     if adh.longest_gap_days > windows.adherence_gap_days:
-        problems.append(f"uncovered gap of {adh.longest_gap_days} days > {windows.adherence_gap_days}")
+        problems.append(knowledge.line("adherence_gap_reason", gap_days=str(adh.longest_gap_days)))
     if (
         adh.denosumab_max_interval_days
         and adh.denosumab_max_interval_days > windows.denosumab_max_interval_days
     ):
         problems.append(
-            f"denosumab inter-dose interval {adh.denosumab_max_interval_days} days "
-            f"> {windows.denosumab_max_interval_days}"
+            knowledge.line("denosumab_interval_reason", interval_days=str(adh.denosumab_max_interval_days))
         )
     if problems:
         evaluation.reasons.extend(problems)
-        evaluation.done(
-            "NOT_ELIGIBLE_ADHERENCE",
-            "R7a",
-            "apparent non-response may reflect exposure; review adherence and absorption; an IV or "
-            "injectable agent may be considered",
-        )
+        evaluation.done("NOT_ELIGIBLE_ADHERENCE", "R7a", knowledge.line("adherence_advice_reason"))
 
 
 def rule_response(
@@ -129,9 +123,11 @@ def rule_response(
         evaluation.done(
             "INSUFFICIENT_DATA",
             "R8",
-            "response cannot be assessed: baseline DXA with total hip between "
-            f"{window_start.isoformat()} and "
-            f"{window_end.isoformat()} and a follow-up DXA with total hip are both needed",
+            evaluation.knowledge.line(
+                "baseline_missing_reason",
+                window_start=window_start.isoformat(),
+                window_end=window_end.isoformat(),
+            ),
         )
     assert th_base is not None and th_fu is not None
     if th_status == "changed":
@@ -170,7 +166,7 @@ def rule_response(
         if ls_fu.date != th_fu.date:
             evidence += bmd.dxa_evidence(ls_fu, "follow-up", _status_text(ls_status), ("lumbar_spine",))
     if ls_response is None:
-        evaluation.caveat("spine not assessable: decided on the total hip alone")
+        evaluation.caveat(evaluation.knowledge.line("spine_not_assessable_caveat"))
     evaluation.evidence = replace(
         evaluation.evidence,
         dxa=tuple(evidence),
@@ -185,8 +181,13 @@ def _scanner_change(evaluation: Evaluation, base: bmd.Scan, follow: bmd.Scan) ->
     evaluation.done(
         "SPECIALIST_REVIEW",
         "R8",
-        f"scanner changed between DXAs ({base.date.isoformat()}: {label_a}; "
-        f"{follow.date.isoformat()}: {label_b}): change not interpretable",
+        evaluation.knowledge.line(
+            "scanner_change_reason",
+            baseline_date=base.date.isoformat(),
+            baseline_scanner=label_a,
+            followup_date=follow.date.isoformat(),
+            followup_scanner=label_b,
+        ),
     )
 
 

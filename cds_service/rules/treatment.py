@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 
+from cds_service.knowledge.indexed import Knowledge
 from cds_service.rules import bmd, history
 from cds_service.rules.agents import AgentContext, prior_denosumab_text, rank_agents
 from cds_service.rules.decision import Decision, Outcome, SiteResponse
@@ -37,27 +38,24 @@ def rule_secondary_causes(evaluation: Evaluation) -> list[str]:
         evaluation.done("SPECIALIST_REVIEW", "R9a", "hyperparathyroidism of renal origin")
     flags: list[str] = []
     if evaluation.alp_unexplained():
-        flags.append("R9b: work up raised alkaline phosphatase first; PTH analogues excluded pending work-up")
+        flags.append("R9b: " + evaluation.knowledge.line("alp_workup_flag"))
     if labs.vitamin_d_low and labs.vitamin_d:
+        # "R9c: " stays in code: the CONSIDER summary finds the work-up flags by it (present.card_text)
         flags.append(
-            f"R9c: 25-OH vitamin D {labs.vitamin_d.shown} ng/mL "
-            f"< {evaluation.knowledge.thresholds.vitamin_d_low_ng_ml}: correct first"
+            "R9c: " + evaluation.knowledge.line("vitamin_d_low_flag", vitamin_d=labs.vitamin_d.shown)
         )
     if "secondary_non_renal" in hpt:
-        flags.append("R9c: secondary (non-renal) hyperparathyroidism: correct the cause first")
+        flags.append("R9c: " + evaluation.knowledge.line("secondary_hpt_flag"))
     if "unspecified" in hpt:
-        flags.append("R9c: hyperparathyroidism, type not recorded: clarify and correct first")
+        flags.append("R9c: " + evaluation.knowledge.line("hpt_type_unknown_flag"))
     if labs.calcium_low:
         flags.append(
-            f"R9c: corrected calcium {labs.corrected_calcium_shown} mg/dL below range: "
-            "correct first (romosozumab excluded while low)"
+            "R9c: " + evaluation.knowledge.line("calcium_low_flag", calcium=labs.corrected_calcium_shown)
         )
     coded_low = history.active_with_concept(evaluation.record.findings, "hypocalcaemia")
     if coded_low:
         flags.append(
-            "R9c: hypocalcaemia coded: "
-            + history.describe(coded_low[0])
-            + ": correct first (romosozumab excluded while low)"
+            "R9c: " + evaluation.knowledge.line("hypocalcaemia_flag", finding=history.describe(coded_low[0]))
         )
     return flags
 
@@ -77,7 +75,7 @@ def _lab_gaps(evaluation: Evaluation, labs: LabStatus) -> None:
     if labs.vitamin_d is None:
         evaluation.caveat(evaluation.knowledge.line("vitamin_d_missing_caveat"))
     if labs.calcium is not None and labs.albumin is None:
-        evaluation.caveat("albumin not on record: calcium not corrected")
+        evaluation.caveat(evaluation.knowledge.line("albumin_missing_caveat"))
     if not any(m.role == "supplement" for m in evaluation.record.medications):
         evaluation.caveat(evaluation.knowledge.line("supplements_line"))
     lines = []
@@ -100,24 +98,20 @@ def rule_renal_gate(evaluation: Evaluation, agents_ctx: AgentContext) -> None:
     renal = history.assess_renal(evaluation.record.findings, evaluation.as_of, evaluation.knowledge)
     reason: str | None = None
     if labs.egfr is not None and labs.egfr_below_gate is True:
-        gate = evaluation.knowledge.thresholds.egfr_renal_gate
-        reason = f"eGFR {labs.egfr.shown} ({labs.egfr.date.isoformat()}) < {gate}"
+        reason = evaluation.knowledge.line(
+            "renal_egfr_reason", egfr=labs.egfr.shown, egfr_date=labs.egfr.date.isoformat()
+        )
     elif renal.advanced_ckd:
         reason = "CKD stage 4-5 / end-stage renal disease: " + history.describe(renal.advanced_ckd[0])
     elif renal.recent_dialysis:
-        reason = (
-            f"dialysis within {evaluation.knowledge.windows.dialysis_lookback_days} days: "
-            + history.describe(renal.recent_dialysis[0])
+        reason = evaluation.knowledge.line(
+            "renal_dialysis_reason", finding=history.describe(renal.recent_dialysis[0])
         )
     elif renal.kidney_transplant:
         reason = "kidney transplant: " + history.describe(renal.kidney_transplant[0])
     if reason:
-        evaluation.reasons.append(
-            "follow-on bisphosphonates not recommended; denosumab boxed warning in advanced CKD; "
-            "PTH analogues "
-            "contraindicated in severe renal impairment (EU label)"
-            + ("; post-transplant bone disease" if renal.kidney_transplant else "")
-        )
+        advice = "renal_transplant_advice_reason" if renal.kidney_transplant else "renal_advice_reason"
+        evaluation.reasons.append(evaluation.knowledge.line(advice))
         agents = rank_agents(agents_ctx, evaluation.knowledge)
         evaluation.done(
             "SPECIALIST_REVIEW",
@@ -141,7 +135,7 @@ def rule_treatment(
     evaluation.evidence = replace(evaluation.evidence, target_t=target)
     for site_response in (total_hip, lumbar_spine):
         if site_response is not None:
-            evaluation.reasons.append(response_text(site_response))
+            evaluation.reasons.append(response_text(site_response, evaluation.knowledge))
     if met:
         evaluation.reasons.extend(flags)
         if lowest is None or lowest <= target:
@@ -158,9 +152,9 @@ def rule_treatment(
         evaluation.done(
             "CONSIDER",
             "R11",
-            f"lowest total-hip/femoral-neck T-score {bmd.shown_t(lowest, target, above=True)} is above the "
-            f"personalised target {target}: "
-            "at target: continuing current therapy is reasonable",
+            evaluation.knowledge.line(
+                "at_target_reason", t_score=bmd.shown_t(lowest, target, above=True), target_t=str(target)
+            ),
         )
     agents = rank_agents(ctx, evaluation.knowledge)
     follow = evaluation.follow_on_for(agents)
@@ -169,7 +163,7 @@ def rule_treatment(
         evaluation.done(
             "SPECIALIST_REVIEW",
             "R13",
-            "every anabolic agent is excluded",
+            evaluation.knowledge.line("all_agents_excluded_reason"),
             agents=agents,
             follow_on=follow,
         )
@@ -178,9 +172,7 @@ def rule_treatment(
         evaluation.done(
             "SPECIALIST_REVIEW",
             "R13",
-            f"{prior_denosumab_text(evaluation.knowledge)} and romosozumab excluded; "
-            "options a specialist may weigh: "
-            "continue denosumab and add teriparatide, or continue denosumab",
+            prior_denosumab_text(evaluation.knowledge, "prior_denosumab_romosozumab_excluded_reason"),
             agents=agents,
             follow_on=follow,
         )
@@ -224,10 +216,16 @@ def _target_t(evaluation: Evaluation) -> Decimal:
     return evaluation.knowledge.thresholds.personalised_target_t
 
 
-def response_text(site_response: SiteResponse) -> str:
-    site = site_response.site.replace("_", " ")
-    period = f"({site_response.baseline_date.isoformat()} → {site_response.followup_date.isoformat()})"
-    verdict = "≥" if site_response.met else "<"
-    if site_response.metric == "pct":
-        return f"{site} change {site_response.pct_change:+} % {verdict} {site_response.target} % {period}"
-    return f"{site} ΔT {site_response.delta_t:+} {verdict} {site_response.target} {period}"
+def response_text(site_response: SiteResponse, knowledge: Knowledge) -> str:
+    """The deciding site's change against its target (§5); the target is the one the rule compared with."""
+    pct = site_response.metric == "pct"
+    change = site_response.pct_change if pct else site_response.delta_t
+    return knowledge.line(
+        "response_pct_reason" if pct else "response_delta_t_reason",
+        site=site_response.site.replace("_", " "),
+        change=format(change, "+"),
+        verdict="≥" if site_response.met else "<",
+        target=str(site_response.target),
+        baseline_date=site_response.baseline_date.isoformat(),
+        followup_date=site_response.followup_date.isoformat(),
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from cds_service.facts.dates import Interval, add_months
+from cds_service.knowledge.indexed import Knowledge
 from cds_service.rules.decision import WarningDetail
 from cds_service.rules.exposure import AgentExposure, AnabolicCourse
 
@@ -22,10 +23,10 @@ def denosumab_overdue(
     denosumab: AgentExposure | None,
     first_line: list[tuple[str, Interval]],
     as_of: date,
-    max_interval_days: int,
-    max_months: int,
+    knowledge: Knowledge,
 ) -> tuple[WarningDetail | None, str | None]:
-    """(warning, caveat). Beyond `max_months` only a caveat line, no warning code."""
+    """(warning, caveat). Beyond `denosumab_overdue_max_months` only a caveat line, no warning code."""
+    max_interval_days = knowledge.windows.denosumab_max_interval_days
     if denosumab is None:
         return None, None
     injections = [d for d in denosumab.dose_dates if d <= as_of]
@@ -35,18 +36,21 @@ def denosumab_overdue(
     days = (as_of - last).days
     if days <= max_interval_days or _covered_since(first_line, last, as_of):
         return None, None
-    if last < add_months(as_of, -max_months):
-        return None, f"last denosumab injection {last.isoformat()} more than {max_months} months ago"
-    text = f"Last denosumab 60 mg injection {last.isoformat()} ({days} days before {as_of.isoformat()})."
+    if last < add_months(as_of, -knowledge.windows.denosumab_overdue_max_months):
+        return None, knowledge.line("denosumab_overdue_old_caveat", last_dose=last.isoformat())
+    text = knowledge.line(
+        "denosumab_overdue_warning", last_dose=last.isoformat(), days_since=str(days), as_of=as_of.isoformat()
+    )
     due = last + timedelta(days=max_interval_days)
     return WarningDetail("DENOSUMAB_OVERDUE", text, last=last, due=due), None
 
 
 def follow_on_missing(
-    courses: list[AnabolicCourse], first_line: list[tuple[str, Interval]], as_of: date, months: int
+    courses: list[AnabolicCourse], first_line: list[tuple[str, Interval]], as_of: date, knowledge: Knowledge
 ) -> WarningDetail | None:
-    """An anabolic course ended within `months` and no first-line record (any type) covers past its end."""
-    window_start = add_months(as_of, -months)
+    """An anabolic course ended within `follow_on_missing_months` and no first-line record (any type) covers
+    past its end."""
+    window_start = add_months(as_of, -knowledge.windows.follow_on_missing_months)
     for course in reversed(courses):
         end = course.interval.end
         if not (window_start <= end < as_of):
@@ -55,7 +59,11 @@ def follow_on_missing(
             continue
         return WarningDetail(
             "ANABOLIC_FOLLOW_ON_MISSING",
-            f"{course.agent.capitalize()} course ended {end.isoformat()}; no anti-resorptive recorded since.",
+            knowledge.line(
+                "follow_on_missing_warning",
+                course_agent=course.agent.capitalize(),
+                course_end=end.isoformat(),
+            ),
             last=end,
             due=end,
             agent=course.agent,

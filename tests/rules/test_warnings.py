@@ -20,8 +20,7 @@ def overdue(*medications: MedicationRecord) -> tuple[str | None, str | None]:
         agent_exposures(medications, AS_OF, K).get("denosumab"),
         first_line_record_coverage(medications, AS_OF, K),
         AS_OF,
-        WINDOWS.denosumab_max_interval_days,
-        WINDOWS.denosumab_overdue_max_months,
+        K,
     )
     return (warning.code if warning else None), caveat
 
@@ -126,6 +125,6 @@ def test_follow_on_missing(medications: tuple[MedicationRecord, ...], warned: bo
         anabolic_courses(exposures, AS_OF, K),
         first_line_record_coverage(medications, AS_OF, K),
         AS_OF,
-        WINDOWS.follow_on_missing_months,
+        K,
     )
     assert (warning.code if warning else None) == ("ANABOLIC_FOLLOW_ON_MISSING" if warned else None)
