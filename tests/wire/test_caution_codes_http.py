@@ -11,7 +11,6 @@ import logging
 from typing import Any
 
 import pytest
-import requests
 import responses
 from flask.testing import FlaskClient
 
@@ -19,9 +18,8 @@ from cds_service.app import create_app
 from cds_service.knowledge.schema import ICD10, ICD10CM
 from tests.support.app_settings import test_settings
 from tests.support.fixtures import hook_request_for_bundle
-from tests.support.mock_fhir import MockFhirServer
 from tests.test_scenarios import decision_from_log
-from tests.wire.test_codes_http import FHIR_BASE, TOKEN, URL, _bundle_with, _condition
+from tests.wire.test_codes_http import FHIR_BASE, URL, _bundle_with, _condition, post_via_fhir_server
 
 FOLLOW_ON_AGENTS = ("alendronate", "zoledronic_acid", "denosumab")  # allowed by s01's eGFR band
 PTH = ("teriparatide", "abaloparatide")
@@ -147,16 +145,8 @@ def test_who_and_cm_urolithiasis_give_the_same_card_decision(
 def test_onj_via_the_fhir_server(
     client: FlaskClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("cds_service.wire.service.guarded_session", lambda *_args: requests.Session())
-    caplog.set_level(logging.INFO)
-    bundle = _bundle_with([_coded(ICD10CM, "M87.180", "Osteonecrosis due to drugs, jaw")])
-    request = hook_request_for_bundle(bundle, with_prefetch=False, fhir_server=FHIR_BASE, access_token=TOKEN)
-    server = MockFhirServer(FHIR_BASE, bundle, TOKEN)
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        server.register(rsps)
-        resp = client.post(URL, json=request)
-    assert resp.status_code == 200, resp.get_json()
-    assert server.calls, "the record was fetched from the FHIR server"
+    onj = [_coded(ICD10CM, "M87.180", "Osteonecrosis due to drugs, jaw")]
+    resp, request = post_via_fhir_server(client, caplog, monkeypatch, onj)
     decision = resp.get_json()["cards"][0]["extension"]["osteo-cds/decision"]
     assert decision_from_log(caplog, request["hookInstance"])["outcome"] == "ESCALATE"
     assert {_statuses(decision["follow_on"])[a] for a in FOLLOW_ON_AGENTS} == {"caution"}

@@ -136,10 +136,22 @@ def test_codes_via_fhir_server(
     outcome: str,
     romosozumab: str | None,
 ) -> None:
+    assert case
+    resp, request = post_via_fhir_server(client, caplog, monkeypatch, copy.deepcopy(resources))
+    _check(resp.get_json(), decision_from_log(caplog, request["hookInstance"]), outcome, romosozumab)
+
+
+def post_via_fhir_server(
+    client: FlaskClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    resources: list[dict[str, Any]],
+) -> tuple[Any, dict[str, Any]]:
+    """The hook call without prefetch: the record (base bundle + `resources`) comes from a mocked FHIR
+    server; asserts a 200 and that the server was read. Returns the response and the request."""
     monkeypatch.setattr("cds_service.wire.service.guarded_session", lambda *_args: requests.Session())
     caplog.set_level(logging.INFO)
-    assert case
-    bundle = _bundle_with(copy.deepcopy(resources))
+    bundle = _bundle_with(resources)
     request = hook_request_for_bundle(bundle, with_prefetch=False, fhir_server=FHIR_BASE, access_token=TOKEN)
     server = MockFhirServer(FHIR_BASE, bundle, TOKEN)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
@@ -147,4 +159,4 @@ def test_codes_via_fhir_server(
         resp = client.post(URL, json=request)
     assert resp.status_code == 200, resp.get_json()
     assert server.calls, "the record was fetched from the FHIR server"
-    _check(resp.get_json(), decision_from_log(caplog, request["hookInstance"]), outcome, romosozumab)
+    return resp, request
