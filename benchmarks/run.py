@@ -969,6 +969,16 @@ NOTES = """
   under `cds_service.gunicorn_conf.gunicorn_options` (gevent, 2 workers, no keep-alive), like `cds-service serve`.
   HealthChain runs its documented patient-view hook (`CdsFhirAdapter().parse` of the prefetch into
   fhir.resources R4B objects, one card, no clinical logic) under uvicorn, as `healthchain serve` starts it.
+- Stack floor: `benchmarks/stack_floor_app.py`, under the same gunicorn settings (2 workers), is the floor app
+  plus the work the design card's fixed stack makes mandatory on every call, and nothing else: the client JWT
+  verified with PyJWT (ES384, public key loaded once; `iss`, `aud`, `exp`, `iat`, `jti` required) and its
+  `jti` kept in an in-memory set per worker (a replay gets 401); `orjson.loads` of the body; fhir.resources R4B
+  validation of exactly the entries the service validates for that record, the way it validates them
+  (`parse._validate_entry`: the elements the protocol reads, lenient dates, element values shared within a
+  call). Which entries is decided once at start-up by the service's own prefetch walk and `parse_resources`
+  (same as_of), as positions in the body; each call picks them by position (type and id checked, 400 for a
+  body it was not started with). No filtering, relevance, extraction, rules, card rendering, ledger or fair
+  queue: the gap between it and ours is what the service adds to the stack.
 - FHIR path: `benchmarks/fhir_stub.py` in its own process serves the realistic record, 300 entries per page
   (labs need a next page), every request (including `/metadata` and next pages) after 100 ms.
 - Memory: `cds-service serve --workers 1`, wrk in 30 s chunks (fresh tokens each) until the call count is
