@@ -864,26 +864,27 @@ def render(r: dict[str, Any], mode: Mode) -> str:
         ]
         for size, s in http.get("ours_sequential", {}).items():
             fl = http.get("floor_sequential", {}).get(size, {})
-            st = http.get("stack_floor_sequential", {}).get(size)
-            st_text = f"{st['p50_ms']:.2f} {st['statuses']}" if st else "-"
-            st_ratio = f"{st['p50_ms'] / s['p50_ms']:.2f}x" if st else "-"
+            stack_seq = http.get("stack_floor_sequential", {}).get(size)
+            stack_text = f"{stack_seq['p50_ms']:.2f} {stack_seq['statuses']}" if stack_seq else "-"
+            stack_ratio = f"{stack_seq['p50_ms'] / s['p50_ms']:.2f}x" if stack_seq else "-"
             h = (hc.get("sequential") or {}).get(size, {})
             h_text = f"{h['p50_ms']:.2f} {h['statuses']}" if h else hc.get("error", "-")[:80]
             h_ratio = f"{h['p50_ms'] / s['p50_ms']:.2f}x" if h else "-"
             lines.append(
                 f"| {size} | {s['p50_ms']:.2f} {s['statuses']} | {fl.get('p50_ms', 0):.2f} | "
-                f"{fl.get('p50_ms', 0) / s['p50_ms']:.2f}x | {st_text} | {st_ratio} | {h_text} | {h_ratio} |"
+                f"{fl.get('p50_ms', 0) / s['p50_ms']:.2f}x | {stack_text} | {stack_ratio} | {h_text} | {h_ratio} |"
             )
         if hc.get("error"):
             lines += ["", f"HealthChain could not be measured: {hc['error']}"]
-        ow, fw, sw = http.get("ours_wrk"), http.get("floor_wrk"), http.get("stack_floor_wrk")
+        ow, fw = http.get("ours_wrk"), http.get("floor_wrk")
+        stack_wrk = http.get("stack_floor_wrk")
         if ow:
             lines += [
                 "",
                 f"wrk, realistic record ({rec.get('realistic', {}).get('bytes', 0):,} B), 2 workers, one wrk thread, "
                 f"{mode.wrk_seconds} s per run, a distinct token per request; each load ran on ours, then at once on the "
                 "floor app"
-                + (", then on the stack floor (all three" if sw else " (both")
+                + (", then on the stack floor (all three" if stack_wrk else " (both")
                 + " servers up side by side):",
                 "",
                 "| run | server | calls/s | p50 | p90 | p99 | max | non-2xx | socket errors | token reuses |",
@@ -891,8 +892,8 @@ def render(r: dict[str, Any], mode: Mode) -> str:
             ]
             for key in [f"c{connections}" for connections in WRK_CONNECTIONS]:
                 rows = [("ours", ow.get(key)), ("floor app", (fw or {}).get(key))]
-                if sw:
-                    rows.append(("stack floor", sw.get(key)))
+                if stack_wrk:
+                    rows.append(("stack floor", stack_wrk.get(key)))
                 for name, data in rows:
                     if not data or "error" in data:
                         lines.append(f"| {key} | {name} | error: {(data or {}).get('error', '-')[:60]} |")
@@ -917,16 +918,16 @@ def render(r: dict[str, Any], mode: Mode) -> str:
                         f"Floor app / ours: {fw['c16']['rps'] / c16['rps']:.1f}x the calls/s at 16 connections, "
                         f"ours / floor app {c4['p99_ms'] / fw['c4']['p99_ms']:.1f}x the p99 at 4."
                     )
-                s4, s16 = (sw or {}).get("c4", {}), (sw or {}).get("c16", {})
-                if "p99_ms" in s4 and "rps" in s16:
+                stack_c4, stack_c16 = (stack_wrk or {}).get("c4", {}), (stack_wrk or {}).get("c16", {})
+                if "p99_ms" in stack_c4 and "rps" in stack_c16:
                     lines.append(
                         f"The stack floor itself (the fixed stack's mandatory work, no clinical logic): "
-                        f"{s4['p99_ms']} ms p99 at 4 connections (target {TARGETS['wrk_c4_p99_ms']:g} ms: "
-                        f"{'within reach' if s4['p99_ms'] <= TARGETS['wrk_c4_p99_ms'] else 'out of reach on this run'}), "
-                        f"{s16['rps']} calls/s at 16 (target {TARGETS['wrk_c16_rps']:g}: "
-                        f"{'within reach' if s16['rps'] >= TARGETS['wrk_c16_rps'] else 'out of reach on this run'}); "
-                        f"ours / stack floor {c4['p99_ms'] / s4['p99_ms']:.1f}x the p99 at 4, "
-                        f"stack floor / ours {s16['rps'] / c16['rps']:.1f}x the calls/s at 16."
+                        f"{stack_c4['p99_ms']} ms p99 at 4 connections (target {TARGETS['wrk_c4_p99_ms']:g} ms: "
+                        f"{'within reach' if stack_c4['p99_ms'] <= TARGETS['wrk_c4_p99_ms'] else 'out of reach on this run'}), "
+                        f"{stack_c16['rps']} calls/s at 16 (target {TARGETS['wrk_c16_rps']:g}: "
+                        f"{'within reach' if stack_c16['rps'] >= TARGETS['wrk_c16_rps'] else 'out of reach on this run'}); "
+                        f"ours / stack floor {c4['p99_ms'] / stack_c4['p99_ms']:.1f}x the p99 at 4, "
+                        f"stack floor / ours {stack_c16['rps'] / c16['rps']:.1f}x the calls/s at 16."
                     )
     mem = r.get("memory")
     if mem:
