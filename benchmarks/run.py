@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 from benchmarks import records, servers
-from benchmarks.auth import BenchClient, make_client
+from benchmarks.auth import ISSUER, BenchClient, make_client
 from benchmarks.harness import SERVICE_PATH, WsgiCaller, build_app
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +129,7 @@ def run_all(mode: Mode, skip: set[str], work: Path, as_of: dt.date, results: dic
     finally:
         stub.stop()
     if "http" not in skip:
-        results["http"] = http_phase(mode, skip, work, bodies)
+        results["http"] = http_phase(mode, skip, work, bodies, as_of)
     if "memory" not in skip:
         results["memory"] = memory_phase(mode, work, bodies["small"])
 
@@ -478,7 +478,7 @@ def fhir_path(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# HTTP: cds-service serve (production gunicorn settings), the floor app, HealthChain; wrk under load
+# HTTP: cds-service serve (production gunicorn settings), the floor app, the stack floor, HealthChain; wrk
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -490,9 +490,12 @@ def production_env(work: Path, name: str) -> tuple[BenchClient, dict[str, str]]:
 WRK_CONNECTIONS = (1, 4, 16, 64)
 
 
-def http_phase(mode: Mode, skip: set[str], work: Path, bodies: dict[str, bytes]) -> dict[str, Any]:
-    """Ours and the floor app run side by side; each wrk load runs on ours then on the floor app at once,
-    so that both see the same machine (the shared machine's load changes over minutes)."""
+def http_phase(
+    mode: Mode, skip: set[str], work: Path, bodies: dict[str, bytes], as_of: dt.date
+) -> dict[str, Any]:
+    """Ours, the floor app and the stack floor run side by side; each wrk load runs on ours, then on the
+    floor app, then on the stack floor at once, so that all see the same machine (the shared machine's load
+    changes over minutes)."""
     out: dict[str, Any] = {}
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
@@ -503,31 +506,59 @@ def http_phase(mode: Mode, skip: set[str], work: Path, bodies: dict[str, bytes])
     out["ours_ready_s"] = round(ours.start(log_dir=logs), 3)
     floor_port = servers.free_port()
     floor = servers.floor_server(floor_port, env)
+    stack_port = servers.free_port()
+    stack = stack_floor_server(stack_port, env, client, work, bodies, as_of)
     try:
         log("HTTP: floor app")
         out["floor_ready_s"] = round(floor.start(log_dir=logs), 3)
+        log("HTTP: stack floor (JWT + jti + validation of what the service validates, 2 workers)")
+        out["stack_floor_ready_s"] = round(stack.start(log_dir=logs), 3)
         status, _ = servers.request(
             "POST", port, SERVICE_PATH, bodies["small"], {"Content-Type": "application/json"}
         )
         out["auth_active"] = status == 401
         out["status_without_token"] = status
+        status, _ = servers.request(
+            "POST", stack_port, SERVICE_PATH, bodies["small"], {"Content-Type": "application/json"}
+        )
+        out["stack_floor_status_without_token"] = status
         out["ours_sequential"] = sequential(mode, port, SERVICE_PATH, bodies, client.token)
         out["floor_sequential"] = sequential(mode, floor_port, SERVICE_PATH, bodies, lambda: None)
+        out["stack_floor_sequential"] = sequential(mode, stack_port, SERVICE_PATH, bodies, client.token)
         if "wrk" not in skip and shutil.which("wrk"):
-            out["ours_wrk"], out["floor_wrk"] = {}, {}
+            out["ours_wrk"], out["floor_wrk"], out["stack_floor_wrk"] = {}, {}, {}
             body_file = work / "wrk-body.json"
             body_file.write_bytes(bodies["realistic"])
             for connections in WRK_CONNECTIONS:
-                for key, server_port in (("ours_wrk", port), ("floor_wrk", floor_port)):
+                for key, server_port in (
+                    ("ours_wrk", port), ("floor_wrk", floor_port), ("stack_floor_wrk", stack_port)
+                ):  # fmt: skip
                     out[key][f"c{connections}"] = wrk_run(
                         mode, server_port, body_file, client, work, connections
                     )
     finally:
         ours.stop()
         floor.stop()
+        stack.stop()
     if "peers" not in skip:
         out["healthchain"] = healthchain_phase(mode, bodies, logs)
     return out
+
+
+def stack_floor_server(
+    port: int, env: dict[str, str], client: BenchClient, work: Path, bodies: dict[str, bytes], as_of: dt.date
+) -> servers.Server:
+    """benchmarks/stack_floor_app.py, planned for every record this phase sends, verifying `client`'s tokens."""
+    record_dir = work / "stack-floor-records"
+    record_dir.mkdir(exist_ok=True)
+    files = []
+    for size, body in bodies.items():
+        files.append(record_dir / f"{size}.json")
+        files[-1].write_bytes(body)
+    return servers.stack_floor_server(
+        port, env, jwks_file=client.jwks_file, issuer=ISSUER, audience=client.audience,
+        as_of=as_of.isoformat(), record_files=files,
+    )  # fmt: skip
 
 
 def sequential(
@@ -811,39 +842,59 @@ def render(r: dict[str, Any], mode: Mode) -> str:
         ]
     http = r.get("http", {})
     if http:
+        stack_ready = (
+            f"; stack floor {http['stack_floor_ready_s']} s" if "stack_floor_ready_s" in http else ""
+        )
         lines += ["", "## 4. HTTP", "", f"Ready after spawn: cds-service serve {http.get('ours_ready_s')} s "
-                  f"(target <= 3 s: {verdict(http.get('ours_ready_s', 99) <= TARGETS['ready_s'])}); floor app {http.get('floor_ready_s')} s.", ""]  # fmt: skip
+                  f"(target <= 3 s: {verdict(http.get('ours_ready_s', 99) <= TARGETS['ready_s'])}); floor app {http.get('floor_ready_s')} s{stack_ready}.", ""]  # fmt: skip
+        if "stack_floor_status_without_token" in http:
+            lines += [
+                "Stack floor (`benchmarks/stack_floor_app.py`): the floor app plus the work the fixed stack makes "
+                "mandatory (PyJWT ES384 verification of the client JWT with its jti remembered, fhir.resources "
+                "validation of exactly the entries the service validates, picked by position); no clinical logic. "
+                f"A request without a token gets {http['stack_floor_status_without_token']}.",
+                "",
+            ]
         hc = http.get("healthchain", {})
         lines += [
             "Sequential calls on one keep-alive connection (client-side latency, p50 ms); peers as a ratio to ours:",
             "",
-            "| size | ours | floor app (same gunicorn settings) | floor / ours | HealthChain 0.16.1 (uvicorn) | HealthChain / ours |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            "| size | ours | floor app (same gunicorn settings) | floor / ours | stack floor | stack floor / ours | HealthChain 0.16.1 (uvicorn) | HealthChain / ours |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for size, s in http.get("ours_sequential", {}).items():
             fl = http.get("floor_sequential", {}).get(size, {})
+            stack_seq = http.get("stack_floor_sequential", {}).get(size)
+            stack_text = f"{stack_seq['p50_ms']:.2f} {stack_seq['statuses']}" if stack_seq else "-"
+            stack_ratio = f"{stack_seq['p50_ms'] / s['p50_ms']:.2f}x" if stack_seq else "-"
             h = (hc.get("sequential") or {}).get(size, {})
             h_text = f"{h['p50_ms']:.2f} {h['statuses']}" if h else hc.get("error", "-")[:80]
             h_ratio = f"{h['p50_ms'] / s['p50_ms']:.2f}x" if h else "-"
             lines.append(
                 f"| {size} | {s['p50_ms']:.2f} {s['statuses']} | {fl.get('p50_ms', 0):.2f} | "
-                f"{fl.get('p50_ms', 0) / s['p50_ms']:.2f}x | {h_text} | {h_ratio} |"
+                f"{fl.get('p50_ms', 0) / s['p50_ms']:.2f}x | {stack_text} | {stack_ratio} | {h_text} | {h_ratio} |"
             )
         if hc.get("error"):
             lines += ["", f"HealthChain could not be measured: {hc['error']}"]
         ow, fw = http.get("ours_wrk"), http.get("floor_wrk")
+        stack_wrk = http.get("stack_floor_wrk")
         if ow:
             lines += [
                 "",
                 f"wrk, realistic record ({rec.get('realistic', {}).get('bytes', 0):,} B), 2 workers, one wrk thread, "
                 f"{mode.wrk_seconds} s per run, a distinct token per request; each load ran on ours, then at once on the "
-                "floor app (both servers up side by side):",
+                "floor app"
+                + (", then on the stack floor (all three" if stack_wrk else " (both")
+                + " servers up side by side):",
                 "",
                 "| run | server | calls/s | p50 | p90 | p99 | max | non-2xx | socket errors | token reuses |",
                 "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
             ]
             for key in [f"c{connections}" for connections in WRK_CONNECTIONS]:
-                for name, data in (("ours", ow.get(key)), ("floor app", (fw or {}).get(key))):
+                rows = [("ours", ow.get(key)), ("floor app", (fw or {}).get(key))]
+                if stack_wrk:
+                    rows.append(("stack floor", stack_wrk.get(key)))
+                for name, data in rows:
                     if not data or "error" in data:
                         lines.append(f"| {key} | {name} | error: {(data or {}).get('error', '-')[:60]} |")
                         continue
@@ -866,6 +917,17 @@ def render(r: dict[str, Any], mode: Mode) -> str:
                     lines.append(
                         f"Floor app / ours: {fw['c16']['rps'] / c16['rps']:.1f}x the calls/s at 16 connections, "
                         f"ours / floor app {c4['p99_ms'] / fw['c4']['p99_ms']:.1f}x the p99 at 4."
+                    )
+                stack_c4, stack_c16 = (stack_wrk or {}).get("c4", {}), (stack_wrk or {}).get("c16", {})
+                if "p99_ms" in stack_c4 and "rps" in stack_c16:
+                    lines.append(
+                        f"The stack floor itself (the fixed stack's mandatory work, no clinical logic): "
+                        f"{stack_c4['p99_ms']} ms p99 at 4 connections (target {TARGETS['wrk_c4_p99_ms']:g} ms: "
+                        f"{'within reach' if stack_c4['p99_ms'] <= TARGETS['wrk_c4_p99_ms'] else 'out of reach on this run'}), "
+                        f"{stack_c16['rps']} calls/s at 16 (target {TARGETS['wrk_c16_rps']:g}: "
+                        f"{'within reach' if stack_c16['rps'] >= TARGETS['wrk_c16_rps'] else 'out of reach on this run'}); "
+                        f"ours / stack floor {c4['p99_ms'] / stack_c4['p99_ms']:.1f}x the p99 at 4, "
+                        f"stack floor / ours {stack_c16['rps'] / c16['rps']:.1f}x the calls/s at 16."
                     )
     mem = r.get("memory")
     if mem:
@@ -908,6 +970,16 @@ NOTES = """
   under `cds_service.gunicorn_conf.gunicorn_options` (gevent, 2 workers, no keep-alive), like `cds-service serve`.
   HealthChain runs its documented patient-view hook (`CdsFhirAdapter().parse` of the prefetch into
   fhir.resources R4B objects, one card, no clinical logic) under uvicorn, as `healthchain serve` starts it.
+- Stack floor: `benchmarks/stack_floor_app.py`, under the same gunicorn settings (2 workers), is the floor app
+  plus the work the design card's fixed stack makes mandatory on every call, and nothing else: the client JWT
+  verified with PyJWT (ES384, public key loaded once; `iss`, `aud`, `exp`, `iat`, `jti` required) and its
+  `jti` kept in an in-memory set per worker (a replay gets 401); `orjson.loads` of the body; fhir.resources R4B
+  validation of exactly the entries the service validates for that record, the way it validates them
+  (`parse._validate_entry`: the elements the protocol reads, lenient dates, element values shared within a
+  call). Which entries is decided once at start-up by the service's own prefetch walk and `parse_resources`
+  (same as_of), as positions in the body; each call picks them by position (type and id checked, 400 for a
+  body it was not started with). No filtering, relevance, extraction, rules, card rendering, ledger or fair
+  queue: the gap between it and ours is what the service adds to the stack.
 - FHIR path: `benchmarks/fhir_stub.py` in its own process serves the realistic record, 300 entries per page
   (labs need a next page), every request (including `/metadata` and next pages) after 100 ms.
 - Memory: `cds-service serve --workers 1`, wrk in 30 s chunks (fresh tokens each) until the call count is

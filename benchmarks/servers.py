@@ -138,6 +138,28 @@ def floor_server(port: int, env: Mapping[str, str]) -> Server:
     )
 
 
+def stack_floor_server(
+    port: int,
+    env: Mapping[str, str],
+    *,
+    jwks_file: Path,
+    issuer: str,
+    audience: str,
+    as_of: str,
+    record_files: Sequence[Path],
+    workers: int = 2,
+) -> Server:
+    """benchmarks.stack_floor_app: the floor app plus the stack's mandatory work (JWT, jti, validation)."""
+    records = [arg for path in record_files for arg in ("--record", str(path))]
+    return Server(
+        "stack-floor",
+        [sys.executable, "-m", "benchmarks.stack_floor_app", "--port", str(port), "--workers", str(workers),
+         "--jwks", str(jwks_file), "--issuer", issuer, "--audience", audience, "--as-of", as_of, *records],
+        port,
+        env,
+    )  # fmt: skip
+
+
 def healthchain_server(port: int) -> Server:
     return Server(
         "healthchain",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import time
 import uuid
 from datetime import date, timedelta
 from pathlib import Path
@@ -15,8 +16,8 @@ import orjson
 import pytest
 from fhir.resources.R4B.observation import Observation
 
-from benchmarks import profile_call, records, run, scaleout
-from benchmarks.auth import make_client
+from benchmarks import profile_call, records, run, scaleout, servers, stack_floor_app
+from benchmarks.auth import ISSUER, make_client
 from benchmarks.fhir_stub import FhirStub
 from benchmarks.harness import WsgiCaller, build_app
 from cds_service.facts import parse as parse_module
@@ -86,6 +87,78 @@ def test_suite_smoke_in_process(tmp_path: Path) -> None:
             assert set(measured["statuses"]) == {"200"}, (variant, size, measured["statuses"])
     assert figures["fhir"]["statuses"] == {"200": 2}
     assert figures["scaling"]["resource_ratio"] > 9
+
+
+# ----- the stack floor: the fixed stack's mandatory work, and really that work ----------------------------
+def test_stack_floor_refuses_bad_tokens_and_validates_what_the_service_validates(
+    tmp_path: Path, knowledge: Knowledge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small, realistic = (records.request_bytes(size, AS_OF) for size in ("small", "realistic"))
+    plans = stack_floor_app.plans_by_length([small, realistic], knowledge, AS_OF)
+    # The plan is the service's own choice: as many entries as parse_resources returns models for.
+    expected = run.record_info({"realistic": realistic}, AS_OF)["realistic"]["validated"]
+    assert len(plans[len(realistic)]) == expected > 50
+    client = make_client(tmp_path / "ehr", "http://127.0.0.1:8000")
+    stranger = make_client(tmp_path / "stranger", "http://127.0.0.1:8000")
+    checker = stack_floor_app.TokenCheck(client.jwks_file, ISSUER, client.audience)
+    call = WsgiCaller(stack_floor_app.create_stack_floor_app(checker, plans))
+    validated: list[Any] = []
+    real_validate = parse_module._validate_entry
+    monkeypatch.setattr(
+        parse_module, "_validate_entry", lambda entry: validated.append(entry) or real_validate(entry)
+    )
+
+    token = client.token()
+    status, body = call(realistic, token)
+    assert status == 200, body[:300]
+    assert orjson.loads(body)["cards"][0]["summary"] == "Stack floor: constant card"
+    assert len(validated) == expected  # every planned entry validated on this very call
+    refused = {
+        "replayed": token,
+        "none": None,
+        "another key": stranger.token(),
+        "another audience": client.token(audience="http://127.0.0.1:8000/cds-services/other"),
+        "expired": client.token(now=time.time() - 3600),
+        "not a JWT": "not-a-jwt",
+    }
+    for name, bad in refused.items():
+        assert call(small, bad)[0] == 401, name
+    assert call(small, client.token())[0] == 200
+    # Entries are picked by position and checked: the same length with another entry there is refused.
+    last = plans[len(realistic)][-1]
+    assert isinstance(last.resource_id, str)
+    renamed = last.resource_id[:-1] + ("x" if last.resource_id[-1] != "x" else "y")
+    moved = realistic.replace(f'"id":"{last.resource_id}"'.encode(), f'"id":"{renamed}"'.encode())
+    assert len(moved) == len(realistic) and moved != realistic
+    assert call(moved, client.token())[0] == 400
+    assert call(small + b" ", client.token())[0] == 400  # a record it was not started with
+
+
+def test_stack_floor_server_answers_and_refuses_a_replay(tmp_path: Path) -> None:
+    """The real server (gunicorn, one worker so that a replay meets the same jti store) over loopback."""
+    client = make_client(tmp_path, "http://127.0.0.1:8000")
+    body = records.request_bytes("small", AS_OF)
+    record = tmp_path / "small.json"
+    record.write_bytes(body)
+    port = servers.free_port()
+    server = servers.stack_floor_server(
+        port, client.environ(), jwks_file=client.jwks_file, issuer=ISSUER, audience=client.audience,
+        as_of=AS_OF.isoformat(), record_files=[record], workers=1,
+    )  # fmt: skip
+    server.start(timeout_s=120, log_dir=tmp_path / "logs")
+    try:
+        token = client.token()
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+        status, answer = servers.request("POST", port, run.SERVICE_PATH, body, headers)
+        assert status == 200, answer[:300]
+        assert orjson.loads(answer)["cards"]
+        assert servers.request("POST", port, run.SERVICE_PATH, body, headers)[0] == 401
+        assert (
+            servers.request("POST", port, run.SERVICE_PATH, body, {"Content-Type": "application/json"})[0]
+            == 401
+        )
+    finally:
+        server.stop()
 
 
 # ----- a stuck FHIR server: 412 before it is released, then the next call is served ----------------------
