@@ -134,14 +134,14 @@ def test_a_full_queue_refuses_with_503_and_retry_after() -> None:
 
 
 def test_a_call_that_waits_past_the_timeout_is_refused_and_leaves_the_queue() -> None:
-    queue = FairQueue("ledger", timeout_s=0.05)
-    refused_before = refusals("ledger", "timeout")
+    queue = FairQueue("evaluation", timeout_s=0.05)
+    refused_before = refusals("evaluation", "timeout")
     with queue.turn("a"):
         with pytest.raises(Overloaded) as refused:
             queue.turn("b").__enter__()
         assert refused.value.reason == "timeout"
         assert queue.waiting() == {}
-    assert refusals("ledger", "timeout") == refused_before + 1
+    assert refusals("evaluation", "timeout") == refused_before + 1
     with queue.turn("b"):
         pass
 
