@@ -69,14 +69,16 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
     failures = AuthFailureLimiter(settings.auth_failure_limit)
     authn = _FailureCountingAuthenticator(runtime, failures)
     # Fair turns per worker: the decision, the cards and their ledger write (one writer per worker).
+    # A client refused for its rate moments ago waits until no other client's call does.
     evaluation = FairQueue(
-        "evaluation", max_waiting=settings.fair_queue_max, timeout_s=settings.fair_queue_timeout_s
+        "evaluation",
+        max_waiting=settings.fair_queue_max,
+        timeout_s=settings.fair_queue_timeout_s,
+        lowered=limiter.over_rate,
     )
     blueprint = Blueprint("cds_hooks", __name__)
     blueprint.record_once(
-        lambda state: state.app.extensions.update(
-            cds_fair_queues={"evaluation": evaluation}
-        )
+        lambda state: state.app.extensions.update(cds_fair_queues={"evaluation": evaluation})
     )
     cors = Cors(settings.cors_allowed_origins)
     blueprint.before_app_request(answer_preflight)
