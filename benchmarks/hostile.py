@@ -238,8 +238,12 @@ def flood(port: int, stop: Stop, statuses: list[int]) -> None:
         statuses.append(post_from("flood", port, body, timeout=15))
 
 
-def hostile_main(port: int, stop_flag: Any, statuses: Any, kinds: frozenset[str], pause_s: float) -> None:
+def hostile_main(
+    port: int, stop_flag: Any, statuses: Any, kinds: frozenset[str], pause_s: float, *, niceness: int = 0
+) -> None:
     """In its own process (so the measuring client does not share a GIL with 100 hostile threads)."""
+    if niceness:
+        os.nice(niceness)  # the peers' own CPU is not the service's: see --attacker-nice
     stop = Stop()
     tenant_statuses: list[int] = []
     flood_statuses: list[int] = []
@@ -272,13 +276,18 @@ def hostile_main(port: int, stop_flag: Any, statuses: Any, kinds: frozenset[str]
 
 
 @contextlib.contextmanager
-def hostile_load(port: int, kinds: frozenset[str], pause_s: float = 0.0) -> Iterator[dict[str, Any]]:
+def hostile_load(
+    port: int, kinds: frozenset[str], pause_s: float = 0.0, niceness: int = 0
+) -> Iterator[dict[str, Any]]:
     context = multiprocessing.get_context("spawn")
     manager = context.Manager()
     stop_flag = manager.Event()
     statuses = manager.list()
     process = context.Process(
-        target=hostile_main, args=(port, stop_flag, statuses, kinds, pause_s), daemon=True
+        target=hostile_main,
+        args=(port, stop_flag, statuses, kinds, pause_s),
+        kwargs={"niceness": niceness},
+        daemon=True,
     )
     process.start()
     time.sleep(3)  # let every hostile peer get hold of what it can
@@ -315,6 +324,7 @@ def run(
     client_limits: bool = True,
     fair_queue: bool = True,
     phases: tuple[str, ...] = tuple(PHASES),
+    attacker_nice: int = 0,
 ) -> dict[str, Any]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="cds-hostile-", dir=os.environ.get("BENCH_DATA_PARENT")) as data:
@@ -341,13 +351,13 @@ def run(
             measure(port, body, 2, healthy_pause_s)  # warm-up
             result["unloaded"] = measure(port, body, seconds, healthy_pause_s)
             for phase in phases:
-                with hostile_load(port, PHASES[phase], pause_s) as statuses:
+                with hostile_load(port, PHASES[phase], pause_s, attacker_nice) as statuses:
                     result[phase] = measure(port, body, seconds, healthy_pause_s)
                 result[phase]["hostile_statuses"] = statuses
         finally:
             server.stop()
     settings = {"tenant_pause_s": pause_s, "healthy_pause_s": healthy_pause_s, "client_limits": client_limits,
-                "fair_queue": fair_queue}  # fmt: skip
+                "fair_queue": fair_queue, "attacker_nice": attacker_nice}  # fmt: skip
     database = "postgresql" if database_url else "sqlite"
     return {"worker_class": worker_class, "workers": workers, "database": database, "settings": settings,
             **result}  # fmt: skip
@@ -369,13 +379,20 @@ def main() -> None:
     parser.add_argument("--no-client-limits", action="store_true", help="turn the per-client limits off")
     parser.add_argument("--no-fair-queue", action="store_true", help="CDS_FAIR_QUEUE_MAX=0")
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma list of {', '.join(PHASES)}")
+    parser.add_argument(
+        "--attacker-nice",
+        type=int,
+        default=0,
+        help="niceness of the hostile peers' process (on other hosts in reality; here they share the cores)",
+    )
     parser.add_argument("--database-url", help="e.g. a PostgreSQL URL (default: SQLite in a temp dir)")
     args = parser.parse_args()
     kinds = args.worker_class or ["gthread", "gevent"]
     results = [
         run(kind, args.seconds, args.workers, database_url=args.database_url, pause_s=args.tenant_pause,
             healthy_pause_s=args.healthy_pause, client_limits=not args.no_client_limits,
-            fair_queue=not args.no_fair_queue, phases=tuple(args.phases.split(",")))
+            fair_queue=not args.no_fair_queue, phases=tuple(args.phases.split(",")),
+            attacker_nice=args.attacker_nice)
         for kind in kinds
     ]  # fmt: skip
     text = json.dumps(results, indent=2)

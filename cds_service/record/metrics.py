@@ -63,7 +63,7 @@ _AUTH_REASON_SET: Final = frozenset(AUTH_REASONS)
 
 DEGRADED_COMPONENTS: Final = ("replay_store", "ledger")
 THROTTLE_REASONS: Final = ("rate", "in_flight", "auth_failures")
-FAIR_QUEUES: Final = ("evaluation", "ledger")
+FAIR_QUEUES: Final = ("evaluation",)
 FAIR_REFUSALS: Final = ("full", "timeout")
 # A turn is waited for a few ms normally; the tail up to the queue timeout (CDS_FAIR_QUEUE_TIMEOUT_S).
 FAIR_WAIT_BUCKETS_S: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)

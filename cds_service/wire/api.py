@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import IO, Any
 
 import orjson
@@ -67,21 +68,17 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
     limiter = ClientLimiter(settings.client_rate_limit, settings.client_max_in_flight)
     failures = AuthFailureLimiter(settings.auth_failure_limit)
     authn = _FailureCountingAuthenticator(runtime, failures)
-    # Fair turns per worker: the decision and cards; on SQLite (one writer) also the ledger write,
-    # in its own queue so the CPU is not idle while a commit waits for its fsync.
+    # Fair turns per worker: the decision, the cards and their ledger write (one writer per worker).
+    # A client refused for its rate moments ago waits until no other client's call does.
     evaluation = FairQueue(
-        "evaluation", max_waiting=settings.fair_queue_max, timeout_s=settings.fair_queue_timeout_s
-    )
-    ledger = FairQueue(
-        "ledger",
-        max_waiting=settings.fair_queue_max if runtime.engine.dialect.name == "sqlite" else 0,
+        "evaluation",
+        max_waiting=settings.fair_queue_max,
         timeout_s=settings.fair_queue_timeout_s,
+        lowered=limiter.over_rate,
     )
     blueprint = Blueprint("cds_hooks", __name__)
     blueprint.record_once(
-        lambda state: state.app.extensions.update(
-            cds_fair_queues={"evaluation": evaluation, "ledger": ledger}
-        )
+        lambda state: state.app.extensions.update(cds_fair_queues={"evaluation": evaluation})
     )
     cors = Cors(settings.cors_allowed_origins)
     blueprint.before_app_request(answer_preflight)
@@ -107,10 +104,19 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
             check_fhir_server(fhir_server, auth, runtime.trust)
         hook = parse_patient_view_request(body)
         _yield_to_other_connections()
-        result = service.handle(hook, auth, lambda: evaluation.turn(client))
-        _yield_to_other_connections()
-        logged["cards"] = len(result.cards)
-        with ledger.turn(client):
+        with ExitStack() as held:
+
+            def turn_until_ledgered() -> AbstractContextManager[object]:
+                """The call's turn, kept past the cards until they are in the ledger (see below)."""
+                held.enter_context(evaluation.turn(client))
+                return nullcontext()
+
+            # Run to completion: a call that has its turn keeps it through the ledger write, so while the
+            # write waits on the database no other call's evaluation starts in this worker (gevent would
+            # resume this call only after that whole evaluation); other connections' reads and parsing,
+            # /healthz included, still run during the wait.
+            result = service.handle(hook, auth, turn_until_ledgered)
+            logged["cards"] = len(result.cards)
             _ledger_cards(runtime, hook, result.cards, service.protocol_version())
         return _json(result.to_wire())
 

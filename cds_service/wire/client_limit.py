@@ -6,7 +6,9 @@ source address when no JWT is checked (CDS_AUTH_MODE=off). Two limits, both per 
   moving window, the `limits` library's in-memory storage); empty turns it off;
 - calls in flight at once (CDS_CLIENT_MAX_IN_FLIGHT); 0 turns it off.
 Under gevent a refusal is answered after a pause of up to 1 s (bounded per client), so a client that
-ignores 429 and Retry-After cannot turn the refusals themselves into a flood.
+ignores 429 and Retry-After cannot turn the refusals themselves into a flood. A client refused for its rate
+is "over its rate" for LOWERED_FOR_S after each refusal: the fair queue (fair_queue.py) then gives its
+admitted calls a turn only when no other client's call waits.
 
 Scope: the counters live in each worker's memory (no shared store: a database or Redis round trip per call
 would cost more than the calls it protects). The kernel spreads one client's connections over the
@@ -36,6 +38,8 @@ ThrottleReason = Literal["rate", "in_flight"]
 IN_FLIGHT_RETRY_AFTER_S = 1
 HOLD_S = 1.0
 HELD_PER_CLIENT = 16
+LOWERED_FOR_S = 2.0
+MARKED_CLIENTS_MAX = 4096
 
 
 class Throttled(ServiceError):
@@ -63,6 +67,7 @@ class ClientLimiter:
         *,
         hold_refusals: bool | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        lowered_for_s: float = LOWERED_FOR_S,
     ) -> None:
         self._items = parse_rate(rate)
         # Made on the first call: the in-memory storage starts a timer thread, which must belong to the
@@ -74,6 +79,8 @@ class ClientLimiter:
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}
         self._held: dict[str, int] = {}
+        self._lowered_for_s = lowered_for_s
+        self._over_rate_until: dict[str, float] = {}
 
     @contextmanager
     def admit(self, client: str) -> Iterator[None]:
@@ -87,6 +94,27 @@ class ClientLimiter:
             yield
         finally:
             self._release_place(client)
+
+    def over_rate(self, client: str) -> bool:
+        """Whether `client` was refused for its rate within the last LOWERED_FOR_S seconds."""
+        with self._lock:
+            until = self._over_rate_until.get(client)
+            if until is None:
+                return False
+            if until > time.monotonic():
+                return True
+            del self._over_rate_until[client]  # the table only holds clients still over their rate
+            return False
+
+    def _mark_over_rate(self, client: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._over_rate_until) >= MARKED_CLIENTS_MAX:  # bounded: expired marks go first
+                self._over_rate_until = {
+                    key: until for key, until in self._over_rate_until.items() if until > now
+                }
+            if len(self._over_rate_until) < MARKED_CLIENTS_MAX:
+                self._over_rate_until[client] = now + self._lowered_for_s
 
     def in_flight(self, client: str) -> int:
         with self._lock:
@@ -124,6 +152,7 @@ class ClientLimiter:
         limiter = self._rate_limiter()
         for item in self._items:
             if not limiter.hit(item, client):
+                self._mark_over_rate(client)
                 reset_at = limiter.get_window_stats(item, client).reset_time
                 return Throttled("rate", max(1, math.ceil(reset_at - time.time())))
         return None

@@ -10,6 +10,11 @@ with a cost of one call, i.e. round-robin by client key). A call therefore waits
 the turn plus at most one call of each other client, however many calls they have waiting; a client
 that was idle saves up no credit (it joins the current round).
 
+Lowered: a client that `lowered(client)` names (the per-client limits name one that was refused for its
+rate moments ago: it is the cause of the contention) gets a turn only when no other client's call is
+waiting. When nobody else is waiting it runs at once, so a client over its rate is slowed only while
+it would slow someone else.
+
 Bounded: at most `max_waiting` calls wait per worker, each for at most `timeout_s`; past either the call
 is refused with 503 + Retry-After and an OperationOutcome (the worker is overloaded; another worker or
 replica may serve the retry). A client's own excess is already refused earlier with 429 by the per-client
@@ -63,15 +68,17 @@ class FairQueue:
         max_waiting: int = 64,
         timeout_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        lowered: Callable[[str], bool] = lambda _client: False,
     ) -> None:
         self.name = name
+        self._lowered = lowered
         self._max_waiting = max_waiting
         self._timeout_s = timeout_s
         self._clock = clock
         self._lock = threading.Lock()
         self._free = slots
-        # Waiting calls as (round, arrival number, client, event): the smallest is served next.
-        self._heap: list[tuple[int, int, str, threading.Event]] = []
+        # Waiting calls as (lowered, round, arrival number, client, event): the smallest is served next.
+        self._heap: list[tuple[bool, int, int, str, threading.Event]] = []
         self._arrivals = itertools.count()
         self._round = 0  # the round of the call that had the turn last
         self._last_round: dict[str, int] = {}  # client -> round of its latest call, while >= _round
@@ -97,9 +104,10 @@ class FairQueue:
     def waiting(self) -> dict[str, int]:
         """Calls waiting per client (for tests and diagnostics)."""
         with self._lock:
-            return dict(Counter(client for _round, _arrival, client, _event in self._heap))
+            return dict(Counter(client for _lowered, _round, _arrival, client, _event in self._heap))
 
     def _acquire(self, client: str) -> None:
+        lowered = self._lowered(client)
         with self._lock:
             # A client's next call belongs to the round after its previous one; a client with nothing
             # queued joins the current round (no credit is saved up while idle).
@@ -112,23 +120,24 @@ class FairQueue:
             if len(self._heap) >= self._max_waiting:
                 self._refuse("full")
             granted = threading.Event()
-            heapq.heappush(self._heap, (call_round, next(self._arrivals), client, granted))
+            heapq.heappush(self._heap, (lowered, call_round, next(self._arrivals), client, granted))
             self._last_round[client] = call_round
         if granted.wait(self._timeout_s):
             return
         with self._lock:
             if granted.is_set():  # handed the turn between the timeout and the lock: keep it
                 return
-            self._heap = [entry for entry in self._heap if entry[3] is not granted]
+            self._heap = [entry for entry in self._heap if entry[4] is not granted]
             heapq.heapify(self._heap)
             self._refuse("timeout")
 
     def _release(self) -> None:
-        """Hand the turn straight to the waiting call of the earliest round (first come within a round)."""
+        """Hand the turn straight to the waiting call of the earliest round (first come within a round),
+        a lowered client's call only when no other call waits."""
         with self._lock:
             if self._heap:
-                call_round, _arrival, _client, granted = heapq.heappop(self._heap)
-                self._round = call_round
+                _lowered, call_round, _arrival, _client, granted = heapq.heappop(self._heap)
+                self._round = max(self._round, call_round)
                 granted.set()
             else:
                 self._free += 1

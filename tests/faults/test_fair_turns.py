@@ -132,3 +132,53 @@ def wait_until(condition: Any, timeout_s: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.002)
+
+
+def test_a_call_keeps_its_turn_until_its_cards_are_in_the_ledger(monkeypatch: Any) -> None:
+    """Run to completion: while the first call's ledger write waits on the database, another client's
+    evaluation does not start (under gevent it would run to its end before the first call resumed)."""
+    import cds_service.wire.api as api_module
+
+    settings = test_settings({"CDS_AS_OF": "2025-06-01"})
+    service = GatedService(settings)
+    service.release.set()  # evaluations are not gated here: the ledger write is
+    app = create_app(settings, service)  # type: ignore[arg-type]
+    evaluation: FairQueue = app.extensions["cds_fair_queues"]["evaluation"]
+    real_record = api_module.record_issued_cards
+    in_ledger = threading.Event()
+    ledger_release = threading.Event()
+    ledgered: list[str] = []
+
+    def slow_first_write(store: Any, cards: Any, **fields: Any) -> bool:
+        if not ledgered:
+            in_ledger.set()
+            ledger_release.wait(10)
+        ledgered.append(fields["patient_id"])
+        return bool(real_record(store, cards, **fields))
+
+    monkeypatch.setattr(api_module, "record_issued_cards", slow_first_write)
+    first_patient = hook_request("s01", with_prefetch=True)["context"]["patientId"]
+    second_patient = hook_request("s02", with_prefetch=True)["context"]["patientId"]
+    statuses: list[int] = []
+
+    def call(scenario: str, address: str) -> None:
+        body = json.dumps(hook_request(scenario, with_prefetch=True)).encode()
+        answer = app.test_client().post(
+            PATH, data=body, content_type="application/json", environ_base={"REMOTE_ADDR": address}
+        )
+        statuses.append(answer.status_code)
+
+    first = threading.Thread(target=call, args=("s01", "127.0.0.2"))
+    first.start()
+    assert in_ledger.wait(10), "the first call reached its ledger write"
+    second = threading.Thread(target=call, args=("s02", "127.0.0.3"))
+    second.start()
+    wait_until(lambda: evaluation.waiting() == {"addr 127.0.0.3": 1})
+    time.sleep(0.05)
+    assert service.order == [first_patient], "no other evaluation starts during the ledger write"
+    ledger_release.set()
+    for thread in (first, second):
+        thread.join(30)
+    assert statuses == [200, 200]
+    assert service.order == [first_patient, second_patient]
+    assert ledgered == [first_patient, second_patient]

@@ -67,6 +67,29 @@ def test_the_limit_admits_the_client_again_after_retry_after() -> None:
     assert post(client, "127.0.0.2")[0] == 200
 
 
+def test_a_client_refused_for_its_rate_is_over_its_rate_for_a_while() -> None:
+    limiter = ClientLimiter("2/second")
+    for _ in range(2):
+        with limiter.admit("flood"):
+            pass
+    assert not limiter.over_rate("flood"), "within its rate"
+    with pytest.raises(Throttled), limiter.admit("flood"):
+        pass
+    assert limiter.over_rate("flood") and not limiter.over_rate("healthy")
+    assert not ClientLimiter("2/second", lowered_for_s=0.0).over_rate("flood")
+
+
+def test_over_its_rate_ends_after_the_lowered_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    limiter = ClientLimiter("1/second", lowered_for_s=0.05)
+    with limiter.admit("flood"):
+        pass
+    with pytest.raises(Throttled), limiter.admit("flood"):
+        pass
+    assert limiter.over_rate("flood")
+    time.sleep(0.06)
+    assert not limiter.over_rate("flood"), "the mark expires on its own"
+
+
 def test_calls_in_flight_are_limited_per_client_and_released() -> None:
     limiter = ClientLimiter(max_in_flight=2)
     entered = threading.Barrier(3)

@@ -81,6 +81,21 @@ def test_a_client_that_just_had_its_turn_waits_for_the_next_round() -> None:
     assert served == ["other", "healthy", "flood"], "first come first served within a round"
 
 
+def test_a_client_over_its_rate_gets_a_turn_only_when_no_other_client_waits() -> None:
+    queue = FairQueue("evaluation", lowered=lambda client: client == "flood")
+    served = run_with_holder(queue, ["flood", "flood", "healthy", "other", "healthy"])
+    assert served == ["healthy", "other", "healthy", "flood", "flood"], "round-robin would interleave flood"
+
+
+def test_lowered_clients_among_themselves_keep_round_robin_and_a_free_turn_is_taken_at_once() -> None:
+    queue = FairQueue("evaluation", lowered=lambda _client: True)
+    served = run_with_holder(queue, ["flood", "other", "flood"])
+    assert served == ["other", "flood", "flood"], "the holder's next call belongs to the next round"
+    started = time.monotonic()
+    with queue.turn("flood"):
+        assert time.monotonic() - started < 0.5, "a free turn is taken at once, lowered or not"
+
+
 def test_an_idle_queue_gives_the_turn_at_once_and_only_one_at_a_time() -> None:
     queue = FairQueue("evaluation")
     inside: list[int] = []
@@ -134,14 +149,14 @@ def test_a_full_queue_refuses_with_503_and_retry_after() -> None:
 
 
 def test_a_call_that_waits_past_the_timeout_is_refused_and_leaves_the_queue() -> None:
-    queue = FairQueue("ledger", timeout_s=0.05)
-    refused_before = refusals("ledger", "timeout")
+    queue = FairQueue("evaluation", timeout_s=0.05)
+    refused_before = refusals("evaluation", "timeout")
     with queue.turn("a"):
         with pytest.raises(Overloaded) as refused:
             queue.turn("b").__enter__()
         assert refused.value.reason == "timeout"
         assert queue.waiting() == {}
-    assert refusals("ledger", "timeout") == refused_before + 1
+    assert refusals("evaluation", "timeout") == refused_before + 1
     with queue.turn("b"):
         pass
 
