@@ -13,18 +13,15 @@ import orjson
 from flask import Flask, Response, request
 
 SERVICE_PATH = "/cds-services/osteoporosis-escalation"
-CARD = orjson.dumps(
-    {
-        "cards": [
-            {
-                "uuid": "00000000-0000-4000-8000-000000000000",
-                "summary": "Floor: constant card",
-                "indicator": "info",
-                "source": {"label": "floor"},
-            }
-        ]
-    }
-)
+
+
+def constant_card(uuid: str, label: str) -> bytes:
+    """The one card a floor server returns for every call (no clinical logic), as response bytes."""
+    card = {"uuid": uuid, "summary": f"{label.capitalize()}: constant card", "indicator": "info"}
+    return orjson.dumps({"cards": [{**card, "source": {"label": label}}]})
+
+
+CARD = constant_card("00000000-0000-4000-8000-000000000000", "floor")
 
 
 def create_floor_app() -> Flask:

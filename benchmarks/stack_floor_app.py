@@ -40,7 +40,7 @@ import jwt
 import orjson
 from flask import Flask, Response, request
 
-from benchmarks.floor_app import SERVICE_PATH
+from benchmarks.floor_app import SERVICE_PATH, constant_card
 from cds_service.facts import parse
 from cds_service.facts.patient_scope import scoped
 from cds_service.gather.prefetch import build_prefetch_templates, resolve_prefetch
@@ -49,18 +49,7 @@ from cds_service.knowledge.indexed import Knowledge
 ALGORITHM = "ES384"
 REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
 SWEEP_EVERY_S = 60.0
-CARD = orjson.dumps(
-    {
-        "cards": [
-            {
-                "uuid": "00000000-0000-4000-8000-000000000001",
-                "summary": "Stack floor: constant card",
-                "indicator": "info",
-                "source": {"label": "stack floor"},
-            }
-        ]
-    }
-)
+CARD = constant_card("00000000-0000-4000-8000-000000000001", "stack floor")
 _JSON = "application/json"
 
 
