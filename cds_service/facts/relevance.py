@@ -21,7 +21,7 @@ from cds_service.facts.code_match import (
 )
 from cds_service.knowledge.indexed import Knowledge
 
-_OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected"})
+OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected"})
 _REPORT_STATUSES = frozenset({"final", "amended", "corrected", "appended"})
 _IGNORED_STATUSES: dict[str, frozenset[str]] = {
     "MedicationStatement": frozenset({"entered-in-error", "not-taken", "intended"}),
@@ -62,7 +62,7 @@ def ignored_by_status(resource: dict[str, Any]) -> bool:
     rtype = resource.get("resourceType")
     status = _plain(resource.get("status"))  # a list or object is no status (never hashed)
     if rtype == "Observation":
-        return status not in _OBSERVATION_STATUSES
+        return status not in OBSERVATION_STATUSES
     if rtype == "DiagnosticReport":
         return status not in _REPORT_STATUSES
     if rtype in ("Condition", "AllergyIntolerance"):
