@@ -34,7 +34,7 @@ _IGNORED_STATUSES: dict[str, frozenset[str]] = {
     "Device": frozenset({"entered-in-error"}),
 }
 _IGNORED_INTENTS = frozenset({"proposal", "plan"})
-_IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
+IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 _MEDICATION_USE = frozenset(
     {"MedicationStatement", "MedicationRequest", "MedicationAdministration", "MedicationDispense"}
 )
@@ -66,7 +66,7 @@ def ignored_by_status(resource: dict[str, Any]) -> bool:
     if rtype == "DiagnosticReport":
         return status not in _REPORT_STATUSES
     if rtype in ("Condition", "AllergyIntolerance"):
-        return bool(_codes_of(resource.get("verificationStatus")) & _IGNORED_VERIFICATION)
+        return bool(_codes_of(resource.get("verificationStatus")) & IGNORED_VERIFICATION)
     if rtype == "MedicationRequest" and _plain(resource.get("intent")) in _IGNORED_INTENTS:
         return True
     ignored = _IGNORED_STATUSES.get(str(rtype))
@@ -102,10 +102,10 @@ def raw_code_keys(concept: Any) -> tuple[tuple[str, str], ...]:
     codings = concept.get("coding") if isinstance(concept, dict) else None
     if not isinstance(codings, list):
         return ()
-    return tuple(_raw_key(coding) for coding in codings if isinstance(coding, dict))
+    return tuple(raw_key(coding) for coding in codings if isinstance(coding, dict))
 
 
-def _raw_key(coding: dict[str, Any]) -> tuple[str, str]:
+def raw_key(coding: dict[str, Any]) -> tuple[str, str]:
     """(system, code) of a raw Coding exactly as written; a non-string is the empty string."""
     system = coding.get("system")
     code = coding.get("code")
@@ -214,7 +214,7 @@ class RelevanceChecker:
         for coding in codings:
             if not isinstance(coding, dict):
                 continue
-            key = _raw_key(coding)
+            key = raw_key(coding)
             found = memo.get(key)
             if found is None:
                 system = canonical_system(key[0])

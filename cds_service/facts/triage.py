@@ -21,12 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cds_service.facts import relevance
+from cds_service.facts.code_match import canonical_system, normalise_code
 from cds_service.facts.lab_window import LabWindow
 from cds_service.facts.parsed_resources import MEDICATION_USE_TYPES
 from cds_service.facts.patient_scope import belongs_to
 
 # Kept only when a relevant resource references them.
 REFERENCED_TYPES = frozenset({"Medication", "Device"})
+
+_VERIFIED_TYPES = frozenset({"Condition", "AllergyIntolerance"})
 
 # (position among every flattened resource, fullUrl, resource, resourceType)
 Item = tuple[int, str | None, dict[str, Any], str]
@@ -130,6 +133,7 @@ def select(collected: Collected, checker: relevance.RelevanceChecker, window: La
     wanted: list[tuple[Item, bool]] = []
     ignored_by_status, is_relevant = relevance.ignored_by_status, checker.is_relevant
     final_statuses = relevance.OBSERVATION_STATUSES
+    verification_memo: dict[tuple[str, str], bool] = {}
     for item in collected.items:
         resource, rtype = item[2], item[3]
         if rtype == "Observation":  # most of a record: its status test inlined
@@ -139,6 +143,10 @@ def select(collected: Collected, checker: relevance.RelevanceChecker, window: La
             except TypeError:  # a list or object is no status (`ignored_by_status` reads it so)
                 final = False
             if not final:
+                ignored[rtype] += 1
+                continue
+        elif rtype in _VERIFIED_TYPES:  # `ignored_by_status` reads only verificationStatus for them
+            if _verification_ignored(resource.get("verificationStatus"), verification_memo):
                 ignored[rtype] += 1
                 continue
         else:
@@ -158,6 +166,25 @@ def select(collected: Collected, checker: relevance.RelevanceChecker, window: La
         if any(key in wanted_references for key in lookup_keys(item)):
             wanted.append((item, False))
     return Selected(wanted, any_medication, dict(ignored), checker)
+
+
+def _verification_ignored(concept: Any, memo: dict[tuple[str, str], bool]) -> bool:
+    """`ignored_by_status` of a Condition or AllergyIntolerance (a refuted or entered-in-error
+    verificationStatus), memoised per call by the raw (system, code) of each coding."""
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    if not isinstance(codings, list):
+        return False
+    for coding in codings:
+        if not isinstance(coding, dict):
+            continue
+        key = relevance.raw_key(coding)
+        found = memo.get(key)
+        if found is None:
+            code = normalise_code(canonical_system(key[0]), key[1])
+            found = memo[key] = code in relevance.IGNORED_VERIFICATION
+        if found:
+            return True
+    return False
 
 
 def lookup_keys(item: Item) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from benchmarks import records
-from cds_service.facts import triage
+from cds_service.facts import relevance, triage
 from cds_service.facts.parse import _KEPT_TYPES, parse_resources
 from cds_service.facts.patient_scope import scoped
 from cds_service.knowledge.loader import packaged_knowledge
@@ -98,3 +98,32 @@ def test_parse_with_patient_id_equals_parse_of_scoped(size: str) -> None:
     separate = parse_resources(scoped(resources, patient_id), KNOWLEDGE, as_of=as_of)
     assert fused == separate
     assert fused.observations  # the record was read at all
+
+
+_VERIFICATION_SHAPES: list[Any] = [
+    {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "refuted"}]},
+    {"coding": [{"code": " entered-in-error "}]},
+    {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "refuted"}]},  # upper-cased: no
+    {"coding": [{"code": "confirmed"}, {"code": "refuted"}]},
+    {"coding": [{"code": "Refuted"}]},
+    {"coding": [{"code": ["refuted"]}]},
+    {"coding": ["refuted", None, {"system": 5, "code": "refuted"}]},
+    {"coding": {"code": "refuted"}},
+    {"text": "refuted"},
+    "refuted",
+    None,
+]
+
+
+@pytest.mark.parametrize("rtype", ["Condition", "AllergyIntolerance"])
+def test_select_counts_ignored_verification_as_ignored_by_status(rtype: str) -> None:
+    resources = [
+        {"resourceType": rtype, "id": f"r{index}", "verificationStatus": shape}
+        for index, shape in enumerate(_VERIFICATION_SHAPES * 2)  # twice: the memoised verdicts too
+    ]
+    collected = triage.collect(resources, _KEPT_TYPES)
+    checker = relevance.RelevanceChecker(KNOWLEDGE, collected.referenced)
+    selected = triage.select(collected, checker, None)
+    expected = sum(relevance.ignored_by_status(resource) for resource in resources)
+    assert expected == 2 * 4  # refuted, entered-in-error, one of two codings, a system that is no string
+    assert selected.ignored.get(rtype, 0) == expected
