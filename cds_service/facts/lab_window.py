@@ -13,13 +13,14 @@ from cds_service.core.fhir_id import is_fhir_id
 from cds_service.facts import relevance
 from cds_service.facts.dates import add_months
 from cds_service.facts.observation_kinds import LAB_KINDS, WANTED_KINDS, lab_factor
+from cds_service.facts.read_elements import READ_ELEMENTS, has_modifier_extension
 from cds_service.knowledge.indexed import Knowledge
 
 # Elements a skippable lab may have after `read_elements`: anything else is validated as usual.
 _SKIPPABLE_LAB_ELEMENTS = frozenset(
     {"resourceType", "id", "status", "code", "effectiveDateTime", "valueQuantity", "referenceRange"}
 )
-_UNSKIPPABLE_LAB_ELEMENTS = relevance.READ_ELEMENTS["Observation"] - _SKIPPABLE_LAB_ELEMENTS
+_UNSKIPPABLE_LAB_ELEMENTS = READ_ELEMENTS["Observation"] - _SKIPPABLE_LAB_ELEMENTS
 _STRICT_DATETIME = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,6})?(?:Z|[+-](\d{2}):(\d{2})))?$"
 )
@@ -60,7 +61,7 @@ class LabWindow:
         return cls(knowledge, start, as_of, frozenset(WANTED_KINDS), frozenset(LAB_KINDS), lab_factor)
 
     def never_read(self, resource: dict[str, Any]) -> bool:
-        if relevance.has_modifier_extension(resource) or resource.get("resourceType") != "Observation":
+        if has_modifier_extension(resource) or resource.get("resourceType") != "Observation":
             return False
         if not _UNSKIPPABLE_LAB_ELEMENTS.isdisjoint(resource):
             return False

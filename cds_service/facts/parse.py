@@ -6,7 +6,7 @@ by relevance to the code tables. Only what passes is validated, entry by entry: 
 that still fails is dropped and counted, and logged by position, type and exception type only
 (never a value: the data are PHI).
 
-Only the elements the protocol reads are validated and kept (`relevance.READ_ELEMENTS`): an
+Only the elements the protocol reads are validated and kept (`read_elements.READ_ELEMENTS`): an
 unreadable element nobody reads does not lose the resource, and validation costs less. A resource
 with a root `modifierExtension` is not read (its meaning may differ) and is counted as unreadable.
 
@@ -45,6 +45,7 @@ from cds_service.facts import relevance, triage
 from cds_service.facts.fhir_dates import lenient_datetime, with_top_level_datetimes_fixed
 from cds_service.facts.lab_window import LabWindow
 from cds_service.facts.parsed_resources import ParsedResources
+from cds_service.facts.read_elements import has_modifier_extension, read_elements
 from cds_service.knowledge.indexed import Knowledge
 
 _LOG = logging.getLogger(__name__)
@@ -204,11 +205,11 @@ def _validated(
 
 
 def _validate_entry(entry: _Entry) -> Any | None:
-    if relevance.has_modifier_extension(entry.resource):
+    if has_modifier_extension(entry.resource):
         _LOG.warning("FHIR entry %d (%s) not read: modifierExtension", entry.index, entry.resource_type)
         return None
     model = _MODELS[entry.resource_type]
-    data = with_top_level_datetimes_fixed(relevance.read_elements(entry.resource))
+    data = with_top_level_datetimes_fixed(read_elements(entry.resource))
     if entry.reuse is not None:
         prepared, fresh = entry.reuse.prepared(model, entry.resource_type, data)
         try:

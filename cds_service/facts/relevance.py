@@ -124,6 +124,26 @@ def raw_texts(concept: Any) -> Iterator[str]:
             yield display
 
 
+def _concept_key(concept: Any) -> tuple[Any, ...] | None:
+    """What `_names_agent` reads of a raw CodeableConcept, as written: its text and each coding's system,
+    code and display (None for a coding that is no object; no tuple of codings when `coding` is no list).
+    Equal keys get the same verdict: the check reads strings only, and a string never equals another type."""
+    if not isinstance(concept, dict):
+        return None
+    codings = concept.get("coding")
+    parts = (
+        tuple(
+            (coding.get("system"), coding.get("code"), coding.get("display"))
+            if isinstance(coding, dict)
+            else None
+            for coding in codings
+        )
+        if isinstance(codings, list)
+        else None
+    )
+    return (concept.get("text"), parts)
+
+
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
@@ -173,6 +193,7 @@ class RelevanceChecker:
     _finding_memo: dict[tuple[str, str], tuple[bool, str]] = field(default_factory=dict, repr=False)
     _agent_memo: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False)
     _text_memo: dict[str, bool] = field(default_factory=dict, repr=False)
+    _concept_memo: dict[tuple[Any, ...], bool] = field(default_factory=dict, repr=False)
 
     def is_relevant(self, resource: dict[str, Any]) -> bool:
         rtype = resource.get("resourceType")
@@ -271,6 +292,19 @@ class RelevanceChecker:
         return any(self._names_agent(concept) for concept in concepts)
 
     def _names_agent(self, concept: Any) -> bool:
+        """`_names_agent_of(concept)`, memoised per call by the concept's raw values (`_concept_key`)."""
+        key = _concept_key(concept)
+        if key is None:
+            return self._names_agent_of(concept)
+        try:
+            found = self._concept_memo.get(key)
+        except TypeError:  # a list or object where a string belongs: judged as is, not memoised
+            return self._names_agent_of(concept)
+        if found is None:
+            found = self._concept_memo[key] = self._names_agent_of(concept)
+        return found
+
+    def _names_agent_of(self, concept: Any) -> bool:
         medications = self.knowledge.medications
         memo = self._agent_memo
         for key in raw_code_keys(concept):
@@ -320,81 +354,3 @@ class RelevanceChecker:
             return None
         found = self.referenced.find(target)
         return found if found is not None and found.get("resourceType") == "Medication" else None
-
-
-# ----- elements the protocol reads ------------------------------------------------------------
-_MEDICATION_ELEMENTS = frozenset({"status", "medicationCodeableConcept", "medicationReference", "contained"})
-# Only these elements are validated and kept (required elements included so that validation passes):
-# validation cost grows with content, and nothing else is read downstream.
-READ_ELEMENTS: dict[str, frozenset[str]] = {
-    "Patient": frozenset({"birthDate", "gender", "deceasedBoolean", "deceasedDateTime"}),
-    "Observation": frozenset(
-        {
-            "status",
-            "code",
-            "effectiveDateTime",
-            "effectivePeriod",
-            "effectiveInstant",
-            "valueQuantity",
-            "valueString",
-            "bodySite",
-            "device",
-            "performer",
-            "component",
-            "referenceRange",
-            "contained",
-        }
-    ),
-    "Condition": frozenset(
-        {
-            "subject",
-            "code",
-            "bodySite",  # names a vertebral level (protocol §3c undated history)
-            "clinicalStatus",
-            "verificationStatus",
-            "onsetDateTime",
-            "onsetPeriod",
-            "recordedDate",
-        }
-    ),
-    "Procedure": frozenset({"subject", "status", "code", "bodySite", "performedDateTime", "performedPeriod"}),
-    "AllergyIntolerance": frozenset(
-        {
-            "patient",
-            "code",
-            "clinicalStatus",
-            "verificationStatus",
-            "reaction",
-            "onsetDateTime",
-            "onsetPeriod",
-            "recordedDate",
-        }
-    ),
-    "MedicationStatement": _MEDICATION_ELEMENTS
-    | {"subject", "effectiveDateTime", "effectivePeriod", "dosage"},
-    "MedicationRequest": _MEDICATION_ELEMENTS
-    | {"subject", "intent", "authoredOn", "dosageInstruction", "dispenseRequest"},
-    "MedicationAdministration": _MEDICATION_ELEMENTS
-    | {"subject", "effectiveDateTime", "effectivePeriod", "dosage"},
-    "MedicationDispense": _MEDICATION_ELEMENTS
-    | {"whenHandedOver", "whenPrepared", "daysSupply", "quantity", "dosageInstruction"},
-    "DiagnosticReport": frozenset(
-        {"status", "code", "effectiveDateTime", "effectivePeriod", "issued", "result"}
-    ),
-    "Medication": frozenset({"status", "code", "form", "ingredient"}),
-    "Device": frozenset(
-        {"status", "identifier", "serialNumber", "deviceName", "manufacturer", "modelNumber"}
-    ),
-}
-_ALWAYS_KEPT = frozenset({"resourceType", "id"})
-
-
-def read_elements(resource: dict[str, Any]) -> dict[str, Any]:
-    """A shallow copy of `resource` with only the elements the protocol reads."""
-    wanted = READ_ELEMENTS.get(str(resource.get("resourceType")), frozenset())
-    return {key: value for key, value in resource.items() if key in wanted or key in _ALWAYS_KEPT}
-
-
-def has_modifier_extension(resource: dict[str, Any]) -> bool:
-    """A root `modifierExtension` changes the resource's meaning: it must not be read as if absent."""
-    return bool(resource.get("modifierExtension"))

@@ -127,3 +127,31 @@ def test_select_counts_ignored_verification_as_ignored_by_status(rtype: str) -> 
     expected = sum(relevance.ignored_by_status(resource) for resource in resources)
     assert expected == 2 * 4  # refuted, entered-in-error, one of two codings, a system that is no string
     assert selected.ignored.get(rtype, 0) == expected
+
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+_DRUG_CONCEPTS: list[Any] = [
+    {"coding": [{"system": RXNORM, "code": "46041"}]},  # a table drug by code
+    {"coding": [{"system": RXNORM + "/", "code": " 46041 "}]},  # the same, as some EHRs write it
+    {"coding": [{"system": RXNORM, "code": "999999", "display": "alendronate 70 mg tablet"}]},  # by name
+    {"coding": [{"system": RXNORM, "code": "999999", "display": "metformin 500 mg tablet"}]},
+    {"coding": [{"system": RXNORM, "code": "999999"}], "text": "Alendronate weekly"},
+    {"coding": [{"system": RXNORM, "code": 46041}]},  # a number is no code
+    {"coding": [{"system": RXNORM, "code": "999999", "display": ["alendronate"]}]},  # unhashable
+    {"coding": ({"system": RXNORM, "code": "46041"},), "text": "metformin"},  # a tuple is no list
+    {"coding": [None, "alendronate", {"system": RXNORM, "code": "46041"}]},
+    {"text": 1},
+    {"text": True},
+    "alendronate",
+    None,
+]
+
+
+def test_memoised_drug_verdicts_equal_the_direct_check() -> None:
+    """The per-call memo of `_names_agent` (by raw values) gives the direct check's verdict, every time."""
+    memoised = relevance.RelevanceChecker(KNOWLEDGE, relevance.ReferencedIndex())
+    verdicts = [memoised._names_agent(concept) for concept in _DRUG_CONCEPTS * 2]
+    direct = relevance.RelevanceChecker(KNOWLEDGE, relevance.ReferencedIndex())
+    assert verdicts == [direct._names_agent_of(concept) for concept in _DRUG_CONCEPTS * 2]
+    assert verdicts[:5] == [True, True, True, False, True]  # the cases a mutation would most likely break
+    assert verdicts[5] is False and verdicts[7] is False
