@@ -157,10 +157,10 @@ def parse_resources(
     `patient_id` (optional) drops the top-level items provably about another patient first, in the same
     pass (the same decision as `patient_scope.scoped`).
     """
-    collected = triage.collect(raw, _KEPT_TYPES, patient_id)
+    collected = triage.collect_kept(raw, _KEPT_TYPES, patient_id)
     window = LabWindow.build(knowledge, as_of) if as_of is not None else None
     checker = relevance.RelevanceChecker(knowledge, collected.referenced)
-    selected = triage.select(collected, checker, window)
+    selected = triage.select_wanted(collected, checker, window)
     reuse = _Reuse()
     wanted = [
         _Entry(index, full_url, resource, reuse if reusable else None)

@@ -2,11 +2,11 @@
 
 Two plain loops over the raw dicts, in that order, and nothing else touches them before validation:
 
-1. `collect`: Bundles and Bundle entries flattened, the patient scope applied to the top-level items
+1. `collect_kept`: Bundles and Bundle entries flattened, the patient scope applied to the top-level items
    (`patient_scope.belongs_to`, with a fast path for `subject` = `Patient/<id>`), resource types the
    protocol never reads dropped, the first occurrence of each (type, id) kept, and the Medication and
    Device resources indexed for reference look-ups.
-2. `select`: statuses the protocol ignores counted (protocol §2), then relevance to the code tables
+2. `select_wanted`: statuses the protocol ignores counted (protocol §2), then relevance to the code tables
    (`RelevanceChecker.is_relevant`) and the lab look-back window (`LabWindow.never_read`).
 
 Decisions are exactly those of the separate filters (patient_scope, relevance, lab_window): this module only
@@ -44,7 +44,7 @@ class Collected:
     referenced: relevance.ReferencedIndex = field(default_factory=relevance.ReferencedIndex)
 
 
-def collect(raw: Iterable[Any], kept_types: frozenset[str], patient_id: str | None = None) -> Collected:
+def collect_kept(raw: Iterable[Any], kept_types: frozenset[str], patient_id: str | None = None) -> Collected:
     """Flatten `raw` (resources, Bundles, Bundle entries) and keep the resources of `kept_types`.
 
     With `patient_id`, a top-level item provably about another patient is dropped first (as
@@ -125,7 +125,9 @@ class Selected:
     checker: relevance.RelevanceChecker
 
 
-def select(collected: Collected, checker: relevance.RelevanceChecker, window: LabWindow | None) -> Selected:
+def select_wanted(
+    collected: Collected, checker: relevance.RelevanceChecker, window: LabWindow | None
+) -> Selected:
     """The entries to validate: relevant, not ignored by status, not a lab the window never reads; then
     the Medication and Device resources a relevant entry references."""
     ignored: dict[str, int] = defaultdict(int)

@@ -65,8 +65,8 @@ def _mixed(patient_id: str) -> list[Any]:
 @pytest.mark.parametrize("patient_id", ["p1", "p1/_history/3", "other"])
 def test_collect_scopes_like_patient_scope(patient_id: str) -> None:
     raw = _mixed(patient_id)
-    fused = triage.collect(raw, _KEPT_TYPES, patient_id)
-    separate = triage.collect(scoped(raw, patient_id), _KEPT_TYPES)
+    fused = triage.collect_kept(raw, _KEPT_TYPES, patient_id)
+    separate = triage.collect_kept(scoped(raw, patient_id), _KEPT_TYPES)
     assert fused.items == separate.items
     assert fused.referenced_items == separate.referenced_items
     assert fused.referenced.resources == separate.referenced.resources
@@ -81,7 +81,7 @@ def test_collect_scopes_like_patient_scope(patient_id: str) -> None:
 
 def test_collect_positions_count_every_flattened_resource() -> None:
     raw = [{"resourceType": "Practitioner", "id": "pr1"}, _condition("c1"), {"resource": _condition("c2")}]
-    assert [(item[0], item[2]["id"]) for item in triage.collect(raw, _KEPT_TYPES).items] == [
+    assert [(item[0], item[2]["id"]) for item in triage.collect_kept(raw, _KEPT_TYPES).items] == [
         (1, "c1"),
         (2, "c2"),
     ]
@@ -121,9 +121,9 @@ def test_select_counts_ignored_verification_as_ignored_by_status(rtype: str) -> 
         {"resourceType": rtype, "id": f"r{index}", "verificationStatus": shape}
         for index, shape in enumerate(_VERIFICATION_SHAPES * 2)  # twice: the memoised verdicts too
     ]
-    collected = triage.collect(resources, _KEPT_TYPES)
+    collected = triage.collect_kept(resources, _KEPT_TYPES)
     checker = relevance.RelevanceChecker(KNOWLEDGE, collected.referenced)
-    selected = triage.select(collected, checker, None)
+    selected = triage.select_wanted(collected, checker, None)
     expected = sum(relevance.ignored_by_status(resource) for resource in resources)
     assert expected == 2 * 4  # refuted, entered-in-error, one of two codings, a system that is no string
     assert selected.ignored.get(rtype, 0) == expected
