@@ -15,7 +15,7 @@ import orjson
 import pytest
 from fhir.resources.R4B.observation import Observation
 
-from benchmarks import instructions, profile_call, records, run, scaleout
+from benchmarks import profile_call, records, run, scaleout
 from benchmarks.auth import make_client
 from benchmarks.fhir_stub import FhirStub
 from benchmarks.harness import WsgiCaller, build_app
@@ -269,16 +269,3 @@ def test_profile_call_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "whole call (Flask app)" in out
     assert "fhir.resources validation" in out
     assert set(profile_call.compare_parsers(1)["heavy"]) >= {"stdlib json", "orjson"}
-
-
-def test_instruction_count_script_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    """benchmarks/instructions.py (BENCHMARKS.md's instructions per call) stays runnable, without valgrind."""
-    assert instructions.main(["--size", "small", "--calls", "1", "--warm", "0"]) == 0
-    assert "1 counted calls" in capsys.readouterr().out
-    assert instructions.stages("small") == [
-        "request JSON parse",
-        "prefetch checks",
-        "parse",
-        "extract facts",
-        "evaluate",
-    ]
