@@ -33,7 +33,7 @@ STAGES = (
     ("  of which fhir.resources validation", "cds_service/facts/parse.py", "_validated"),
     ("  of which relevance checks (codes)", "cds_service/facts/relevance.py", "is_relevant"),
     ("  of which lab look-back skip checks", "cds_service/facts/lab_window.py", "never_read"),
-    ("  of which flatten + de-duplicate + patient scope", "cds_service/facts/parse.py", "_unique_items"),
+    ("  of which flatten + de-duplicate + patient scope", "cds_service/facts/triage.py", "collect_kept"),
     ("extract facts (FHIR -> facts)", "cds_service/facts/extract.py", "extract_record"),
     ("card ledger insert", "cds_service/wire/api.py", "_ledger_cards"),
 )

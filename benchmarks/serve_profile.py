@@ -38,7 +38,7 @@ STAGES = (
     ("    fhir.resources validation", "_validated"),
     ("    relevance checks", "RelevanceChecker.is_relevant"),
     ("    lab look-back skip checks", "LabWindow.never_read"),
-    ("    flatten + de-duplicate", "_unique_items"),
+    ("    flatten + scope + de-duplicate", "collect_kept"),
     ("  extract facts", "extract_record"),
     ("  rules", "evaluate"),
     ("  cards", "render_cards"),

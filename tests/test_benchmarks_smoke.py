@@ -25,7 +25,7 @@ from cds_service.facts.extract import extract_record
 from cds_service.facts.lab_window import LabWindow
 from cds_service.facts.parse import parse_resources
 from cds_service.facts.patient_scope import scoped
-from cds_service.facts.relevance import read_elements
+from cds_service.facts.read_elements import read_elements
 from cds_service.gather.shared_http import clear_metadata_cache
 from cds_service.knowledge.indexed import Knowledge
 from cds_service.knowledge.loader import packaged_knowledge

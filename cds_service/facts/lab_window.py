@@ -7,16 +7,20 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import orjson
+
 from cds_service.core.fhir_id import is_fhir_id
 from cds_service.facts import relevance
 from cds_service.facts.dates import add_months
 from cds_service.facts.observation_kinds import LAB_KINDS, WANTED_KINDS, lab_factor
+from cds_service.facts.read_elements import READ_ELEMENTS, has_modifier_extension
 from cds_service.knowledge.indexed import Knowledge
 
 # Elements a skippable lab may have after `read_elements`: anything else is validated as usual.
 _SKIPPABLE_LAB_ELEMENTS = frozenset(
     {"resourceType", "id", "status", "code", "effectiveDateTime", "valueQuantity", "referenceRange"}
 )
+_UNSKIPPABLE_LAB_ELEMENTS = READ_ELEMENTS["Observation"] - _SKIPPABLE_LAB_ELEMENTS
 _STRICT_DATETIME = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,6})?(?:Z|[+-](\d{2}):(\d{2})))?$"
 )
@@ -47,6 +51,8 @@ class LabWindow:
     # Per call: the lab kind of a code, by the raw (system, code) pairs of its codings (a record repeats
     # a few lab codes hundreds of times).
     kind_memo: dict[tuple[tuple[str, str], ...], str | None] = field(default_factory=dict)
+    # Per call: the verdict on a code and reference range, by their JSON text.
+    valid_memo: dict[bytes, bool] = field(default_factory=dict)
 
     @classmethod
     def build(cls, knowledge: Knowledge, as_of: date) -> LabWindow:
@@ -55,18 +61,18 @@ class LabWindow:
         return cls(knowledge, start, as_of, frozenset(WANTED_KINDS), frozenset(LAB_KINDS), lab_factor)
 
     def never_read(self, resource: dict[str, Any]) -> bool:
-        if relevance.has_modifier_extension(resource) or resource.get("resourceType") != "Observation":
+        if has_modifier_extension(resource) or resource.get("resourceType") != "Observation":
             return False
-        for key in resource:
-            if key not in _SKIPPABLE_LAB_ELEMENTS and key in relevance.READ_ELEMENTS["Observation"]:
-                return False
+        if not _UNSKIPPABLE_LAB_ELEMENTS.isdisjoint(resource):
+            return False
         day = _strict_day(resource.get("effectiveDateTime"))
         if day is None or self.start <= day <= self.end:
             return False
-        kind = self._lab_kind(resource.get("code"))
+        code = resource.get("code")
+        kind = self._lab_kind(code)
         if kind is None or not _valid_id(resource.get("id")) or resource.get("status") not in _FINAL_STATUSES:
             return False
-        if not _valid_concept(resource.get("code")) or not _valid_ranges(resource.get("referenceRange")):
+        if not self._valid_code_and_ranges(code, resource.get("referenceRange")):
             return False
         quantity = resource.get("valueQuantity")
         if quantity is None:
@@ -75,6 +81,25 @@ class LabWindow:
             return False
         units = [str(u).strip() for u in (quantity.get("code"), quantity.get("unit")) if u]
         return "value" not in quantity or self.lab_factor(kind, units) is not None
+
+    def _valid_code_and_ranges(self, code: Any, ranges: Any) -> bool:
+        """`_valid_concept(code) and _valid_ranges(ranges)`, memoised by their JSON text: a record repeats
+        the same code and reference range across hundreds of labs (same JSON text, same verdict).
+
+        Not memoised: what has no JSON text, and any `null` (orjson also writes NaN and infinities so).
+        The input is parsed JSON; a Python tuple (written as a JSON array) could only be judged valid where
+        the direct check says no, and such a lab, validated, would still yield nothing (outside the window).
+        """
+        try:
+            key = orjson.dumps(code if ranges is None else (code, ranges))  # `{` or `[`: never the same
+        except (TypeError, orjson.JSONEncodeError):
+            key = b"null"
+        if b"null" in key:
+            return _valid_concept(code) and _valid_ranges(ranges)
+        valid = self.valid_memo.get(key)
+        if valid is None:
+            valid = self.valid_memo[key] = _valid_concept(code) and _valid_ranges(ranges)
+        return valid
 
     def _lab_kind(self, concept: Any) -> str | None:
         """The kind extraction would give the value (its first wanted table entry), if a lab kind."""

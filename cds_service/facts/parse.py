@@ -6,7 +6,7 @@ by relevance to the code tables. Only what passes is validated, entry by entry: 
 that still fails is dropped and counted, and logged by position, type and exception type only
 (never a value: the data are PHI).
 
-Only the elements the protocol reads are validated and kept (`relevance.READ_ELEMENTS`): an
+Only the elements the protocol reads are validated and kept (`read_elements.READ_ELEMENTS`): an
 unreadable element nobody reads does not lose the resource, and validation costs less. A resource
 with a root `modifierExtension` is not read (its meaning may differ) and is counted as unreadable.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -41,10 +41,11 @@ from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.procedure import Procedure
 from pydantic import ValidationError
 
-from cds_service.facts import relevance
+from cds_service.facts import relevance, triage
 from cds_service.facts.fhir_dates import lenient_datetime, with_top_level_datetimes_fixed
 from cds_service.facts.lab_window import LabWindow
-from cds_service.facts.parsed_resources import MEDICATION_USE_TYPES, ParsedResources
+from cds_service.facts.parsed_resources import ParsedResources
+from cds_service.facts.read_elements import has_modifier_extension, read_elements
 from cds_service.knowledge.indexed import Knowledge
 
 _LOG = logging.getLogger(__name__)
@@ -63,8 +64,8 @@ _MODELS: dict[str, Any] = {
     "Medication": Medication,
     "Device": Device,
 }
-# Kept only when a relevant resource references them.
-_REFERENCED_TYPES = frozenset({"Medication", "Device"})
+_KEPT_TYPES = frozenset(_MODELS)
+_REFERENCED_TYPES = triage.REFERENCED_TYPES
 _MAX_PATCH_ROUNDS = 3
 
 
@@ -140,7 +141,11 @@ _MISSING = object()
 
 
 def parse_resources(
-    raw: Iterable[dict[str, Any]], knowledge: Knowledge, *, as_of: date | None = None
+    raw: Iterable[dict[str, Any]],
+    knowledge: Knowledge,
+    *,
+    as_of: date | None = None,
+    patient_id: str | None = None,
 ) -> ParsedResources:
     """Filter, then validate, raw resources, Bundle entries (`{fullUrl, resource}`) or Bundles.
 
@@ -148,100 +153,24 @@ def parse_resources(
     unvalidated: dated outside the lab look-back window, surely valid, and with a recognised unit,
     so that validating them could yield neither a lab value, nor a caveat, nor an unreadable count
     (see `LabWindow`). Without it every relevant entry is validated.
+
+    `patient_id` (optional) drops the top-level items provably about another patient first, in the same
+    pass (the same decision as `patient_scope.scoped`).
     """
-    items = _unique_items(raw)
-    reuse = _Reuse()
+    collected = triage.collect_kept(raw, _KEPT_TYPES, patient_id)
     window = LabWindow.build(knowledge, as_of) if as_of is not None else None
-    referenced = relevance.ReferencedIndex.build(
-        (full_url, resource) for _, full_url, resource, rtype in items if rtype in _REFERENCED_TYPES
-    )
-    checker = relevance.RelevanceChecker(knowledge, referenced)
-    ignored: dict[str, int] = defaultdict(int)
-    any_medication = False
-    wanted: list[_Entry] = []
-    ignored_by_status, is_relevant = relevance.ignored_by_status, checker.is_relevant
-    for index, full_url, resource, rtype in items:
-        if rtype in _REFERENCED_TYPES:
-            continue
-        if rtype in MEDICATION_USE_TYPES and resource.get("status") != "entered-in-error":
-            any_medication = True
-        if ignored_by_status(resource):
-            ignored[rtype] += 1
-            continue
-        if is_relevant(resource):
-            if window is not None and rtype == "Observation" and window.never_read(resource):
-                continue
-            wanted.append(_Entry(index, full_url, resource, reuse))
-    for index, full_url, resource, rtype in items:
-        if rtype in _REFERENCED_TYPES:
-            entry = _Entry(index, full_url, resource)
-            if _is_wanted_reference(entry, checker):
-                wanted.append(entry)
-    return _validated(wanted, any_medication, dict(ignored), checker)
-
-
-def _is_wanted_reference(entry: _Entry, checker: relevance.RelevanceChecker) -> bool:
-    if entry.resource_type not in _REFERENCED_TYPES or relevance.ignored_by_status(entry.resource):
-        return False
-    keys = _lookup_keys(entry)
-    return any(key in checker.wanted_references for key in keys)
+    checker = relevance.RelevanceChecker(knowledge, collected.referenced)
+    selected = triage.select_wanted(collected, checker, window)
+    reuse = _Reuse()
+    wanted = [
+        _Entry(index, full_url, resource, reuse if reusable else None)
+        for (index, full_url, resource, _), reusable in selected.wanted
+    ]
+    return _validated(wanted, selected.any_medication, selected.ignored, checker)
 
 
 def _lookup_keys(entry: _Entry) -> list[str]:
-    keys = []
-    rid = entry.resource.get("id")
-    if isinstance(rid, str) and rid:
-        keys.append(f"{entry.resource_type}/{rid}")
-    if entry.full_url:
-        keys.append(entry.full_url)
-    return keys
-
-
-def _flatten(raw: Iterable[Any]) -> Iterator[tuple[str | None, dict[str, Any]]]:
-    for item in raw:
-        if not isinstance(item, dict):
-            continue
-        if item.get("resourceType") == "Bundle":
-            for entry in item.get("entry") or ():
-                yield from _entry_resource(entry)
-        elif "resourceType" not in item and "resource" in item:
-            yield from _entry_resource(item)
-        else:
-            yield None, item
-
-
-def _entry_resource(entry: Any) -> Iterator[tuple[str | None, dict[str, Any]]]:
-    if not isinstance(entry, dict):
-        return
-    resource = entry.get("resource")
-    search = entry.get("search")
-    if isinstance(search, dict) and search.get("mode") == "outcome":
-        return
-    if isinstance(resource, dict):
-        full_url = entry.get("fullUrl")
-        yield (full_url if isinstance(full_url, str) else None), resource
-
-
-def _unique_items(raw: Iterable[Any]) -> list[tuple[int, str | None, dict[str, Any], str]]:
-    """(position, fullUrl, resource, type) of the kept types, first occurrence of each (type, id).
-
-    The position counts every resource `_flatten` yields (kept type or not), as log lines report it.
-    """
-    seen: set[tuple[str, str]] = set()
-    out: list[tuple[int, str | None, dict[str, Any], str]] = []
-    models = _MODELS
-    for index, (full_url, resource) in enumerate(_flatten(raw)):
-        rtype = resource.get("resourceType")
-        if not isinstance(rtype, str) or rtype not in models:
-            continue
-        rid = resource.get("id")
-        if isinstance(rid, str) and rid:
-            key = (rtype, rid)
-            if key in seen:
-                continue
-            seen.add(key)
-        out.append((index, full_url, resource, rtype))
-    return out
+    return triage.lookup_keys((entry.index, entry.full_url, entry.resource, entry.resource_type))
 
 
 def _validated(
@@ -276,11 +205,11 @@ def _validated(
 
 
 def _validate_entry(entry: _Entry) -> Any | None:
-    if relevance.has_modifier_extension(entry.resource):
+    if has_modifier_extension(entry.resource):
         _LOG.warning("FHIR entry %d (%s) not read: modifierExtension", entry.index, entry.resource_type)
         return None
     model = _MODELS[entry.resource_type]
-    data = with_top_level_datetimes_fixed(relevance.read_elements(entry.resource))
+    data = with_top_level_datetimes_fixed(read_elements(entry.resource))
     if entry.reuse is not None:
         prepared, fresh = entry.reuse.prepared(model, entry.resource_type, data)
         try:

@@ -21,7 +21,7 @@ from cds_service.facts.code_match import (
 )
 from cds_service.knowledge.indexed import Knowledge
 
-_OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected"})
+OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected"})
 _REPORT_STATUSES = frozenset({"final", "amended", "corrected", "appended"})
 _IGNORED_STATUSES: dict[str, frozenset[str]] = {
     "MedicationStatement": frozenset({"entered-in-error", "not-taken", "intended"}),
@@ -34,7 +34,7 @@ _IGNORED_STATUSES: dict[str, frozenset[str]] = {
     "Device": frozenset({"entered-in-error"}),
 }
 _IGNORED_INTENTS = frozenset({"proposal", "plan"})
-_IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
+IGNORED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 _MEDICATION_USE = frozenset(
     {"MedicationStatement", "MedicationRequest", "MedicationAdministration", "MedicationDispense"}
 )
@@ -62,11 +62,11 @@ def ignored_by_status(resource: dict[str, Any]) -> bool:
     rtype = resource.get("resourceType")
     status = _plain(resource.get("status"))  # a list or object is no status (never hashed)
     if rtype == "Observation":
-        return status not in _OBSERVATION_STATUSES
+        return status not in OBSERVATION_STATUSES
     if rtype == "DiagnosticReport":
         return status not in _REPORT_STATUSES
     if rtype in ("Condition", "AllergyIntolerance"):
-        return bool(_codes_of(resource.get("verificationStatus")) & _IGNORED_VERIFICATION)
+        return bool(_codes_of(resource.get("verificationStatus")) & IGNORED_VERIFICATION)
     if rtype == "MedicationRequest" and _plain(resource.get("intent")) in _IGNORED_INTENTS:
         return True
     ignored = _IGNORED_STATUSES.get(str(rtype))
@@ -102,10 +102,10 @@ def raw_code_keys(concept: Any) -> tuple[tuple[str, str], ...]:
     codings = concept.get("coding") if isinstance(concept, dict) else None
     if not isinstance(codings, list):
         return ()
-    return tuple(_raw_key(coding) for coding in codings if isinstance(coding, dict))
+    return tuple(raw_key(coding) for coding in codings if isinstance(coding, dict))
 
 
-def _raw_key(coding: dict[str, Any]) -> tuple[str, str]:
+def raw_key(coding: dict[str, Any]) -> tuple[str, str]:
     """(system, code) of a raw Coding exactly as written; a non-string is the empty string."""
     system = coding.get("system")
     code = coding.get("code")
@@ -122,6 +122,26 @@ def raw_texts(concept: Any) -> Iterator[str]:
     for _, _, display in raw_codings(concept):
         if display:
             yield display
+
+
+def _concept_key(concept: Any) -> tuple[Any, ...] | None:
+    """What `_names_agent` reads of a raw CodeableConcept, as written: its text and each coding's system,
+    code and display (None for a coding that is no object; no tuple of codings when `coding` is no list).
+    Equal keys get the same verdict: the check reads strings only, and a string never equals another type."""
+    if not isinstance(concept, dict):
+        return None
+    codings = concept.get("coding")
+    parts = (
+        tuple(
+            (coding.get("system"), coding.get("code"), coding.get("display"))
+            if isinstance(coding, dict)
+            else None
+            for coding in codings
+        )
+        if isinstance(codings, list)
+        else None
+    )
+    return (concept.get("text"), parts)
 
 
 def _text(value: Any) -> str:
@@ -173,6 +193,7 @@ class RelevanceChecker:
     _finding_memo: dict[tuple[str, str], tuple[bool, str]] = field(default_factory=dict, repr=False)
     _agent_memo: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False)
     _text_memo: dict[str, bool] = field(default_factory=dict, repr=False)
+    _concept_memo: dict[tuple[Any, ...], bool] = field(default_factory=dict, repr=False)
 
     def is_relevant(self, resource: dict[str, Any]) -> bool:
         rtype = resource.get("resourceType")
@@ -214,7 +235,7 @@ class RelevanceChecker:
         for coding in codings:
             if not isinstance(coding, dict):
                 continue
-            key = _raw_key(coding)
+            key = raw_key(coding)
             found = memo.get(key)
             if found is None:
                 system = canonical_system(key[0])
@@ -271,6 +292,19 @@ class RelevanceChecker:
         return any(self._names_agent(concept) for concept in concepts)
 
     def _names_agent(self, concept: Any) -> bool:
+        """`_names_agent_of(concept)`, memoised per call by the concept's raw values (`_concept_key`)."""
+        key = _concept_key(concept)
+        if key is None:
+            return self._names_agent_of(concept)
+        try:
+            found = self._concept_memo.get(key)
+        except TypeError:  # a list or object where a string belongs: judged as is, not memoised
+            return self._names_agent_of(concept)
+        if found is None:
+            found = self._concept_memo[key] = self._names_agent_of(concept)
+        return found
+
+    def _names_agent_of(self, concept: Any) -> bool:
         medications = self.knowledge.medications
         memo = self._agent_memo
         for key in raw_code_keys(concept):
@@ -320,81 +354,3 @@ class RelevanceChecker:
             return None
         found = self.referenced.find(target)
         return found if found is not None and found.get("resourceType") == "Medication" else None
-
-
-# ----- elements the protocol reads ------------------------------------------------------------
-_MEDICATION_ELEMENTS = frozenset({"status", "medicationCodeableConcept", "medicationReference", "contained"})
-# Only these elements are validated and kept (required elements included so that validation passes):
-# validation cost grows with content, and nothing else is read downstream.
-READ_ELEMENTS: dict[str, frozenset[str]] = {
-    "Patient": frozenset({"birthDate", "gender", "deceasedBoolean", "deceasedDateTime"}),
-    "Observation": frozenset(
-        {
-            "status",
-            "code",
-            "effectiveDateTime",
-            "effectivePeriod",
-            "effectiveInstant",
-            "valueQuantity",
-            "valueString",
-            "bodySite",
-            "device",
-            "performer",
-            "component",
-            "referenceRange",
-            "contained",
-        }
-    ),
-    "Condition": frozenset(
-        {
-            "subject",
-            "code",
-            "bodySite",  # names a vertebral level (protocol §3c undated history)
-            "clinicalStatus",
-            "verificationStatus",
-            "onsetDateTime",
-            "onsetPeriod",
-            "recordedDate",
-        }
-    ),
-    "Procedure": frozenset({"subject", "status", "code", "bodySite", "performedDateTime", "performedPeriod"}),
-    "AllergyIntolerance": frozenset(
-        {
-            "patient",
-            "code",
-            "clinicalStatus",
-            "verificationStatus",
-            "reaction",
-            "onsetDateTime",
-            "onsetPeriod",
-            "recordedDate",
-        }
-    ),
-    "MedicationStatement": _MEDICATION_ELEMENTS
-    | {"subject", "effectiveDateTime", "effectivePeriod", "dosage"},
-    "MedicationRequest": _MEDICATION_ELEMENTS
-    | {"subject", "intent", "authoredOn", "dosageInstruction", "dispenseRequest"},
-    "MedicationAdministration": _MEDICATION_ELEMENTS
-    | {"subject", "effectiveDateTime", "effectivePeriod", "dosage"},
-    "MedicationDispense": _MEDICATION_ELEMENTS
-    | {"whenHandedOver", "whenPrepared", "daysSupply", "quantity", "dosageInstruction"},
-    "DiagnosticReport": frozenset(
-        {"status", "code", "effectiveDateTime", "effectivePeriod", "issued", "result"}
-    ),
-    "Medication": frozenset({"status", "code", "form", "ingredient"}),
-    "Device": frozenset(
-        {"status", "identifier", "serialNumber", "deviceName", "manufacturer", "modelNumber"}
-    ),
-}
-_ALWAYS_KEPT = frozenset({"resourceType", "id"})
-
-
-def read_elements(resource: dict[str, Any]) -> dict[str, Any]:
-    """A shallow copy of `resource` with only the elements the protocol reads."""
-    wanted = READ_ELEMENTS.get(str(resource.get("resourceType")), frozenset())
-    return {key: value for key, value in resource.items() if key in wanted or key in _ALWAYS_KEPT}
-
-
-def has_modifier_extension(resource: dict[str, Any]) -> bool:
-    """A root `modifierExtension` changes the resource's meaning: it must not be read as if absent."""
-    return bool(resource.get("modifierExtension"))

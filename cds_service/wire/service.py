@@ -22,7 +22,6 @@ from cds_service.core.errors import DataUnavailable
 from cds_service.facts.extract import extract_record
 from cds_service.facts.parse import parse_resources
 from cds_service.facts.patient_record import PatientRecord
-from cds_service.facts.patient_scope import scoped
 from cds_service.gather.client import FhirClient
 from cds_service.gather.fhir_server_guard import guarded_session
 from cds_service.gather.medication_fetch import fetch_missing_medications
@@ -128,7 +127,8 @@ class PatientViewService:
     ) -> tuple[PatientRecord, Decision]:
         """The facts and the decision (the SMART app draws the facts the decision was made from)."""
         # as_of lets parse skip lab results outside the look-back window that validation could not change.
-        parsed = parse_resources(scoped(resources, patient_id), self.knowledge, as_of=as_of)
+        # The patient scope is applied in parse's first pass (as `patient_scope.scoped` would).
+        parsed = parse_resources(resources, self.knowledge, as_of=as_of, patient_id=patient_id)
         record = extract_record(parsed, self.knowledge, unavailable)
         return record, evaluate(record, self.knowledge, as_of)
 

@@ -134,3 +134,18 @@ def test_lab_kind_is_memoised_per_code(window: LabWindow) -> None:
     assert window.never_read(lab()) is True
     assert window.never_read(lab(id="egfr-2")) is True
     assert list(window.kind_memo.values()).count("egfr") == 1
+
+
+def test_memoised_code_and_range_verdicts_follow_the_exact_json() -> None:
+    """One window judges many labs: a verdict is reused only for the same JSON text of code and range."""
+    window = LabWindow.build(packaged_knowledge(), AS_OF)
+    low = {"value": 60, "unit": "mL/min/1.73m2"}
+    blank_display = {"coding": [{"system": LOINC, "code": "62238-1", "display": " "}]}
+    assert window.never_read(lab(referenceRange=[{"low": low}]))
+    assert not window.never_read(lab(referenceRange=[{"low": {**low, "unit": " "}}]))
+    assert window.never_read(lab())
+    assert not window.never_read(lab(code=blank_display))  # same codes as EGFR_CODE, invalid display
+    # orjson writes NaN as null: a NaN low (a float, well-formed) and a null low must not share a verdict.
+    assert window.never_read(lab(referenceRange=[{"low": {"value": float("nan")}}]))
+    assert not window.never_read(lab(referenceRange=[{"low": {"value": None}}]))
+    assert window.never_read(lab(referenceRange=[{"low": low}]))  # the first verdict, reused

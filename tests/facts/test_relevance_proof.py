@@ -26,6 +26,7 @@ from benchmarks import records
 from cds_service.facts import parse as parse_module
 from cds_service.facts import relevance
 from cds_service.facts.lab_window import LabWindow
+from cds_service.facts.parsed_resources import MEDICATION_USE_TYPES
 from cds_service.facts.patient_scope import scoped
 from cds_service.knowledge.loader import packaged_knowledge
 from cds_service.offline import bundle_resources
@@ -86,7 +87,7 @@ def without_filter() -> Iterator[None]:
 def _counted(resource: Resource) -> bool:
     """Read for a count only: an ignored status (§2), or a medication use (R6 and reference counts)."""
     rtype = resource.get("resourceType")
-    return rtype in parse_module.MEDICATION_USE_TYPES or (
+    return rtype in MEDICATION_USE_TYPES or (
         rtype in parse_module._MODELS and relevance.ignored_by_status(resource)
     )
 
