@@ -91,7 +91,7 @@ class LabWindow:
         the direct check says no, and such a lab, validated, would still yield nothing (outside the window).
         """
         try:
-            key = orjson.dumps(code if ranges is None else (code, ranges))  # `{` or `[`: never the same
+            key = orjson.dumps((code, ranges))  # always a pair: a list-valued code cannot pose as one
         except (TypeError, orjson.JSONEncodeError):
             key = b"null"
         if b"null" in key:
