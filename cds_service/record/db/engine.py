@@ -6,7 +6,11 @@ module's legacy transaction control is turned off), so DDL is transactional and 
 `BEGIN IMMEDIATE`. The two writes of every hook call (JWT replay record, card ledger) may ask for
 `synchronous=NORMAL` instead (`writer(engine, durable=False)`): in WAL mode such a commit survives the
 process being killed (SIGKILL) but not a power loss; it saves an fsync (~3 ms here) per write. Feedback
-and everything else stays FULL (docs/operations.md, "SQLite durability").
+and everything else stays FULL (docs/operations.md, "SQLite durability"). On PostgreSQL the same two writes
+commit with `synchronous_commit = off` (SET LOCAL, that transaction only): visible to every other session
+at once (replay protection across instances is unchanged), durable against a crash of this service, but a
+crash of the PostgreSQL server may lose the last few hundred ms of them; the commit no longer waits for
+the server's WAL flush.
 Logs never show a URL with its password.
 """
 
@@ -37,6 +41,7 @@ RETRY_AFTER_S = 5
 _BEGIN_OPTION = "cds_sqlite_begin"
 _SYNC_OPTION = "cds_sqlite_sync"
 _SYNC_INFO_KEY = "cds_sqlite_synchronous"
+_PG_ASYNC_COMMIT_OPTION = "cds_pg_async_commit"
 SYNC_FULL = "FULL"
 SYNC_NORMAL = "NORMAL"
 _WAL_RETRY_S = 0.02
@@ -77,7 +82,14 @@ def make_engine(url: str) -> Engine:
         connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
     if "application_name" not in parsed.query:
         connect_args["application_name"] = "cds-service"
-    return create_engine(parsed, pool_pre_ping=True, pool_timeout=POOL_TIMEOUT_S, connect_args=connect_args)
+    engine = create_engine(parsed, pool_pre_ping=True, pool_timeout=POOL_TIMEOUT_S, connect_args=connect_args)
+
+    @event.listens_for(engine, "begin")
+    def _asynchronous_commit(connection: Connection) -> None:
+        if connection.get_execution_options().get(_PG_ASYNC_COMMIT_OPTION):
+            connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")  # this transaction only
+
+    return engine
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -98,11 +110,12 @@ def writer(engine: Engine, *, durable: bool = True) -> Engine:
 
     A deferred SQLite transaction that reads and then writes can fail at once with SQLITE_BUSY
     when another connection wrote in between; IMMEDIATE takes the write lock first (busy timeout).
-    `durable=False` (SQLite only): commit with `synchronous=NORMAL`, durable against a crash of the
-    process but not of the machine (see the module docstring); PostgreSQL is unaffected.
+    `durable=False`: on SQLite commit with `synchronous=NORMAL`, on PostgreSQL with `synchronous_commit =
+    off`: durable against a crash of this process but not of the machine or database server (see the
+    module docstring).
     """
     if not is_sqlite(engine):
-        return engine
+        return engine if durable else engine.execution_options(**{_PG_ASYNC_COMMIT_OPTION: True})
     sync = SYNC_FULL if durable else SYNC_NORMAL
     return engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE", _SYNC_OPTION: sync})
 
