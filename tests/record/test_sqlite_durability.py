@@ -1,8 +1,9 @@
-"""SQLite durability per write: the per-call writes skip the fsync, feedback keeps it, and none is lost
-when the writing process is SIGKILLed right after its commit (docs/operations.md, "SQLite durability").
+"""Durability per write: on SQLite the per-call writes skip the fsync, feedback keeps it, and none is lost
+when the writing process is SIGKILLed right after its commit; on PostgreSQL the per-call writes commit with
+`synchronous_commit` off, feedback with the server's default (docs/operations.md, "SQLite durability").
 
-The setting in effect is read from SQLite itself (`PRAGMA synchronous` inside each INSERT's transaction:
-1 = NORMAL, 2 = FULL), not from what the code asked for.
+The setting in effect is read from the database itself inside each INSERT's transaction (SQLite `PRAGMA
+synchronous`: 1 = NORMAL, 2 = FULL; PostgreSQL `SHOW synchronous_commit`), not from what the code asked for.
 """
 
 from __future__ import annotations
@@ -31,14 +32,14 @@ SUGGESTION = "0d6c6f43-8f0e-4f0a-b8a4-52c7a0e1c9d2"
 NOW = datetime(2026, 12, 3, 11, 0, tzinfo=UTC)
 
 
-def _synchronous_per_insert(engine: Engine) -> list[tuple[str, int]]:
-    """(table, PRAGMA synchronous in effect) for every INSERT run on `engine` from now on."""
-    seen: list[tuple[str, int]] = []
+def _setting_per_insert(engine: Engine, probe: str = "PRAGMA synchronous") -> list[tuple[str, Any]]:
+    """(table, what `probe` reads inside the transaction) for every INSERT run on `engine` from now on."""
+    seen: list[tuple[str, Any]] = []
 
     def before(_conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
         if statement.lstrip().upper().startswith("INSERT INTO"):
-            table = statement.split()[2].strip('"')
-            seen.append((table, cursor.connection.execute("PRAGMA synchronous").fetchone()[0]))
+            table = statement.split()[2].strip('"').split(".")[-1]
+            seen.append((table, cursor.connection.execute(probe).fetchone()[0]))
 
     event.listen(engine, "before_cursor_execute", before)
     return seen
@@ -52,7 +53,7 @@ def test_ledger_and_replay_skip_the_fsync_and_feedback_keeps_it(sqlite_url: str)
     engine = make_engine(sqlite_url)
     try:
         upgrade(engine)
-        seen = _synchronous_per_insert(engine)
+        seen = _setting_per_insert(engine)
         DbReplayStore(engine).check_and_record("https://ehr.example", "jti-1", NOW + timedelta(minutes=5))
         store = FeedbackStore(engine)
         store.record_cards(
@@ -77,6 +78,45 @@ def test_ledger_and_replay_skip_the_fsync_and_feedback_keeps_it(sqlite_url: str)
         ("card_ledger", NORMAL),
         ("card_suggestion", NORMAL),
         ("feedback", FULL),
+    ]
+
+
+def test_on_postgresql_ledger_and_replay_commit_without_the_flush_and_feedback_with_it(
+    postgres_url: str,
+) -> None:
+    """The same choice on PostgreSQL: `SET LOCAL synchronous_commit TO OFF` for the per-call writes only."""
+    engine = make_engine(postgres_url)
+    try:
+        upgrade(engine)
+        seen = _setting_per_insert(engine, "SHOW synchronous_commit")
+        replay = DbReplayStore(engine)
+        expires = datetime.now(UTC) + timedelta(minutes=5)
+        assert replay.check_and_record("https://ehr.example", "jti-1", expires)
+        assert not replay.check_and_record("https://ehr.example", "jti-1", expires), "still exactly once"
+        store = FeedbackStore(engine)
+        store.record_cards(
+            [_card()],
+            hook_instance="hook-1",
+            patient_key="k",
+            protocol_version="p",
+            service_version="s",
+            issued_at=NOW,
+        )
+        stored = store.store_feedback(
+            [FeedbackItem(card=CARD, outcome="accepted", outcome_ts=NOW, accepted_suggestions=(SUGGESTION,))]
+        )
+        # SET LOCAL ends with its transaction: the pooled connection is back to the server's default
+        with writer(engine).begin() as connection:
+            assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+    finally:
+        engine.dispose()
+    assert stored == 1
+    assert seen == [
+        ("jwt_replay", "off"),
+        ("jwt_replay", "off"),
+        ("card_ledger", "off"),
+        ("card_suggestion", "off"),
+        ("feedback", "on"),
     ]
 
 
