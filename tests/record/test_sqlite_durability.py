@@ -49,31 +49,43 @@ def _card() -> IssuedCard:
     return IssuedCard(CARD, "ESCALATE", "R9", (IssuedSuggestion(SUGGESTION, "romosozumab", True),))
 
 
+def _write_one_of_each(engine: Engine, probe: str) -> tuple[list[tuple[str, Any]], Any]:
+    """A replay record (twice: still exactly once), a card in the ledger and its feedback, on a migrated
+    `engine`; returns the setting `probe` read per INSERT and, after them, in an ordinary write."""
+    upgrade(engine)
+    seen = _setting_per_insert(engine, probe)
+    replay = DbReplayStore(engine)
+    expires = datetime.now(UTC) + timedelta(minutes=5)
+    assert replay.check_and_record("https://ehr.example", "jti-1", expires)
+    assert not replay.check_and_record("https://ehr.example", "jti-1", expires), "still exactly once"
+    store = FeedbackStore(engine)
+    store.record_cards(
+        [_card()],
+        hook_instance="hook-1",
+        patient_key="k",
+        protocol_version="p",
+        service_version="s",
+        issued_at=NOW,
+    )
+    stored = store.store_feedback(
+        [FeedbackItem(card=CARD, outcome="accepted", outcome_ts=NOW, accepted_suggestions=(SUGGESTION,))]
+    )
+    assert stored == 1
+    # a pooled connection that last wrote the ledger goes back to the default for the next ordinary write
+    with writer(engine).begin() as connection:
+        after = connection.exec_driver_sql(probe).scalar()
+    return seen, after
+
+
 def test_ledger_and_replay_skip_the_fsync_and_feedback_keeps_it(sqlite_url: str) -> None:
     engine = make_engine(sqlite_url)
     try:
-        upgrade(engine)
-        seen = _setting_per_insert(engine)
-        DbReplayStore(engine).check_and_record("https://ehr.example", "jti-1", NOW + timedelta(minutes=5))
-        store = FeedbackStore(engine)
-        store.record_cards(
-            [_card()],
-            hook_instance="hook-1",
-            patient_key="k",
-            protocol_version="p",
-            service_version="s",
-            issued_at=NOW,
-        )
-        stored = store.store_feedback(
-            [FeedbackItem(card=CARD, outcome="accepted", outcome_ts=NOW, accepted_suggestions=(SUGGESTION,))]
-        )
-        # a pooled connection that last wrote the ledger goes back to FULL for the next ordinary write
-        with writer(engine).begin() as connection:
-            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == FULL
+        seen, after = _write_one_of_each(engine, "PRAGMA synchronous")
     finally:
         engine.dispose()
-    assert stored == 1
+    assert after == FULL
     assert seen == [
+        ("jwt_replay", NORMAL),
         ("jwt_replay", NORMAL),
         ("card_ledger", NORMAL),
         ("card_suggestion", NORMAL),
@@ -87,30 +99,10 @@ def test_on_postgresql_ledger_and_replay_commit_without_the_flush_and_feedback_w
     """The same choice on PostgreSQL: `SET LOCAL synchronous_commit TO OFF` for the per-call writes only."""
     engine = make_engine(postgres_url)
     try:
-        upgrade(engine)
-        seen = _setting_per_insert(engine, "SHOW synchronous_commit")
-        replay = DbReplayStore(engine)
-        expires = datetime.now(UTC) + timedelta(minutes=5)
-        assert replay.check_and_record("https://ehr.example", "jti-1", expires)
-        assert not replay.check_and_record("https://ehr.example", "jti-1", expires), "still exactly once"
-        store = FeedbackStore(engine)
-        store.record_cards(
-            [_card()],
-            hook_instance="hook-1",
-            patient_key="k",
-            protocol_version="p",
-            service_version="s",
-            issued_at=NOW,
-        )
-        stored = store.store_feedback(
-            [FeedbackItem(card=CARD, outcome="accepted", outcome_ts=NOW, accepted_suggestions=(SUGGESTION,))]
-        )
-        # SET LOCAL ends with its transaction: the pooled connection is back to the server's default
-        with writer(engine).begin() as connection:
-            assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+        seen, after = _write_one_of_each(engine, "SHOW synchronous_commit")
     finally:
         engine.dispose()
-    assert stored == 1
+    assert after == "on", "SET LOCAL ends with its transaction"
     assert seen == [
         ("jwt_replay", "off"),
         ("jwt_replay", "off"),
