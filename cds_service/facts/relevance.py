@@ -66,19 +66,30 @@ def ignored_by_status(resource: dict[str, Any]) -> bool:
     if rtype == "DiagnosticReport":
         return status not in _REPORT_STATUSES
     if rtype in ("Condition", "AllergyIntolerance"):
-        return bool(_codes_of(resource.get("verificationStatus")) & IGNORED_VERIFICATION)
+        return verification_ignored(resource.get("verificationStatus"))
     if rtype == "MedicationRequest" and _plain(resource.get("intent")) in _IGNORED_INTENTS:
         return True
     ignored = _IGNORED_STATUSES.get(str(rtype))
     return ignored is not None and status in ignored
 
 
+def verification_ignored(concept: Any, memo: dict[tuple[str, str], bool] | None = None) -> bool:
+    """A refuted or entered-in-error verificationStatus (Condition, AllergyIntolerance). `memo` keeps the
+    verdict per raw (system, code) of a coding for one call (a record repeats a few of them)."""
+    for coding in _coding_dicts(concept):
+        key = raw_key(coding)
+        found = memo.get(key) if memo is not None else None
+        if found is None:
+            found = normalise_code(canonical_system(key[0]), key[1]) in IGNORED_VERIFICATION
+            if memo is not None:
+                memo[key] = found
+        if found:
+            return True
+    return False
+
+
 def _plain(value: Any) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def _codes_of(concept: Any) -> set[str]:
-    return {code for _, code, _ in raw_codings(concept)}
 
 
 def _coding_dicts(concept: Any) -> Iterator[dict[str, Any]]:

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cds_service.facts import relevance
-from cds_service.facts.code_match import canonical_system, normalise_code
 from cds_service.facts.lab_window import LabWindow
 from cds_service.facts.parsed_resources import MEDICATION_USE_TYPES
 from cds_service.facts.patient_scope import belongs_to
@@ -148,7 +147,7 @@ def select_wanted(
                 ignored[rtype] += 1
                 continue
         elif rtype in _VERIFIED_TYPES:  # `ignored_by_status` reads only verificationStatus for them
-            if _verification_ignored(resource.get("verificationStatus"), verification_memo):
+            if relevance.verification_ignored(resource.get("verificationStatus"), verification_memo):
                 ignored[rtype] += 1
                 continue
         else:
@@ -168,25 +167,6 @@ def select_wanted(
         if any(key in wanted_references for key in lookup_keys(item)):
             wanted.append((item, False))
     return Selected(wanted, any_medication, dict(ignored), checker)
-
-
-def _verification_ignored(concept: Any, memo: dict[tuple[str, str], bool]) -> bool:
-    """`ignored_by_status` of a Condition or AllergyIntolerance (a refuted or entered-in-error
-    verificationStatus), memoised per call by the raw (system, code) of each coding."""
-    codings = concept.get("coding") if isinstance(concept, dict) else None
-    if not isinstance(codings, list):
-        return False
-    for coding in codings:
-        if not isinstance(coding, dict):
-            continue
-        key = relevance.raw_key(coding)
-        found = memo.get(key)
-        if found is None:
-            code = normalise_code(canonical_system(key[0]), key[1])
-            found = memo[key] = code in relevance.IGNORED_VERIFICATION
-        if found:
-            return True
-    return False
 
 
 def lookup_keys(item: Item) -> list[str]:
