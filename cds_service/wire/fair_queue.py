@@ -107,7 +107,6 @@ class FairQueue:
             return dict(Counter(client for _lowered, _round, _arrival, client, _event in self._heap))
 
     def _acquire(self, client: str) -> None:
-        lowered = self._lowered(client)
         with self._lock:
             # A client's next call belongs to the round after its previous one; a client with nothing
             # queued joins the current round (no credit is saved up while idle).
@@ -120,6 +119,7 @@ class FairQueue:
             if len(self._heap) >= self._max_waiting:
                 self._refuse("full")
             granted = threading.Event()
+            lowered = self._lowered(client)  # asked only of a call that waits (the limiter's own lock)
             heapq.heappush(self._heap, (lowered, call_round, next(self._arrivals), client, granted))
             self._last_round[client] = call_round
         if granted.wait(self._timeout_s):
