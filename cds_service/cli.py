@@ -179,7 +179,7 @@ def _db_prune(_args: argparse.Namespace) -> int:
         _configure_logging(settings)
         engine = make_engine(_database_url(settings))
         retention = Retention(settings.ledger_retention_days, settings.feedback_retention_days)
-        pruned = prune(engine, retention, datetime.now(UTC))
+        pruned = prune(engine, retention, datetime.now(UTC), truncate_wal=True)
         print(
             f"deleted {pruned.cards} ledger cards, {pruned.feedback} feedback entries, "
             f"{pruned.replay} expired replay records"

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -283,7 +284,10 @@ def test_replay_store_prunes_every_n_inserts(engine: Engine) -> None:
     replay.check_and_record("i", "old", now - timedelta(seconds=1))  # stored already expired
     replay.check_and_record("i", "a", now + timedelta(minutes=1))
     assert len(rows(engine, jwt_replay)) == 2
-    replay.check_and_record("i", "b", now + timedelta(minutes=1))  # third insert: prune
+    replay.check_and_record("i", "b", now + timedelta(minutes=1))  # third insert: prune, in the background
+    deadline = time.monotonic() + 10
+    while len(rows(engine, jwt_replay)) != 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert sorted(r["jti"] for r in rows(engine, jwt_replay)) == ["a", "b"]
 
 

@@ -114,12 +114,24 @@ def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(sqlite_url: st
         with engine.connect() as connection:
             pragmas = {
                 name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
-                for name in ("journal_mode", "busy_timeout", "foreign_keys", "synchronous")
+                for name in (
+                    "journal_mode",
+                    "busy_timeout",
+                    "foreign_keys",
+                    "synchronous",
+                    "wal_autocheckpoint",
+                )
             }
             assert connection.execute(select(text("1"))).scalar() == 1
     finally:
         engine.dispose()
-    assert pragmas == {"journal_mode": "wal", "busy_timeout": 5000, "foreign_keys": 1, "synchronous": 2}
+    assert pragmas == {
+        "journal_mode": "wal",
+        "busy_timeout": 5000,
+        "foreign_keys": 1,
+        "synchronous": 2,
+        "wal_autocheckpoint": 10_000,
+    }
 
 
 def test_sqlite_migration_is_transactional(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

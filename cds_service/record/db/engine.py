@@ -11,6 +11,7 @@ commit with `synchronous_commit = off` (SET LOCAL, that transaction only): visib
 at once (replay protection across instances is unchanged), durable against a crash of this service, but a
 crash of the PostgreSQL server may lose the last few hundred ms of them; the commit no longer waits for
 the server's WAL flush.
+WAL checkpoints run in the background, never inside a caller's commit (`wal_checkpoint.py`).
 Logs never show a URL with its password.
 """
 
@@ -29,6 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 
 from cds_service.core.errors import Issue, ServiceError
+from cds_service.record.db.wal_checkpoint import AUTOCHECKPOINT_BACKSTOP_PAGES, checkpoint_in_background
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +225,8 @@ def _sqlite_engine(url: URL) -> Engine:
             record.info[_SYNC_INFO_KEY] = SYNC_FULL
             # after each checkpoint the WAL file is truncated back to this size (default: never shrinks)
             cursor.execute(f"PRAGMA journal_size_limit = {SQLITE_WAL_LIMIT_BYTES:d}")
+            if not in_memory:  # checkpoints run in the background (wal_checkpoint.py), this is the backstop
+                cursor.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_BACKSTOP_PAGES:d}")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()
@@ -234,6 +238,8 @@ def _sqlite_engine(url: URL) -> Engine:
         mode = options.get(_BEGIN_OPTION)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
 
+    if not in_memory:
+        checkpoint_in_background(engine)
     return engine
 
 

@@ -8,6 +8,7 @@ now taken again), so two processes racing on the same token cannot both win.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -19,6 +20,8 @@ from cds_service.record.db.engine import insert_for, unavailable_on_error, write
 from cds_service.record.db.off_loop import run_off_loop
 from cds_service.record.db.schema import jwt_replay
 
+log = logging.getLogger(__name__)
+
 PRUNE_EVERY = 500
 
 
@@ -27,7 +30,8 @@ def _utcnow() -> datetime:
 
 
 class DbReplayStore:
-    """Remembers (iss, jti) until the token's `exp`; prunes expired rows every `prune_every` inserts."""
+    """Remembers (iss, jti) until the token's `exp`; prunes expired rows every `prune_every` inserts, in the
+    background."""
 
     def __init__(
         self, engine: Engine, *, prune_every: int = PRUNE_EVERY, clock: Callable[[], datetime] = _utcnow
@@ -41,6 +45,7 @@ class DbReplayStore:
         self._clock = clock
         self._inserts = itertools.count(1)
         self._lock = threading.Lock()
+        self._pruning = threading.Lock()
 
     def check_and_record(self, iss: str, jti: str, expires_at: datetime) -> bool:
         """True the first time (iss, jti) is seen; False while an unexpired record of it exists.
@@ -55,9 +60,20 @@ class DbReplayStore:
             where=jwt_replay.c.expires_at <= now,
         ).returning(jwt_replay.c.jti)
         first_time: bool = run_off_loop(self._engine, self._insert_first, statement)
-        if first_time and self._due_for_prune():
-            self.prune(now)
+        if first_time and self._due_for_prune() and self._pruning.acquire(blocking=False):
+            threading.Thread(
+                target=self._prune_quietly, args=(now,), name="replay-prune", daemon=True
+            ).start()
         return first_time
+
+    def _prune_quietly(self, now: datetime) -> None:
+        """In the background, never in the caller's call: a DELETE holds SQLite's write lock meanwhile."""
+        try:
+            self.prune(now)
+        except Exception as error:  # expired rows are retried at the next interval
+            log.warning("jwt replay prune failed (%s)", type(error).__name__)
+        finally:
+            self._pruning.release()
 
     def _insert_first(self, statement: Any) -> bool:
         with unavailable_on_error("jwt replay check"), self._engine.begin() as connection:

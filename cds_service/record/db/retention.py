@@ -1,5 +1,7 @@
 """Retention: the card ledger (with its suggestions) and feedback are kept for a configurable number of
-days, then deleted in bounded batches; on SQLite the WAL is then checkpointed and truncated.
+days, then deleted in bounded batches; on SQLite the WAL is then checkpointed: PASSIVE in the background
+(it never blocks the hook calls' writes), TRUNCATE on demand (`cds-service db prune`, which waits for
+writers and shrinks the WAL file to zero bytes).
 
 `CDS_LEDGER_RETENTION_DAYS` / `CDS_FEEDBACK_RETENTION_DAYS` (0 = keep forever). Pruning runs in the
 background every `PRUNE_EVERY_WRITES` ledger writes of a worker, and on demand (`cds-service db prune`).
@@ -36,8 +38,9 @@ class Pruned:
     replay: int
 
 
-def prune(engine: Engine, retention: Retention, now: datetime) -> Pruned:
-    """Delete what is past retention (and expired replay rows); checkpoint the SQLite WAL."""
+def prune(engine: Engine, retention: Retention, now: datetime, *, truncate_wal: bool = False) -> Pruned:
+    """Delete what is past retention (and expired replay rows); checkpoint the SQLite WAL (`truncate_wal`:
+    TRUNCATE, which blocks writers meanwhile; else PASSIVE)."""
     cards = entries = 0
     if retention.ledger_days > 0:
         ledger = card_ledger.c
@@ -51,7 +54,7 @@ def prune(engine: Engine, retention: Retention, now: datetime) -> Pruned:
         )
     with unavailable_on_error("replay prune"), writer(engine).begin() as connection:
         replay = connection.execute(delete(jwt_replay).where(jwt_replay.c.expires_at <= now)).rowcount
-    checkpoint(engine)
+    checkpoint(engine, truncate=truncate_wal)
     if cards or entries:
         log.info("retention: deleted %d ledger cards and %d feedback entries", cards, entries)
     return Pruned(cards=cards, feedback=entries, replay=replay)
@@ -75,9 +78,10 @@ def _ago(now: datetime, days: int) -> datetime:
     return now - timedelta(days=days)
 
 
-def checkpoint(engine: Engine) -> None:
-    """SQLite: copy the WAL into the database and truncate the WAL file to zero bytes."""
+def checkpoint(engine: Engine, *, truncate: bool = True) -> None:
+    """SQLite: copy the WAL into the database (`truncate`: wait for writers, then cut the WAL to 0 bytes)."""
     if not is_sqlite(engine):
         return
+    mode = "TRUNCATE" if truncate else "PASSIVE"
     with unavailable_on_error("wal checkpoint"), engine.connect() as connection:
-        connection.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        connection.execute(text(f"PRAGMA wal_checkpoint({mode})"))
