@@ -239,7 +239,7 @@ def _sqlite_engine(url: URL) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
 
     if not in_memory:
-        checkpoint_in_background(engine)
+        checkpoint_in_background(engine, str(Path(database).expanduser()))
     return engine
 
 

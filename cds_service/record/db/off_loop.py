@@ -33,3 +33,23 @@ def run_off_loop(engine: Engine, function: Callable[..., Result], *args: Any) ->
 def gevent_patched() -> bool:
     monkey = sys.modules.get("gevent.monkey")
     return monkey is not None and bool(monkey.is_module_patched("threading"))
+
+
+def start_native_thread(function: Callable[[], None]) -> None:
+    """Run `function` in a new OS thread, also under gevent (where `threading.Thread` is a greenlet, which a
+    native thread, such as the one an SQLite commit runs in, must never spawn: no loop would run it).
+    `function` must touch nothing of the event loop's: only C calls that release the GIL and native locks."""
+    _native("_thread", "start_new_thread")(function, ())
+
+
+def native_lock() -> Any:
+    """A lock of the operating system, shared safely between native threads and the event loop's thread."""
+    return _native("_thread", "allocate_lock")()
+
+
+def _native(module: str, name: str) -> Any:
+    if gevent_patched():
+        from gevent import monkey  # noqa: PLC0415 - only when serving with gevent
+
+        return monkey.get_original(module, name)
+    return getattr(__import__(module), name)
