@@ -20,7 +20,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from cds_service.core.errors import BadRequest, DataUnavailable, NotR4Server
-from cds_service.gather.bundles import JsonObject, bundle_entries, next_link
+from cds_service.gather.bundles import JsonObject, next_link
 from cds_service.gather.capability import R4_REQUIRED_HINT
 from cds_service.gather.client import FhirClient
 from cds_service.gather.query_shape import newest_first, server_capabilities, shape_query
@@ -53,15 +53,23 @@ class RecordData:
     """The patient's raw FHIR data per prefetch key, complete or not at all.
 
     `resources[key]` lists the resource dicts exactly as received (not copied); `full_urls[key]` is the
-    parallel list of each resource's Bundle `fullUrl` (None for a bare prefetched resource). Every template
-    key is present. Duplicates are kept: the parse layer removes them.
+    parallel list of each resource's Bundle `fullUrl` (None for a bare prefetched resource), read from
+    `entries` (the Bundle entries) only when asked for. Every template key is present. Duplicates are
+    kept: the parse layer removes them.
     """
 
     resources: dict[str, list[dict[str, Any]]]
     fetched_keys: tuple[str, ...]
     pages_fetched: int
-    full_urls: dict[str, list[str | None]] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)  # key -> why it is not available (no PHI)
+    entries: dict[str, list[JsonObject]] = field(default_factory=dict, repr=False)
+
+    @property
+    def full_urls(self) -> dict[str, list[str | None]]:
+        return {
+            key: [url if isinstance(url := entry.get("fullUrl"), str) else None for entry in found]
+            for key, found in self.entries.items()
+        }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -153,11 +161,8 @@ def resolve_prefetch(
         resources={key: [entry["resource"] for entry in found] for key, found in entries.items()},
         fetched_keys=tuple(key for key in templates if key in plan.to_fetch and key not in plan.unavailable),
         pages_fetched=pages,
-        full_urls={
-            key: [url if isinstance(url := entry.get("fullUrl"), str) else None for entry in found]
-            for key, found in entries.items()
-        },
         unavailable={key: plan.unavailable[key] for key in templates if key in plan.unavailable},
+        entries=entries,
     )
 
 
@@ -263,24 +268,45 @@ def _is_operation_outcome(value: Any) -> bool:
 def _check_supplied(key: str, value: Any) -> list[JsonObject]:
     """A supplied value must be a FHIR R4 resource or Bundle (JSON object with a resourceType).
 
-    Returns the value's Bundle entries (`bundle_entries`; empty for a single resource), read once here."""
-    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+    Returns the value's Bundle entries (as `bundle_entries` selects them; empty for a single resource),
+    checked for DSTU2 content in the same pass: the value itself first, then each kept entry in order."""
+    if not isinstance(value, dict) or not isinstance(resource_type := value.get("resourceType"), str):
         raise BadRequest(
             f"Prefetch '{key}' must be a FHIR resource, a Bundle or null", f"prefetch.{key}", "structure"
         )
-    entries = bundle_entries(value)
-    for resource in [value, *(entry["resource"] for entry in entries)]:
+    if resource_type in _DSTU2_SIGNAL_TYPES:
+        _refuse_dstu2(key, value)
+    entries = value.get("entry")
+    if not isinstance(entries, list):
+        return []
+    # Plain loop, `bundle_entries`' filter with the DSTU2 test inlined: it runs for every supplied entry.
+    kept = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        resource = entry.get("resource")
+        if not isinstance(resource, dict):
+            continue
         resource_type = resource.get("resourceType")
-        if not isinstance(resource_type, str) or resource_type not in _DSTU2_SIGNAL_TYPES:
-            continue  # the cheap test first (a list or object is no type): runs for every resource
-        signal = _dstu2_signal(resource)
-        if signal is not None:
-            raise NotR4Server(
-                f"Prefetch '{key}' holds FHIR DSTU2 content ({signal}). {R4_REQUIRED_HINT}",
-                f"prefetch.{key}",
-                "not-supported",
-            )
-    return entries
+        if resource_type == "OperationOutcome":
+            continue
+        search = entry.get("search")
+        if search is None or not (isinstance(search, dict) and search.get("mode") == "outcome"):
+            kept.append(entry)
+            if resource_type in ("Condition", "MedicationOrder"):  # a list or object is no type: no hashing
+                _refuse_dstu2(key, resource)
+    return kept
+
+
+def _refuse_dstu2(key: str, resource: Mapping[str, Any]) -> None:
+    """Raise NotR4Server when `resource` shows a clear sign of DSTU2 content."""
+    signal = _dstu2_signal(resource)
+    if signal is not None:
+        raise NotR4Server(
+            f"Prefetch '{key}' holds FHIR DSTU2 content ({signal}). {R4_REQUIRED_HINT}",
+            f"prefetch.{key}",
+            "not-supported",
+        )
 
 
 _DSTU2_SIGNAL_TYPES: Final = frozenset({"MedicationOrder", "Condition"})  # the types _dstu2_signal reads

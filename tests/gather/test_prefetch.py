@@ -399,3 +399,45 @@ def test_fetch_past_the_deadline_is_412(rsps: responses.RequestsMock) -> None:
     with pytest.raises(DataUnavailable, match="deadline") as caught:
         resolve_prefetch(TEMPLATES, supplied, PATIENT, make_client(deadline_s=0.2))
     assert caught.value.issues[0].expression == ("prefetch.conditions",)
+
+
+# --- the supplied-value check reads each Bundle once: the same entries as bundle_entries, same refusals ---
+
+_ODD_ENTRIES: list[Any] = [
+    "not an entry",
+    {"fullUrl": "x"},
+    {"resource": ["not", "a", "resource"]},
+    {"resource": {"resourceType": "OperationOutcome"}},
+    {"resource": {"resourceType": ["Condition"]}},
+    {"resource": {"resourceType": "Observation"}, "search": {"mode": "outcome"}},
+    {"resource": {"resourceType": "Observation"}, "search": "outcome"},
+    {"resource": {"resourceType": "Observation"}, "search": {"mode": "match"}},
+    {"resource": {"resourceType": "Condition", "clinicalStatus": {"text": "active"}}},
+    {"resource": {"resourceType": "Condition", "clinicalStatus": "active"}, "search": {"mode": "outcome"}},
+    {"resource": {"resourceType": "MedicationOrder"}, "search": {"mode": "outcome"}},
+    {"resource": {"resourceType": "Condition", "verificationStatus": "confirmed"}},
+    {"resource": {"resourceType": "MedicationOrder"}},
+]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_supplied_bundle_check_matches_bundle_entries_and_the_dstu2_refusal(seed: int) -> None:
+    import random
+
+    from cds_service.gather.bundles import bundle_entries
+    from cds_service.gather.prefetch import _check_supplied, _dstu2_signal
+
+    rng = random.Random(seed)
+    entries = [rng.choice(_ODD_ENTRIES) for _ in range(rng.randint(0, 8))]
+    value: dict[str, Any] = {"resourceType": "Bundle", "entry": entries}
+    expected = bundle_entries(value)
+    signals = [s for s in (_dstu2_signal(e["resource"]) for e in expected) if s is not None]
+    if signals:
+        with pytest.raises(NotR4Server) as refused:
+            _check_supplied("conditions", value)
+        assert signals[0] in refused.value.issues[0].diagnostics
+    else:
+        assert _check_supplied("conditions", value) == expected
+    assert _check_supplied("x", {"resourceType": "Bundle", "entry": "no list"}) == []
+    with pytest.raises(NotR4Server):
+        _check_supplied("conditions", {"resourceType": "Condition", "clinicalStatus": "active"})
