@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from cds_service.wire.cdshooks import drop_empty
+from cds_service.core.json_empty import drop_empty
 
 _KEEP = frozenset({"cards", "services"})
 
