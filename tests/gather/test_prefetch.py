@@ -417,7 +417,20 @@ _ODD_ENTRIES: list[Any] = [
     {"resource": {"resourceType": "MedicationOrder"}, "search": {"mode": "outcome"}},
     {"resource": {"resourceType": "Condition", "verificationStatus": "confirmed"}},
     {"resource": {"resourceType": "MedicationOrder"}},
+    {"resource": {"resourceType": "Observation"}, "search": {}},
+    {"resource": {"resourceType": "Observation"}, "search": 0},
+    {"resource": {"resourceType": "Observation"}, "search": ["outcome"]},
+    {"resource": {"resourceType": "Observation"}, "search": None},
+    {"resource": {"resourceType": "Condition"}},
+    {
+        "resource": {"resourceType": "Condition", "verificationStatus": {"coding": []}},
+        "search": {"mode": "match"},
+    },
+    {"resource": {"resourceType": 7}},
+    {"resource": {}},
 ]
+# Entries the C-level pass takes as they are (no per-entry loop).
+_PLAIN = [4, 7, 8, 13, 14, 16, 17, 18, 19, 20]
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -425,10 +438,15 @@ def test_supplied_bundle_check_matches_bundle_entries_and_the_dstu2_refusal(seed
     import random
 
     from cds_service.gather.bundles import bundle_entries
-    from cds_service.gather.prefetch import _check_supplied, _dstu2_signal
+    from cds_service.gather.prefetch import _check_supplied, _dstu2_signal, _plain_entries
 
     rng = random.Random(seed)
-    entries = [rng.choice(_ODD_ENTRIES) for _ in range(rng.randint(0, 8))]
+    if seed % 2:
+        entries = [rng.choice(_ODD_ENTRIES) for _ in range(rng.randint(0, 8))]
+    else:  # mostly entries the C-level pass takes, now and then one it leaves to the loop
+        entries = [_ODD_ENTRIES[rng.choice(_PLAIN)] for _ in range(rng.randint(0, 12))]
+        if seed % 4 == 0 and entries:
+            entries.insert(rng.randrange(len(entries)), rng.choice(_ODD_ENTRIES))
     value: dict[str, Any] = {"resourceType": "Bundle", "entry": entries}
     expected = bundle_entries(value)
     signals = [s for s in (_dstu2_signal(e["resource"]) for e in expected) if s is not None]
@@ -439,5 +457,7 @@ def test_supplied_bundle_check_matches_bundle_entries_and_the_dstu2_refusal(seed
     else:
         assert _check_supplied("conditions", value) == expected
     assert _check_supplied("x", {"resourceType": "Bundle", "entry": "no list"}) == []
+    plain = [_ODD_ENTRIES[index] for index in _PLAIN]
+    assert _plain_entries(plain) == plain == bundle_entries({"entry": plain})
     with pytest.raises(NotR4Server):
         _check_supplied("conditions", {"resourceType": "Condition", "clinicalStatus": "active"})
