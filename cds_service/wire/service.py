@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, date, datetime
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -182,7 +183,7 @@ class PatientViewService:
             raise
         if data.fetched_keys:
             metrics.record_fhir_fetch("ok", len(data.fetched_keys))
-        resources = [r for found in data.resources.values() for r in found]
+        resources = list(chain.from_iterable(data.resources.values()))  # one C-level pass
         if client is not None:  # one extra batched round for referenced, unsupplied Medications (§3c)
             resources.extend(fetch_missing_medications(client, resources))
         with turn():
