@@ -374,7 +374,8 @@ def _json(body: Any, status: int = 200, *, keep_empty: bool = False) -> Response
 
 
 def _log_event(event: str, **fields: Any) -> None:
-    logger.info(orjson.dumps({"event": event, **fields}).decode())
+    if logger.isEnabledFor(logging.INFO):  # the line is built only when it is written
+        logger.info(orjson.dumps({"event": event, **fields}).decode())
 
 
 def _since(started: float) -> float:

@@ -202,24 +202,25 @@ class PatientViewService:
             )
             cards = apply_profile(rendered, profile, self.settings.selection_behavior)
         metrics.record_decision(decision.outcome, decision.rule)
-        fields = {
-            "event": "cds_decision",
-            "hookInstance": request.hookInstance[:64],
-            "outcome": decision.outcome,
-            "rule": decision.rule,
-            "warnings": [w.code for w in decision.warnings],
-            "cards": len(cards),
-            "card_kinds": [card.kind for card in cards],
-            "suggestions": sum(len(card.suggestions) for card in cards),
-            "fetched_keys": len(data.fetched_keys),
-            "pages": data.pages_fetched,
-            "profile": profile.vendor,
-            # Keys this EHR could not provide (policy omit, or not in its CapabilityStatement) and why.
-            "unavailable": {key: why[:200] for key, why in data.unavailable.items()},
-        }
-        # One JSON line for operators (no PHI: no patient id, no values); the same fields as record
-        # attributes for structured handlers.
-        log.info(orjson.dumps(fields).decode(), extra={"decision": fields})
+        if log.isEnabledFor(logging.INFO):  # the line is built only when it is written
+            fields = {
+                "event": "cds_decision",
+                "hookInstance": request.hookInstance[:64],
+                "outcome": decision.outcome,
+                "rule": decision.rule,
+                "warnings": [w.code for w in decision.warnings],
+                "cards": len(cards),
+                "card_kinds": [card.kind for card in cards],
+                "suggestions": sum(len(card.suggestions) for card in cards),
+                "fetched_keys": len(data.fetched_keys),
+                "pages": data.pages_fetched,
+                "profile": profile.vendor,
+                # Keys this EHR could not provide (policy omit, or not in its CapabilityStatement) and why.
+                "unavailable": {key: why[:200] for key, why in data.unavailable.items()},
+            }
+            # One JSON line for operators (no PHI: no patient id, no values); the same fields as record
+            # attributes for structured handlers.
+            log.info(orjson.dumps(fields).decode(), extra={"decision": fields})
         return HookResponse(cards)
 
 
