@@ -49,7 +49,7 @@ def _neutralise_links(text: str) -> str:
     # Each pattern needs its literal character (`:`, `.`): text without it is skipped, not scanned.
     if ":" in text:
         text = _SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{ZWSP}:", text)
-    if "." in text:
+    if "." in text and ("w" in text or "W" in text):  # no other character matches w, ignoring case
         text = _WWW.sub(lambda m: f"{m.group(1)}{ZWSP}.", text)
     return text.replace("@", "@" + ZWSP)
 
