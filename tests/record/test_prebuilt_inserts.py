@@ -17,6 +17,12 @@ from cds_service.record.db.migrate import upgrade
 from cds_service.record.db.replay_store import DbReplayStore
 from cds_service.record.db.schema import card_ledger, card_suggestion, jwt_replay
 from cds_service.record.feedback.store import FeedbackStore
+from tests.support.databases import (  # noqa: F401 - pytest fixtures
+    any_db_url_fixture,
+    postgres_admin_fixture,
+    postgres_url_fixture,
+    sqlite_url_fixture,
+)
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -36,7 +42,7 @@ def _sql(statement: Any, dialect: Any, keys: list[str] | None = None) -> str:
     return re.sub(r"%\((\w+?)(_\d+)?\)s", "%(param)s", str(compiled))  # PostgreSQL names its parameters
 
 
-def test_the_replay_insert_compiles_to_the_same_sql(tmp_path: Path) -> None:
+def test_the_replay_insert_compiles_to_the_same_sql() -> None:
     row = ["iss", "jti", "expires_at", "now"]
     for url, dialect in (
         ("sqlite://", sqlite.dialect()),
@@ -66,12 +72,11 @@ def test_the_ledger_inserts_compile_to_the_same_sql(tmp_path: Path) -> None:
         assert store._ledger_inserts(connection)[0] is ledger
 
 
-def test_replay_rows_and_answers_match_the_per_call_statement(tmp_path: Path) -> None:
-    stores = []
-    for name in ("prebuilt", "per-call"):
-        engine = make_engine(f"sqlite:///{tmp_path / name}.db")
-        upgrade(engine)
-        stores.append(engine)
+def test_replay_rows_and_answers_match_the_per_call_statement(any_db_url: str) -> None:
+    """Both statements on one database (SQLite and PostgreSQL), each on its own issuers."""
+    engine = make_engine(any_db_url)
+    upgrade(engine)
+    stores = [engine, engine]
     prebuilt = DbReplayStore(stores[0], clock=lambda: NOW)
     answers: list[tuple[bool, bool]] = []
     calls = [
@@ -82,14 +87,19 @@ def test_replay_rows_and_answers_match_the_per_call_statement(tmp_path: Path) ->
         ("b", "1", NOW + timedelta(hours=1)),
     ]
     for iss, jti, expires_at in calls:
-        with stores[1].begin() as connection:
-            statement = _per_call_replay_insert(stores[1], iss, jti, expires_at, NOW)
+        with engine.begin() as connection:
+            statement = _per_call_replay_insert(engine, f"per-call-{iss}", jti, expires_at, NOW)
             before = connection.execute(statement).first() is not None
-        answers.append((prebuilt.check_and_record(iss, jti, expires_at), before))
+        answers.append((prebuilt.check_and_record(f"prebuilt-{iss}", jti, expires_at), before))
     assert answers == [(True, True), (False, False), (True, True), (True, True), (True, True)]
-    rows = []
-    for engine in stores:
-        with engine.connect() as connection:
-            ordered = select(jwt_replay).order_by(jwt_replay.c.iss, jwt_replay.c.jti)
-            rows.append(connection.execute(ordered).all())
-    assert rows[0] == rows[1] and len(rows[0]) == 3
+    with engine.connect() as connection:
+        ordered = select(jwt_replay).order_by(jwt_replay.c.iss, jwt_replay.c.jti)
+        rows = connection.execute(ordered).all()
+    per_call = [
+        (iss.removeprefix("per-call-"), jti, at) for iss, jti, at in rows if iss.startswith("per-call-")
+    ]
+    prebuilt_rows = [
+        (iss.removeprefix("prebuilt-"), jti, at) for iss, jti, at in rows if iss.startswith("prebuilt-")
+    ]
+    assert per_call == prebuilt_rows and len(per_call) == 3
+    engine.dispose()
