@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
@@ -55,6 +56,7 @@ def expected_audience(base_url: str, endpoint: Endpoint, service_id: str) -> str
     return f"{base_url}/cds-services/{service_id}/feedback"
 
 
+@lru_cache(maxsize=64)  # a pure function of the URL: the configured audiences and the few `aud` clients send
 def _comparable(url: str, *, loopback_equivalent: bool) -> str | None:
     try:
         normal = normalise_url(url, strip_trailing_slash=False)

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import quote
 
 from cds_service.core.errors import BadRequest, DataUnavailable, NotR4Server
-from cds_service.gather.bundles import JsonObject, bundle_entries, next_link
+from cds_service.gather.bundles import JsonObject, next_link
 from cds_service.gather.capability import R4_REQUIRED_HINT
 from cds_service.gather.client import FhirClient
 from cds_service.gather.query_shape import newest_first, server_capabilities, shape_query
@@ -53,15 +54,23 @@ class RecordData:
     """The patient's raw FHIR data per prefetch key, complete or not at all.
 
     `resources[key]` lists the resource dicts exactly as received (not copied); `full_urls[key]` is the
-    parallel list of each resource's Bundle `fullUrl` (None for a bare prefetched resource). Every template
-    key is present. Duplicates are kept: the parse layer removes them.
+    parallel list of each resource's Bundle `fullUrl` (None for a bare prefetched resource), read from
+    `entries` (the Bundle entries) only when asked for. Every template key is present. Duplicates are
+    kept: the parse layer removes them.
     """
 
     resources: dict[str, list[dict[str, Any]]]
     fetched_keys: tuple[str, ...]
     pages_fetched: int
-    full_urls: dict[str, list[str | None]] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)  # key -> why it is not available (no PHI)
+    entries: dict[str, list[JsonObject]] = field(default_factory=dict, repr=False)
+
+    @property
+    def full_urls(self) -> dict[str, list[str | None]]:
+        return {
+            key: [url if isinstance(url := entry.get("fullUrl"), str) else None for entry in found]
+            for key, found in self.entries.items()
+        }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -153,11 +162,8 @@ def resolve_prefetch(
         resources={key: [entry["resource"] for entry in found] for key, found in entries.items()},
         fetched_keys=tuple(key for key in templates if key in plan.to_fetch and key not in plan.unavailable),
         pages_fetched=pages,
-        full_urls={
-            key: [url if isinstance(url := entry.get("fullUrl"), str) else None for entry in found]
-            for key, found in entries.items()
-        },
         unavailable={key: plan.unavailable[key] for key in templates if key in plan.unavailable},
+        entries=entries,
     )
 
 
@@ -263,27 +269,76 @@ def _is_operation_outcome(value: Any) -> bool:
 def _check_supplied(key: str, value: Any) -> list[JsonObject]:
     """A supplied value must be a FHIR R4 resource or Bundle (JSON object with a resourceType).
 
-    Returns the value's Bundle entries (`bundle_entries`; empty for a single resource), read once here."""
-    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+    Returns the value's Bundle entries (as `bundle_entries` selects them; empty for a single resource),
+    checked for DSTU2 content in the same pass: the value itself first, then each kept entry in order."""
+    if not isinstance(value, dict) or not isinstance(resource_type := value.get("resourceType"), str):
         raise BadRequest(
             f"Prefetch '{key}' must be a FHIR resource, a Bundle or null", f"prefetch.{key}", "structure"
         )
-    entries = bundle_entries(value)
-    for resource in [value, *(entry["resource"] for entry in entries)]:
+    if resource_type in _DSTU2_SIGNAL_TYPES:
+        _refuse_dstu2(key, value)
+    entries = value.get("entry")
+    if not isinstance(entries, list):
+        return []
+    plain = _plain_entries(entries)
+    return plain if plain is not None else _checked_entries(key, entries)
+
+
+def _plain_entries(entries: list[Any]) -> list[JsonObject] | None:
+    """All the entries, when each is an object holding a resource object, none is an OperationOutcome or a
+    `search.mode = outcome` entry and none shows a DSTU2 sign: found by C-level passes (`map` over
+    `dict.get`) instead of a Python loop per entry. None when any entry needs `_checked_entries`."""
+    try:
+        resources = list(map(_GET, entries, repeat("resource")))
+        types = list(map(_GET, resources, repeat("resourceType")))
+        searches = filter(None, map(_GET, entries, repeat("search")))  # None, {}: no outcome mode
+        modes = list(map(_GET, searches, repeat("mode")))
+    except TypeError:  # an entry, resource or search that is not a JSON object
+        return None
+    if "OperationOutcome" in types or "outcome" in modes or "MedicationOrder" in types:
+        return None
+    if "Condition" in types:
+        conditions = [found for found, kind in zip(resources, types, strict=True) if kind == "Condition"]
+        for element in _CONDITION_DSTU2_ELEMENTS:
+            if any(map(str.__instancecheck__, map(_GET, conditions, repeat(element)))):
+                return None
+    return list(entries)
+
+
+def _checked_entries(key: str, entries: list[Any]) -> list[JsonObject]:
+    """`bundle_entries`' filter with the DSTU2 check inlined, entry by entry."""
+    kept = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        resource = entry.get("resource")
+        if not isinstance(resource, dict):
+            continue
         resource_type = resource.get("resourceType")
-        if not isinstance(resource_type, str) or resource_type not in _DSTU2_SIGNAL_TYPES:
-            continue  # the cheap test first (a list or object is no type): runs for every resource
-        signal = _dstu2_signal(resource)
-        if signal is not None:
-            raise NotR4Server(
-                f"Prefetch '{key}' holds FHIR DSTU2 content ({signal}). {R4_REQUIRED_HINT}",
-                f"prefetch.{key}",
-                "not-supported",
-            )
-    return entries
+        if resource_type == "OperationOutcome":
+            continue
+        search = entry.get("search")
+        if search is None or not (isinstance(search, dict) and search.get("mode") == "outcome"):
+            kept.append(entry)
+            if resource_type in ("Condition", "MedicationOrder"):  # a list or object is no type: no hashing
+                _refuse_dstu2(key, resource)
+    return kept
+
+
+def _refuse_dstu2(key: str, resource: Mapping[str, Any]) -> None:
+    """Raise NotR4Server when `resource` shows a clear sign of DSTU2 content."""
+    signal = _dstu2_signal(resource)
+    if signal is not None:
+        raise NotR4Server(
+            f"Prefetch '{key}' holds FHIR DSTU2 content ({signal}). {R4_REQUIRED_HINT}",
+            f"prefetch.{key}",
+            "not-supported",
+        )
 
 
 _DSTU2_SIGNAL_TYPES: Final = frozenset({"MedicationOrder", "Condition"})  # the types _dstu2_signal reads
+_CONDITION_DSTU2_ELEMENTS: Final = ("clinicalStatus", "verificationStatus")  # DSTU2: a plain code string
+_GET: Final[Callable[[Any, str], Any]] = dict.get  # TypeError for anything but a JSON object
 
 
 def _dstu2_signal(resource: Mapping[str, Any]) -> str | None:
@@ -292,7 +347,7 @@ def _dstu2_signal(resource: Mapping[str, Any]) -> str | None:
     if resource_type == "MedicationOrder":
         return "a MedicationOrder resource"
     if resource_type == "Condition":
-        for element in ("clinicalStatus", "verificationStatus"):
+        for element in _CONDITION_DSTU2_ELEMENTS:
             if isinstance(resource.get(element), str):
                 return f"Condition.{element} as a plain code"
     return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Iterator, Mapping
+from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -179,9 +180,14 @@ def template_names(text: str) -> list[str]:
     return [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
 
 
+@lru_cache(maxsize=512)  # templates come from the knowledge file: a few hundred at most
+def _has_placeholders(template: str) -> bool:
+    return bool(template_names(template))
+
+
 def fill(template: str, values: Mapping[str, str]) -> str:
     """A card template with its `{name}` placeholders filled (`{{`/`}}` are literal braces)."""
-    if not template_names(template):
+    if not _has_placeholders(template):
         return template.replace("{{", "{").replace("}}", "}")
     return template.format_map(values)
 

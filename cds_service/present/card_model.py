@@ -1,6 +1,7 @@
 """Typed CDS Hooks 2.0 cards: what the renderer returns and what the ledger and metrics consume.
 
-Serialised to JSON only at the wire (`to_wire`), with empty optional fields omitted (CDS Hooks G2).
+Serialised to JSON only at the wire (`to_wire`), with empty values omitted (CDS Hooks G2) at every level:
+`to_wire` gives what `drop_empty` would leave of it, so the wire writes it as it is.
 Lists are plain and mutable on purpose: a post-render step (an EHR profile changing the suggestion
 code system or `selectionBehavior`, the SMART app appending a `smart` link) edits the card in place
 before the response is written.
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from cds_service.core.json_empty import drop_empty
 
 Indicator = Literal["info", "warning", "critical"]
 LinkType = Literal["absolute", "smart"]
@@ -70,7 +73,7 @@ class Action:
             {
                 "type": self.type,
                 "description": self.description,
-                "resource": self.resource,
+                "resource": drop_empty(self.resource),
                 "resourceId": self.resource_id,
             }
         )
@@ -90,8 +93,8 @@ class Suggestion:
         if self.is_recommended:
             wire["isRecommended"] = True
         if self.actions:
-            wire["actions"] = [action.to_wire() for action in self.actions]
-        return wire
+            wire["actions"] = _non_empty([action.to_wire() for action in self.actions])
+        return _without_empty(wire)
 
 
 @dataclass(slots=True)
@@ -118,10 +121,10 @@ class Card:
             "indicator": self.indicator,
             "detail": self.detail,
             "source": self.source.to_wire(),
-            "suggestions": [s.to_wire() for s in self.suggestions],
+            "suggestions": _non_empty([s.to_wire() for s in self.suggestions]),
             "selectionBehavior": self.selection_behavior if self.suggestions else None,
-            "overrideReasons": [r.to_wire() for r in self.override_reasons],
-            "links": [link.to_wire() for link in self.links],
+            "overrideReasons": _non_empty([r.to_wire() for r in self.override_reasons]),
+            "links": _non_empty([link.to_wire() for link in self.links]),
             "extension": self.extension,
         }
         return _without_empty(wire)
@@ -134,8 +137,13 @@ class HookResponse:
     cards: list[Card] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"cards": [card.to_wire() for card in self.cards]}
+        return {"cards": _non_empty([card.to_wire() for card in self.cards])}
 
 
 def _without_empty(wire: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in wire.items() if value is not None and value not in ("", [], {})}
+
+
+def _non_empty(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The array without empty objects (`drop_empty` removes them from arrays)."""
+    return items if all(items) else [item for item in items if item]

@@ -223,8 +223,11 @@ def render_cards(
     source = knowledge.model.card_source
     reasons = [Coding(r.system, r.code, r.display) for r in knowledge.model.override_reasons]
 
+    unshared = [decision_json]  # the first card takes the fresh object itself; later cards copies
+
     def card(key: str, indicator: Indicator, summary_template: str, detail: str) -> Card:
         topic = Coding(source.topic_system, topic_code(key), TOPIC_DISPLAY.get(key, human_key(key)))
+        extension = unshared.pop() if unshared else copy.deepcopy(decision_json)
         return Card(
             uuid=new_uuid(),
             summary=fit_summary(summary_text(knowledge, summary_template, values)),
@@ -234,7 +237,7 @@ def render_cards(
             rule=decision.rule,
             detail=detail + pinned,
             override_reasons=list(reasons),
-            extension={DECISION_EXTENSION: copy.deepcopy(decision_json)},
+            extension={DECISION_EXTENSION: extension},
         )
 
     cards: list[Card] = []

@@ -25,6 +25,7 @@ import re
 ZWSP = "\u200b"
 
 _INLINE: dict[str, str] = {c: "\\" + c for c in "\\`*_[]~|"}
+_INLINE_TABLE = str.maketrans(_INLINE)
 _TAG_OPEN = re.compile(r"<(?=[A-Za-z/!?])")
 _ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
 _BLOCK_START = re.compile(r"^(?:[#>+=-]|\\\*|(\d{1,9})([.)]))")
@@ -34,6 +35,8 @@ _BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 # Bidirectional embeddings/overrides/isolates (display spoofing) are dropped.
 _BIDI = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
 _SPACES = re.compile(r" {2,}")
+# Anything `one_line` would change besides the ends: one scan instead of three substitutions.
+_NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]|  ")
 # A URI scheme that browsers or GFM treat as a link: break it before its colon.
 _SCHEME = re.compile(
     r"(?i)\b(javascript|vbscript|livescript|data|file|blob|about|https?|ftps?|mailto|xmpp|tel|sms|"
@@ -43,13 +46,18 @@ _WWW = re.compile(r"(?i)\b(www)\.")
 
 
 def _neutralise_links(text: str) -> str:
-    text = _SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{ZWSP}:", text)
-    text = _WWW.sub(lambda m: f"{m.group(1)}{ZWSP}.", text)
+    # Each pattern needs its literal character (`:`, `.`): text without it is skipped, not scanned.
+    if ":" in text:
+        text = _SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{ZWSP}:", text)
+    if "." in text and ("w" in text or "W" in text):  # no other character matches w, ignoring case
+        text = _WWW.sub(lambda m: f"{m.group(1)}{ZWSP}.", text)
     return text.replace("@", "@" + ZWSP)
 
 
 def one_line(text: str) -> str:
     """Collapse line breaks and control characters to single spaces; drop bidi overrides; strip."""
+    if _NOT_ONE_LINE.search(text) is None:
+        return text.strip()  # the common case: nothing to collapse or drop
     text = _BIDI.sub("", _BREAKS.sub(" ", text))
     return _SPACES.sub(" ", text).strip()
 
@@ -70,9 +78,11 @@ def escape(text: str) -> str:
 
 def _escape(text: str) -> str:
     text = _neutralise_links(one_line(text))
-    text = _ENTITY.sub("&amp;", text)
-    text = _TAG_OPEN.sub("&lt;", text)
-    return "".join(_INLINE.get(char, char) for char in text)
+    if "&" in text:
+        text = _ENTITY.sub("&amp;", text)
+    if "<" in text:
+        text = _TAG_OPEN.sub("&lt;", text)
+    return text.translate(_INLINE_TABLE)
 
 
 def _escape_block_marker(match: re.Match[str]) -> str:

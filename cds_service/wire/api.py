@@ -22,6 +22,7 @@ from cds_service import __version__
 from cds_service.config import Settings, operational_warnings
 from cds_service.core.audience import Endpoint
 from cds_service.core.errors import BadRequest, Issue, ServiceError
+from cds_service.core.json_empty import drop_empty
 from cds_service.core.security_errors import Unauthorized, error_headers
 from cds_service.gather.fhir_server_guard import check_fhir_server
 from cds_service.present.card_model import Card
@@ -30,12 +31,7 @@ from cds_service.record.metrics import get_metrics
 from cds_service.record.metrics import render as render_metrics
 from cds_service.wire.auth.jwt_verify import AuthContext
 from cds_service.wire.auth_flood import AuthFailureLimiter
-from cds_service.wire.cdshooks import (
-    PatientViewRequest,
-    drop_empty,
-    operation_outcome,
-    parse_patient_view_request,
-)
+from cds_service.wire.cdshooks import PatientViewRequest, operation_outcome, parse_patient_view_request
 from cds_service.wire.client_limit import ClientLimiter, client_key
 from cds_service.wire.cors import Cors, answer_preflight
 from cds_service.wire.fair_queue import FairQueue
@@ -118,7 +114,7 @@ def create_blueprint(service: HookService, settings: Settings, runtime: Runtime)
             result = service.handle(hook, auth, turn_until_ledgered)
             logged["cards"] = len(result.cards)
             _ledger_cards(runtime, hook, result.cards, service.protocol_version())
-        return _json(result.to_wire())
+        return _json(result.to_wire(), keep_empty=True)  # to_wire omits every empty value itself
 
     @blueprint.post("/cds-services/<service_id>")
     def call_service(service_id: str) -> Response:
@@ -378,7 +374,8 @@ def _json(body: Any, status: int = 200, *, keep_empty: bool = False) -> Response
 
 
 def _log_event(event: str, **fields: Any) -> None:
-    logger.info(orjson.dumps({"event": event, **fields}).decode())
+    if logger.isEnabledFor(logging.INFO):  # the line is built only when it is written
+        logger.info(orjson.dumps({"event": event, **fields}).decode())
 
 
 def _since(started: float) -> float:

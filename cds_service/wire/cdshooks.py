@@ -11,6 +11,7 @@ from pydantic_core import ErrorDetails
 
 from cds_service.core.errors import BadRequest, Issue, ServiceError
 from cds_service.core.fhir_id import FHIR_ID_MAX_CHARS, FHIR_ID_PATTERN, is_fhir_id
+from cds_service.core.json_empty import drop_empty
 
 PATIENT_VIEW = "patient-view"
 
@@ -208,31 +209,3 @@ def operation_outcome(error: ServiceError) -> dict[str, Any]:
             for issue in issues
         ],
     }
-
-
-_KEEP_EMPTY_LISTS = frozenset({"cards", "services"})
-
-
-def _is_empty(value: Any) -> bool:
-    return value is None or (isinstance(value, str | list | tuple | dict) and len(value) == 0)
-
-
-def drop_empty(obj: Any) -> Any:
-    """Recursively omit None, "", [] and {} (CDS Hooks G2).
-
-    `cards: []` and `services: []` are kept; the content of a CDS Hooks `extension` object is
-    owned by the extension and passed through untouched (only an empty or null one is dropped).
-    """
-    if isinstance(obj, dict):
-        result: dict[str, Any] = {}
-        for key, value in obj.items():
-            if key in _KEEP_EMPTY_LISTS and isinstance(value, list | tuple) and not value:
-                result[key] = []
-                continue
-            cleaned = value if key == "extension" and isinstance(value, dict) else drop_empty(value)
-            if not _is_empty(cleaned):
-                result[key] = cleaned
-        return result
-    if isinstance(obj, list | tuple):
-        return [item for item in (drop_empty(value) for value in obj) if not _is_empty(item)]
-    return obj

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, date, datetime
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -182,7 +183,7 @@ class PatientViewService:
             raise
         if data.fetched_keys:
             metrics.record_fhir_fetch("ok", len(data.fetched_keys))
-        resources = [r for found in data.resources.values() for r in found]
+        resources = list(chain.from_iterable(data.resources.values()))  # one C-level pass
         if client is not None:  # one extra batched round for referenced, unsupplied Medications (§3c)
             resources.extend(fetch_missing_medications(client, resources))
         with turn():
@@ -201,24 +202,25 @@ class PatientViewService:
             )
             cards = apply_profile(rendered, profile, self.settings.selection_behavior)
         metrics.record_decision(decision.outcome, decision.rule)
-        fields = {
-            "event": "cds_decision",
-            "hookInstance": request.hookInstance[:64],
-            "outcome": decision.outcome,
-            "rule": decision.rule,
-            "warnings": [w.code for w in decision.warnings],
-            "cards": len(cards),
-            "card_kinds": [card.kind for card in cards],
-            "suggestions": sum(len(card.suggestions) for card in cards),
-            "fetched_keys": len(data.fetched_keys),
-            "pages": data.pages_fetched,
-            "profile": profile.vendor,
-            # Keys this EHR could not provide (policy omit, or not in its CapabilityStatement) and why.
-            "unavailable": {key: why[:200] for key, why in data.unavailable.items()},
-        }
-        # One JSON line for operators (no PHI: no patient id, no values); the same fields as record
-        # attributes for structured handlers.
-        log.info(orjson.dumps(fields).decode(), extra={"decision": fields})
+        if log.isEnabledFor(logging.INFO):  # the line is built only when it is written
+            fields = {
+                "event": "cds_decision",
+                "hookInstance": request.hookInstance[:64],
+                "outcome": decision.outcome,
+                "rule": decision.rule,
+                "warnings": [w.code for w in decision.warnings],
+                "cards": len(cards),
+                "card_kinds": [card.kind for card in cards],
+                "suggestions": sum(len(card.suggestions) for card in cards),
+                "fetched_keys": len(data.fetched_keys),
+                "pages": data.pages_fetched,
+                "profile": profile.vendor,
+                # Keys this EHR could not provide (policy omit, or not in its CapabilityStatement) and why.
+                "unavailable": {key: why[:200] for key, why in data.unavailable.items()},
+            }
+            # One JSON line for operators (no PHI: no patient id, no values); the same fields as record
+            # attributes for structured handlers.
+            log.info(orjson.dumps(fields).decode(), extra={"decision": fields})
         return HookResponse(cards)
 
 

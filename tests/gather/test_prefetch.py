@@ -399,3 +399,65 @@ def test_fetch_past_the_deadline_is_412(rsps: responses.RequestsMock) -> None:
     with pytest.raises(DataUnavailable, match="deadline") as caught:
         resolve_prefetch(TEMPLATES, supplied, PATIENT, make_client(deadline_s=0.2))
     assert caught.value.issues[0].expression == ("prefetch.conditions",)
+
+
+# --- the supplied-value check reads each Bundle once: the same entries as bundle_entries, same refusals ---
+
+_ODD_ENTRIES: list[Any] = [
+    "not an entry",
+    {"fullUrl": "x"},
+    {"resource": ["not", "a", "resource"]},
+    {"resource": {"resourceType": "OperationOutcome"}},
+    {"resource": {"resourceType": ["Condition"]}},
+    {"resource": {"resourceType": "Observation"}, "search": {"mode": "outcome"}},
+    {"resource": {"resourceType": "Observation"}, "search": "outcome"},
+    {"resource": {"resourceType": "Observation"}, "search": {"mode": "match"}},
+    {"resource": {"resourceType": "Condition", "clinicalStatus": {"text": "active"}}},
+    {"resource": {"resourceType": "Condition", "clinicalStatus": "active"}, "search": {"mode": "outcome"}},
+    {"resource": {"resourceType": "MedicationOrder"}, "search": {"mode": "outcome"}},
+    {"resource": {"resourceType": "Condition", "verificationStatus": "confirmed"}},
+    {"resource": {"resourceType": "MedicationOrder"}},
+    {"resource": {"resourceType": "Observation"}, "search": {}},
+    {"resource": {"resourceType": "Observation"}, "search": 0},
+    {"resource": {"resourceType": "Observation"}, "search": ["outcome"]},
+    {"resource": {"resourceType": "Observation"}, "search": None},
+    {"resource": {"resourceType": "Condition"}},
+    {
+        "resource": {"resourceType": "Condition", "verificationStatus": {"coding": []}},
+        "search": {"mode": "match"},
+    },
+    {"resource": {"resourceType": 7}},
+    {"resource": {}},
+]
+# Entries the C-level pass takes as they are (no per-entry loop).
+_PLAIN = [4, 7, 8, 13, 14, 16, 17, 18, 19, 20]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_supplied_bundle_check_matches_bundle_entries_and_the_dstu2_refusal(seed: int) -> None:
+    import random
+
+    from cds_service.gather.bundles import bundle_entries
+    from cds_service.gather.prefetch import _check_supplied, _dstu2_signal, _plain_entries
+
+    rng = random.Random(seed)
+    if seed % 2:
+        entries = [rng.choice(_ODD_ENTRIES) for _ in range(rng.randint(0, 8))]
+    else:  # mostly entries the C-level pass takes, now and then one it leaves to the loop
+        entries = [_ODD_ENTRIES[rng.choice(_PLAIN)] for _ in range(rng.randint(0, 12))]
+        if seed % 4 == 0 and entries:
+            entries.insert(rng.randrange(len(entries)), rng.choice(_ODD_ENTRIES))
+    value: dict[str, Any] = {"resourceType": "Bundle", "entry": entries}
+    expected = bundle_entries(value)
+    signals = [s for s in (_dstu2_signal(e["resource"]) for e in expected) if s is not None]
+    if signals:
+        with pytest.raises(NotR4Server) as refused:
+            _check_supplied("conditions", value)
+        assert signals[0] in refused.value.issues[0].diagnostics
+    else:
+        assert _check_supplied("conditions", value) == expected
+    assert _check_supplied("x", {"resourceType": "Bundle", "entry": "no list"}) == []
+    plain = [_ODD_ENTRIES[index] for index in _PLAIN]
+    assert _plain_entries(plain) == plain == bundle_entries({"entry": plain})
+    with pytest.raises(NotR4Server):
+        _check_supplied("conditions", {"resourceType": "Condition", "clinicalStatus": "active"})

@@ -131,3 +131,57 @@ def test_plain_clinical_text_readable() -> None:
 def test_times_and_ratios_untouched_by_scheme_rule() -> None:
     out = escape("given at 10:30, ratio 1:2, note: check")
     assert ZWSP not in out
+
+
+# -- the fast paths (skipped scans, one translate) give exactly what the plain three-pass version gave ------
+
+_REF_INLINE = {c: "\\" + c for c in "\\`*_[]~|"}
+_REF_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_REF_BIDI = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
+_REF_SPACES = re.compile(r" {2,}")
+_REF_SCHEME = re.compile(
+    r"(?i)\b(javascript|vbscript|livescript|data|file|blob|about|https?|ftps?|mailto|xmpp|tel|sms|"
+    r"[a-z][a-z0-9+.\-]{0,31}(?=\s*:\s*//))(\s*):"
+)
+_REF_WWW = re.compile(r"(?i)\b(www)\.")
+_REF_BLOCK_START = re.compile(r"^(?:[#>+=-]|\\\*|(\d{1,9})([.)]))")
+
+
+def _reference_one_line(text: str) -> str:
+    text = _REF_BIDI.sub("", _REF_BREAKS.sub(" ", text))
+    return _REF_SPACES.sub(" ", text).strip()
+
+
+def _reference_escape(text: str) -> str:
+    text = _reference_one_line(text)
+    text = _REF_SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{ZWSP}:", text)
+    text = _REF_WWW.sub(lambda m: f"{m.group(1)}{ZWSP}.", text).replace("@", "@" + ZWSP)
+    text = re.sub(r"&(?=#?[A-Za-z0-9]+;)", "&amp;", text)
+    text = re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)
+    text = "".join(_REF_INLINE.get(char, char) for char in text)
+
+    def marker(match: re.Match[str]) -> str:
+        if match.group(1) is not None:
+            return f"{match.group(1)}\\{match.group(2)}"
+        return match.group(0) if match.group(0).startswith("\\") else "\\" + match.group(0)
+
+    return _REF_BLOCK_START.sub(marker, text)
+
+
+_ALPHABET = (
+    "aAwW.:/@&#;<>!?=-+*_`[]~|\\ 1)( \t\n\r\x00\x1f\x7f\x85\x9f\u00a0\u2000\u2028\u2029\u202a\u202e"
+    "\u2066\u2069\u3000\u200bKk\u212aſsS"
+)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fast_paths_equal_the_three_pass_version(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    texts = [*PAYLOADS, "", " ", "  x  ", "WWW.Evil.example", "JavaScript :x", "plain text, no marks"]
+    texts += ["".join(rng.choice(_ALPHABET) for _ in range(rng.randint(0, 40))) for _ in range(200)]
+    texts += [rng.choice(PAYLOADS) + "".join(rng.choice(_ALPHABET) for _ in range(8)) for _ in range(50)]
+    for text in texts:
+        assert one_line(text) == _reference_one_line(text), repr(text)
+        assert escape(text) == _reference_escape(text), repr(text)

@@ -356,3 +356,12 @@ def test_an_unmigrated_database_is_503(any_db_url: str) -> None:
             handle_feedback({"feedback": [entry("c1")]}, FeedbackStore(engine))
     finally:
         engine.dispose()
+
+
+def test_patient_key_is_the_hmac_sha256_hex_digest() -> None:
+    import hashlib
+    import hmac
+
+    for patient_id in ("p-1", "Ünïcode.1", "x" * 64):
+        expected = hmac.new(b"k" * 32, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()
+        assert KEYER(patient_id) == expected

@@ -18,9 +18,10 @@ from werkzeug.wrappers import Request
 from cds_service.app import create_app
 from cds_service.config import Settings
 from cds_service.core.errors import DataUnavailable, Issue, NotR4Server, ServiceError
+from cds_service.core.json_empty import drop_empty
 from cds_service.present.card_model import Card, Coding, HookResponse, Source, Suggestion
 from cds_service.wire.auth.jwt_verify import AuthContext
-from cds_service.wire.cdshooks import PatientViewRequest, drop_empty, operation_outcome
+from cds_service.wire.cdshooks import PatientViewRequest, operation_outcome
 from tests.support.app_settings import test_settings
 
 SERVICE_ID = "osteoporosis-escalation"

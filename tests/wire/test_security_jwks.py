@@ -17,6 +17,7 @@ from cds_service.wire.auth.jwks import (
     JwksFetcher,
     JwksRegistry,
     RemoteKeySource,
+    StaticKeySource,
     is_signature_key,
     run_inline,
     select_key,
@@ -93,6 +94,19 @@ def test_jwk_alg_must_match_and_small_rsa_keys_are_ignored() -> None:
     assert select_key([{**es.public_jwk, "alg": "ES256"}], "k-es", "ES384") is None
     weak = rsa_key("weak", bits=1024)
     assert select_key([weak.public_jwk], "weak", "RS384") is None
+
+
+def test_a_key_set_builds_each_found_key_once_and_remembers_no_miss() -> None:
+    es, rs = ec_key("k-es"), rsa_key("k-rs")
+    source = StaticKeySource({"keys": [es.public_jwk, rs.public_jwk]})
+    first = source.key_for("k-es", "ES384")
+    assert first is not None and source.key_for("k-es", "ES384") is first
+    rs384, rs256 = source.key_for("k-rs", "RS384"), source.key_for("k-rs", "RS256")
+    assert rs384 is not None and rs256 is not None and rs384 is not rs256  # bound to each algorithm
+    for kid in ("unknown-1", "unknown-2"):
+        assert source.key_for(kid, "ES384") is None
+    assert source.key_for("k-es", "RS384") is None
+    assert len(source._keys._found) == 3  # only the keys found: random kids cannot grow it
 
 
 def test_shipped_sandbox_jwk_has_the_expected_kid_and_curve() -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, bindparam, delete
 
 from cds_service.record.db.engine import insert_for, unavailable_on_error, writer
 from cds_service.record.db.off_loop import run_off_loop
@@ -23,6 +23,7 @@ from cds_service.record.db.schema import jwt_replay
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY = 500
+_NOW = "now"  # the bound "expired before now" instant (no column has this name)
 
 
 def _utcnow() -> datetime:
@@ -46,6 +47,7 @@ class DbReplayStore:
         self._inserts = itertools.count(1)
         self._lock = threading.Lock()
         self._pruning = threading.Lock()
+        self._statement: Any = None
 
     def check_and_record(self, iss: str, jti: str, expires_at: datetime) -> bool:
         """True the first time (iss, jti) is seen; False while an unexpired record of it exists.
@@ -53,13 +55,8 @@ class DbReplayStore:
         Raises DatabaseUnavailable (503) when the database cannot be reached.
         """
         now = self._clock()
-        insert = insert_for(self._engine, jwt_replay).values(iss=iss, jti=jti, expires_at=expires_at)
-        statement = insert.on_conflict_do_update(
-            index_elements=[jwt_replay.c.iss, jwt_replay.c.jti],
-            set_={"expires_at": insert.excluded.expires_at},
-            where=jwt_replay.c.expires_at <= now,
-        ).returning(jwt_replay.c.jti)
-        first_time: bool = run_off_loop(self._engine, self._insert_first, statement)
+        row = {"iss": iss, "jti": jti, "expires_at": expires_at, _NOW: now}
+        first_time: bool = run_off_loop(self._engine, self._insert_first, row)
         if first_time and self._due_for_prune() and self._pruning.acquire(blocking=False):
             threading.Thread(
                 target=self._prune_quietly, args=(now,), name="replay-prune", daemon=True
@@ -75,9 +72,21 @@ class DbReplayStore:
         finally:
             self._pruning.release()
 
-    def _insert_first(self, statement: Any) -> bool:
+    def _insert_first(self, row: dict[str, Any]) -> bool:
         with unavailable_on_error("jwt replay check"), self._engine.begin() as connection:
-            return connection.execute(statement).first() is not None
+            return connection.execute(self._first_time_insert(), row).first() is not None
+
+    def _first_time_insert(self) -> Any:
+        """INSERT ... ON CONFLICT DO UPDATE ... WHERE expired RETURNING, built once (on first use) with the
+        row and `now` bound at execution: SQLAlchemy then reuses its cache key and compiled form."""
+        if self._statement is None:
+            insert = insert_for(self._engine, jwt_replay)
+            self._statement = insert.on_conflict_do_update(
+                index_elements=[jwt_replay.c.iss, jwt_replay.c.jti],
+                set_={"expires_at": insert.excluded.expires_at},
+                where=jwt_replay.c.expires_at <= bindparam(_NOW, type_=jwt_replay.c.expires_at.type),
+            ).returning(jwt_replay.c.jti)
+        return self._statement
 
     def record_all(self, pairs: Sequence[tuple[str, str, datetime]]) -> None:
         """Store (iss, jti, expires_at) pairs seen elsewhere; idempotent (a stored pair keeps the later exp).

@@ -6,7 +6,6 @@ directory), else a random key generated on first use in `<data dir>/patient-key.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import os
@@ -34,7 +33,7 @@ class PatientKeyer:
         self._secret = secret
 
     def __call__(self, patient_id: str) -> str:
-        return hmac.new(self._secret, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()
+        return hmac.digest(self._secret, patient_id.encode("utf-8"), "sha256").hex()  # one C call
 
     def __repr__(self) -> str:
         return "PatientKeyer(<secret>)"

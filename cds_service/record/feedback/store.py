@@ -87,6 +87,7 @@ class FeedbackStore:
         self._prune_every = max(1, prune_every)
         self._writes = 0
         self._pruning = threading.Lock()
+        self._ledger_statements: tuple[Any, Any] | None = None
 
     def prune(self) -> Pruned | None:
         """Apply the retention now (None without a retention or while another prune runs)."""
@@ -164,15 +165,24 @@ class FeedbackStore:
 
     def _write_ledger(self, ledger_rows: list[dict[str, Any]], suggestion_rows: list[dict[str, Any]]) -> None:
         with unavailable_on_error("card ledger write"), self._ledger_writer.begin() as connection:
-            ledger = insert_for(connection, card_ledger).on_conflict_do_nothing(
-                index_elements=[card_ledger.c.uuid]
-            )
+            ledger, linked = self._ledger_inserts(connection)
             connection.execute(ledger, ledger_rows)
             if suggestion_rows:
-                linked = insert_for(connection, card_suggestion).on_conflict_do_nothing(
-                    index_elements=[card_suggestion.c.card_uuid, card_suggestion.c.suggestion_uuid]
-                )
                 connection.execute(linked, suggestion_rows)
+
+    def _ledger_inserts(self, connection: Connection) -> tuple[Any, Any]:
+        """The two INSERT ... ON CONFLICT DO NOTHING of a ledger write, built once (on first use): the rows
+        are bound at execution, so SQLAlchemy reuses their cache keys and compiled forms."""
+        if self._ledger_statements is None:
+            self._ledger_statements = (
+                insert_for(connection, card_ledger).on_conflict_do_nothing(
+                    index_elements=[card_ledger.c.uuid]
+                ),
+                insert_for(connection, card_suggestion).on_conflict_do_nothing(
+                    index_elements=[card_suggestion.c.card_uuid, card_suggestion.c.suggestion_uuid]
+                ),
+            )
+        return self._ledger_statements
 
     def store_feedback(self, entries: Sequence[FeedbackItem], *, received_at: datetime | None = None) -> int:
         """Store a validated batch in one transaction; returns how many entries were new."""

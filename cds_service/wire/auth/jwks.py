@@ -97,14 +97,32 @@ class KeySource(Protocol):
         ...
 
 
+class _SelectedKeys:
+    """`select_key` over one fixed key list, remembering the keys found: a PyJWK is built (the public key
+    decoded and checked) once per (kid, alg), not on every call. Misses are not remembered, so random
+    kids cannot grow it: it holds at most one entry per key and algorithm of the list."""
+
+    def __init__(self, keys: list[JwkDict]) -> None:
+        self.keys = keys
+        self._found: dict[tuple[str, str], PyJWK] = {}
+
+    def key_for(self, kid: str, alg: str) -> PyJWK | None:
+        key = self._found.get((kid, alg))
+        if key is None:
+            key = select_key(self.keys, kid, alg)
+            if key is not None:
+                self._found[(kid, alg)] = key
+        return key
+
+
 class StaticKeySource:
     """A JWKS known at start-up (inline, a file, or the copy shipped in the package): never fetched."""
 
     def __init__(self, document: object) -> None:
-        self._keys = parse_jwks(document)
+        self._keys = _SelectedKeys(parse_jwks(document))
 
     def key_for(self, kid: str, alg: str) -> PyJWK | None:
-        return select_key(self._keys, kid, alg)
+        return self._keys.key_for(kid, alg)
 
 
 class JwksFetcher:
@@ -220,7 +238,7 @@ class RemoteKeySource:
         self._run_refresh = run_refresh
         self._state_lock = threading.Lock()  # guards the fields below; never held during a fetch
         self._fetch_lock = threading.Lock()  # one fetch at a time for this URL
-        self._keys: list[JwkDict] | None = None
+        self._keys: _SelectedKeys | None = None
         self._fetched_at = 0.0
         self._last_attempt: float | None = None
         self._generation = 0
@@ -244,11 +262,11 @@ class RemoteKeySource:
             self._start_background_refresh(now)
             with self._state_lock:
                 keys, generation = self._keys, self._generation  # fresh when the refresh ran inline
-        key = select_key(keys or [], kid, alg)
+        key = keys.key_for(kid, alg) if keys is not None else None
         if key is None and self._refresh_waiting(now, generation):
             with self._state_lock:
                 keys = self._keys
-            key = select_key(keys or [], kid, alg)
+            key = keys.key_for(kid, alg) if keys is not None else None
         return key
 
     def _start_background_refresh(self, now: float) -> None:
@@ -293,7 +311,7 @@ class RemoteKeySource:
             log.warning("jwks fetch failed host=%s reason=%s", urlsplit(self.url).hostname, error)
             return False
         with self._state_lock:
-            self._keys, self._fetched_at = keys, now
+            self._keys, self._fetched_at = _SelectedKeys(keys), now
             self._generation += 1
         return True
 
