@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from jwt import api_jws, api_jwt
+import jwt
 from jwt.exceptions import InvalidSignatureError, PyJWTError
 
 from cds_service.core.audience import Endpoint, audience_matches, expected_audience
@@ -46,11 +46,17 @@ MAX_KID_CHARS: Final = 512
 MAX_JTI_CHARS: Final = 512
 REQUIRED_CLAIMS: Final = ("iss", "aud", "exp", "iat", "jti")
 _JWS_COMPACT: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-# PyJWT's module-level objects, used by jwt.get_unverified_header and jwt.decode: the same reading and
-# signature check, with each segment decoded once per call instead of three times.
-_JWS: Final = api_jws._jws_global_obj
-_JWT: Final = api_jwt._jwt_global_obj
-_SIGNED: Final[Any] = {"verify_signature": True, "enforce_minimum_key_length": False}
+_VERIFY_SIGNATURE_ONLY: Final[Any] = {
+    "verify_signature": True,
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "verify_aud": False,
+    "verify_iss": False,
+    "verify_sub": False,
+    "verify_jti": False,
+    "require": [],
+}
 _LOG_VALUE_CHARS: Final = 128
 
 
@@ -130,10 +136,9 @@ class ClientAuthenticator:
 
     def _verify(self, header: str | None, endpoint: Endpoint, service_id: str, seen: _Seen) -> AuthContext:
         token = _bearer_token(header)
-        loaded = _load(token)
-        unverified_header = _header(loaded, seen)
+        unverified_header = _header(token, seen)
         alg = unverified_header["alg"]
-        unverified = _unverified_claims(loaded, seen)
+        unverified = _unverified_claims(token, seen)
         issuer = self._issuers.get(unverified["iss"])
         if issuer is None:
             raise _Refused("unknown_issuer")
@@ -144,16 +149,14 @@ class ClientAuthenticator:
         if key is None:
             raise _Refused("unknown_kid")
         try:
-            # What `jwt.decode(token, key, algorithms=[alg])` with only the signature check enabled adds to
-            # the two unverified reads above (which it would repeat): the signature; its claims are the
-            # payload decoded above (no claim check is enabled there: they are checked below).
-            signed, signature = loaded.signing_input, loaded.signature
-            _JWS._verify_signature(signed, unverified_header, signature, key, [alg], options=_SIGNED)
+            claims: dict[str, Any] = jwt.decode(
+                token, key=key, algorithms=[alg], options=_VERIFY_SIGNATURE_ONLY
+            )
         except InvalidSignatureError:
             raise _Refused("bad_signature") from None
         except PyJWTError:
             raise _Refused("malformed") from None
-        claims = unverified
+        _remember(seen, claims)
         expires = self._check_claims(claims)
         self._check_audience(claims["aud"], issuer.config, endpoint, service_id)
         expires_at = datetime.fromtimestamp(expires + self._settings.jwt_leeway_s, tz=UTC)
@@ -226,30 +229,11 @@ def _bearer_token(header: str | None) -> str:
     return token
 
 
-@dataclass(frozen=True)
-class _Loaded:
-    """The token's segments, decoded once (PyJWT's own reading: base64url, header JSON) and shared by the
-    header check, the unverified claims and the signature check; None where PyJWT refused the token."""
-
-    header: dict[str, Any] | None
-    payload: bytes = b""
-    signing_input: bytes = b""
-    signature: bytes = b""
-
-
-def _load(token: str) -> _Loaded:
+def _header(token: str, seen: _Seen) -> dict[str, Any]:
     try:
-        payload, signing_input, header, signature = _JWS._load(token)
-        _JWS._validate_headers(header)  # as jwt.get_unverified_header
+        header = jwt.get_unverified_header(token)
     except PyJWTError:
-        return _Loaded(None)
-    return _Loaded(header, payload, signing_input, signature)
-
-
-def _header(loaded: _Loaded, seen: _Seen) -> dict[str, Any]:
-    header = loaded.header
-    if header is None:
-        raise _Refused("malformed")
+        raise _Refused("malformed") from None
     seen.kid = header.get("kid")
     if header.get("alg") not in SIGNING_ALGORITHMS:
         raise _Refused("bad_algorithm")
@@ -264,14 +248,9 @@ def _header(loaded: _Loaded, seen: _Seen) -> dict[str, Any]:
     return header
 
 
-def _unverified_claims(loaded: _Loaded, seen: _Seen) -> dict[str, Any]:
-    """As `jwt.decode(token, options={"verify_signature": False})` on the loaded token: a detached payload
-    (`b64: false`) is refused, the payload must be a JSON object; no claim is checked there."""
-    assert loaded.header is not None  # _header refused the token otherwise
-    if loaded.header.get("b64", True) is False:
-        raise _Refused("malformed")
+def _unverified_claims(token: str, seen: _Seen) -> dict[str, Any]:
     try:
-        claims = _JWT._decode_payload({"payload": loaded.payload})
+        claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
     except PyJWTError:
         raise _Refused("malformed") from None
     _remember(seen, claims)
