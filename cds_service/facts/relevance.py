@@ -13,13 +13,14 @@ from typing import Any
 
 from cds_service.facts.code_match import (
     canonical_system,
-    icd_fracture_site,
     ingredient_in_text,
     is_icd_cancer,
+    is_icd_fracture,
     is_snomed_malignancy,
     normalise_code,
 )
 from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.schema import SNOMED
 
 OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected"})
 _REPORT_STATUSES = frozenset({"final", "amended", "corrected", "appended"})
@@ -117,7 +118,11 @@ def raw_code_keys(concept: Any) -> tuple[tuple[str, str], ...]:
 
 
 def raw_key(coding: dict[str, Any]) -> tuple[str, str]:
-    """(system, code) of a raw Coding exactly as written; a non-string is the empty string."""
+    """(system, code) of a raw Coding exactly as written; a non-string is the empty string.
+
+    A memo of a verdict on `raw_key(coding)` may be keyed by the raw values themselves,
+    `(coding.get("system"), coding.get("code"))`, when hashable: equal raw values give equal `raw_key`s
+    (a string never equals another type, and every other value reads as the empty string)."""
     system = coding.get("system")
     code = coding.get("code")
     return (system if isinstance(system, str) else "", code if isinstance(code, str) else "")
@@ -200,18 +205,18 @@ class RelevanceChecker:
     medications_named_other: int = 0
     # Per-call memos keyed by the raw (system, code) strings of a coding, or by a text: a record
     # repeats a few dozen codes across thousands of resources. Never shared between calls.
-    _observation_memo: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False)
-    _finding_memo: dict[tuple[str, str], tuple[bool, str]] = field(default_factory=dict, repr=False)
+    _observation_memo: dict[tuple[Any, Any], bool] = field(default_factory=dict, repr=False)
+    _finding_memo: dict[tuple[Any, Any], tuple[bool, str]] = field(default_factory=dict, repr=False)
     _agent_memo: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False)
     _text_memo: dict[str, bool] = field(default_factory=dict, repr=False)
     _concept_memo: dict[tuple[Any, ...], bool] = field(default_factory=dict, repr=False)
 
     def is_relevant(self, resource: dict[str, Any]) -> bool:
         rtype = resource.get("resourceType")
+        if rtype == "Observation":  # most of a record
+            return self._observation(resource)
         if rtype == "Patient":
             return True
-        if rtype == "Observation":
-            return self._observation(resource)
         if rtype in ("Condition", "Procedure"):
             return self.finding_concept(resource.get("code"))
         if rtype == "AllergyIntolerance":
@@ -233,8 +238,8 @@ class RelevanceChecker:
                     if isinstance(component, dict) and self._in_observation_table(component.get("code")):
                         relevant = True
                         break
-        if relevant:
-            self._want_reference(resource.get("device"))
+        if relevant and "device" in resource:
+            self._want_reference(resource["device"])
         return relevant
 
     def _in_observation_table(self, concept: Any) -> bool:
@@ -246,16 +251,21 @@ class RelevanceChecker:
         for coding in codings:
             if not isinstance(coding, dict):
                 continue
-            key = raw_key(coding)
-            found = memo.get(key)
-            if found is None:
-                system = canonical_system(key[0])
-                found = memo[key] = bool(
-                    self.knowledge.observation_codes(system, normalise_code(system, key[1]))
-                )
+            key = (coding.get("system"), coding.get("code"))  # as written: see `raw_key`
+            try:
+                found = memo.get(key)
+            except TypeError:  # a list or object where a string belongs: judged as is, not memoised
+                found = self._observation_code(raw_key(coding))
+            else:
+                if found is None:
+                    found = memo[key] = self._observation_code(raw_key(coding))
             if found:
                 return True
         return False
+
+    def _observation_code(self, key: tuple[str, str]) -> bool:
+        system = canonical_system(key[0])
+        return bool(self.knowledge.observation_codes(system, normalise_code(system, key[1])))
 
     def _dxa_report(self, resource: dict[str, Any]) -> bool:
         return any(
@@ -275,25 +285,35 @@ class RelevanceChecker:
     # ----- conditions, procedures, allergies -------------------------------------------------
     def finding_concept(self, concept: Any) -> bool:
         """A code in the condition table, an ICD fracture prefix, an ICD cancer or SNOMED malignancy."""
-        knowledge = self.knowledge
         memo = self._finding_memo
         for coding in _list(concept.get("coding") if isinstance(concept, dict) else None):
             if not isinstance(coding, dict):
                 continue
-            key = (_text(coding.get("system")), _text(coding.get("code")))
-            found = memo.get(key)
-            if found is None:
-                system = canonical_system(key[0])
-                code = normalise_code(system, key[1])
-                by_code = bool(
-                    knowledge.condition_concepts(system, code)
-                    or icd_fracture_site(system, code, knowledge) is not None
-                    or is_icd_cancer(system, code)
-                )
-                found = memo[key] = (by_code, system)
-            if found[0] or is_snomed_malignancy(found[1], _text(coding.get("display"))):
+            key = (coding.get("system"), coding.get("code"))  # as written: see `raw_key`
+            try:
+                found = memo.get(key)
+            except TypeError:  # a list or object where a string belongs: judged as is, not memoised
+                found = self._finding_code(raw_key(coding))
+            else:
+                if found is None:
+                    found = memo[key] = self._finding_code(raw_key(coding))
+            if found[0]:
+                return True
+            if found[1] == SNOMED and is_snomed_malignancy(SNOMED, _text(coding.get("display"))):
                 return True
         return False
+
+    def _finding_code(self, key: tuple[str, str]) -> tuple[bool, str]:
+        """(whether the code alone makes a finding relevant, the canonical system)."""
+        knowledge = self.knowledge
+        system = canonical_system(key[0])
+        code = normalise_code(system, key[1])
+        by_code = bool(
+            knowledge.condition_concepts(system, code)
+            or is_icd_fracture(system, code, knowledge)
+            or is_icd_cancer(system, code)
+        )
+        return by_code, system
 
     def _allergy(self, resource: dict[str, Any]) -> bool:
         concepts = [resource.get("code")]
