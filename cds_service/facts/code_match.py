@@ -197,7 +197,11 @@ def _ingredient_pattern(knowledge: Knowledge) -> tuple[re.Pattern[str], dict[str
     names.update(knowledge.medication_names())
     alternatives = sorted(names, key=len, reverse=True)
     body = "|".join(re.escape(name).replace(r"\ ", r"\s+") for name in alternatives)
-    return re.compile(rf"\b(?:{body})\b", re.IGNORECASE), names
+    # The look-ahead only skips, in one step, the positions where no name can start (every name starts with
+    # one of these characters, compared without case as the names are): the matches are the same.
+    first = "".join(sorted({re.escape(name[0]) for name in names if name}))
+    starts = f"(?=[{first}])" if first and all(names) else ""
+    return re.compile(rf"\b{starts}(?:{body})\b", re.IGNORECASE), names
 
 
 def ingredient_in_text(text: str, knowledge: Knowledge) -> str | None:

@@ -147,17 +147,15 @@ def _concept_key(concept: Any) -> tuple[Any, ...] | None:
     if not isinstance(concept, dict):
         return None
     codings = concept.get("coding")
-    parts = (
-        tuple(
-            (coding.get("system"), coding.get("code"), coding.get("display"))
-            if isinstance(coding, dict)
-            else None
-            for coding in codings
-        )
-        if isinstance(codings, list)
-        else None
-    )
-    return (concept.get("text"), parts)
+    if not isinstance(codings, list):
+        return (concept.get("text"), None)
+    parts: list[tuple[Any, Any, Any] | None] = []  # a plain loop: runs for every medication resource
+    for coding in codings:
+        if isinstance(coding, dict):
+            parts.append((coding.get("system"), coding.get("code"), coding.get("display")))
+        else:
+            parts.append(None)
+    return (concept.get("text"), tuple(parts))
 
 
 def _text(value: Any) -> str:
@@ -215,14 +213,14 @@ class RelevanceChecker:
         rtype = resource.get("resourceType")
         if rtype == "Observation":  # most of a record
             return self._observation(resource)
-        if rtype == "Patient":
-            return True
-        if rtype in ("Condition", "Procedure"):
-            return self.finding_concept(resource.get("code"))
-        if rtype == "AllergyIntolerance":
-            return self._allergy(resource)
         if rtype in _MEDICATION_USE:
             return self._medication_use(resource)
+        if rtype in ("Condition", "Procedure"):
+            return self.finding_concept(resource.get("code"))
+        if rtype == "Patient":
+            return True
+        if rtype == "AllergyIntolerance":
+            return self._allergy(resource)
         if rtype == "DiagnosticReport":
             return self._dxa_report(resource)
         return False
