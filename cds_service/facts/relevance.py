@@ -77,7 +77,12 @@ def ignored_by_status(resource: dict[str, Any]) -> bool:
 def verification_ignored(concept: Any, memo: dict[tuple[str, str], bool] | None = None) -> bool:
     """A refuted or entered-in-error verificationStatus (Condition, AllergyIntolerance). `memo` keeps the
     verdict per raw (system, code) of a coding for one call (a record repeats a few of them)."""
-    for coding in _coding_dicts(concept):
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    if not isinstance(codings, list):
+        return False
+    for coding in codings:  # a plain loop: this runs for every Condition of a record
+        if not isinstance(coding, dict):
+            continue
         key = raw_key(coding)
         found = memo.get(key) if memo is not None else None
         if found is None:
@@ -211,8 +216,13 @@ class RelevanceChecker:
 
     def is_relevant(self, resource: dict[str, Any]) -> bool:
         rtype = resource.get("resourceType")
-        if rtype == "Observation":  # most of a record
-            return self._observation(resource)
+        if rtype == "Observation":  # most of a record: plain code, no generators, one call per concept
+            relevant = self._in_observation_table(resource.get("code"))
+            if not relevant and "component" in resource:
+                relevant = self._in_components(resource["component"])
+            if relevant and "device" in resource:
+                self._want_reference(resource["device"])
+            return relevant
         if rtype in _MEDICATION_USE:
             return self._medication_use(resource)
         if rtype in ("Condition", "Procedure"):
@@ -226,19 +236,12 @@ class RelevanceChecker:
         return False
 
     # ----- observations and reports ---------------------------------------------------------
-    def _observation(self, resource: dict[str, Any]) -> bool:
-        # Plain loops, no generators: this runs for every Observation of the record (the hottest path).
-        relevant = self._in_observation_table(resource.get("code"))
-        if not relevant:
-            components = resource.get("component")
-            if isinstance(components, list):
-                for component in components:
-                    if isinstance(component, dict) and self._in_observation_table(component.get("code")):
-                        relevant = True
-                        break
-        if relevant and "device" in resource:
-            self._want_reference(resource["device"])
-        return relevant
+    def _in_components(self, components: Any) -> bool:
+        if isinstance(components, list):
+            for component in components:
+                if isinstance(component, dict) and self._in_observation_table(component.get("code")):
+                    return True
+        return False
 
     def _in_observation_table(self, concept: Any) -> bool:
         """Like `any(observation_codes(s, c) for s, c, _ in raw_codings(concept))`, memoised."""
@@ -251,12 +254,11 @@ class RelevanceChecker:
                 continue
             key = (coding.get("system"), coding.get("code"))  # as written: see `raw_key`
             try:
-                found = memo.get(key)
+                found = memo[key]
+            except KeyError:
+                found = memo[key] = self._observation_code(raw_key(coding))
             except TypeError:  # a list or object where a string belongs: judged as is, not memoised
                 found = self._observation_code(raw_key(coding))
-            else:
-                if found is None:
-                    found = memo[key] = self._observation_code(raw_key(coding))
             if found:
                 return True
         return False
@@ -289,12 +291,11 @@ class RelevanceChecker:
                 continue
             key = (coding.get("system"), coding.get("code"))  # as written: see `raw_key`
             try:
-                found = memo.get(key)
+                found = memo[key]
+            except KeyError:
+                found = memo[key] = self._finding_code(raw_key(coding))
             except TypeError:  # a list or object where a string belongs: judged as is, not memoised
                 found = self._finding_code(raw_key(coding))
-            else:
-                if found is None:
-                    found = memo[key] = self._finding_code(raw_key(coding))
             if found[0]:
                 return True
             if found[1] == SNOMED and is_snomed_malignancy(SNOMED, _text(coding.get("display"))):
