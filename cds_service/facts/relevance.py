@@ -206,8 +206,8 @@ class RelevanceChecker:
     unresolved_medication_references: int = 0
     # References whose display names a product (with its strength) but no osteoporosis drug (§3c).
     medications_named_other: int = 0
-    # Per-call memos keyed by the raw (system, code) strings of a coding, or by a text: a record
-    # repeats a few dozen codes across thousands of resources. Never shared between calls.
+    # Per-call memos keyed by the (system, code) of a coding as written (see `raw_key`), or by a text: a
+    # record repeats a few dozen codes across thousands of resources. Never shared between calls.
     _observation_memo: dict[tuple[Any, Any], bool] = field(default_factory=dict, repr=False)
     _finding_memo: dict[tuple[Any, Any], tuple[bool, str]] = field(default_factory=dict, repr=False)
     _agent_memo: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False)
