@@ -7,6 +7,7 @@ resources), so that both agree on what counts as a bone-relevant code.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
 
 from cds_service.knowledge.indexed import Knowledge
@@ -88,12 +89,52 @@ def is_snomed_malignancy(system: str, display: str) -> bool:
 
 def icd_fracture_site(system: str, code: str, knowledge: Knowledge) -> str | None:
     """Fracture site of an ICD code by the knowledge file's prefixes (first match wins)."""
-    if system not in ICD_SYSTEMS:
-        return None
-    for rule in knowledge.model.fracture_sites.icd_prefixes:
-        if rule.matches(system, code):
-            return rule.site
+    for prefix, match, site in _icd_rules(knowledge).get(system, ()):
+        if code.startswith(prefix) if match is None else match(code) is not None:
+            return site
     return None
+
+
+def is_icd_fracture(system: str, code: str, knowledge: Knowledge) -> bool:
+    """`icd_fracture_site(system, code, knowledge) is not None`: some rule matches (prefixes at once)."""
+    rules = _icd_any_rule(knowledge).get(system)
+    if rules is None:
+        return False
+    prefixes, matches = rules
+    if code.startswith(prefixes):
+        return True
+    return any(match(code) is not None for match in matches)
+
+
+_RuleMatch = Callable[[str], re.Match[str] | None]
+
+
+@lru_cache(maxsize=8)
+def _icd_rules(knowledge: Knowledge) -> dict[str, tuple[tuple[str, _RuleMatch | None, str], ...]]:
+    """Per ICD system, its rules in order as (prefix, None, site) or ("", pattern match, site): what
+    `PrefixRule.matches` reads, the system test done once and each pattern compiled once."""
+    return {
+        system: tuple(
+            (rule.prefix, None, rule.site)
+            if rule.prefix is not None
+            else ("", re.compile(rule.pattern or "").match, rule.site)
+            for rule in knowledge.model.fracture_sites.icd_prefixes
+            if rule.system is None or rule.system == system
+        )
+        for system in ICD_SYSTEMS
+    }
+
+
+@lru_cache(maxsize=8)
+def _icd_any_rule(knowledge: Knowledge) -> dict[str, tuple[tuple[str, ...], tuple[_RuleMatch, ...]]]:
+    """Per ICD system, the prefixes of its rules and the pattern matches of the others."""
+    return {
+        system: (
+            tuple(prefix for prefix, match, _ in rules if match is None),
+            tuple(match for _, match, _ in rules if match is not None),
+        )
+        for system, rules in _icd_rules(knowledge).items()
+    }
 
 
 def snomed_fracture_site(text: str, knowledge: Knowledge) -> str | None:
@@ -156,7 +197,11 @@ def _ingredient_pattern(knowledge: Knowledge) -> tuple[re.Pattern[str], dict[str
     names.update(knowledge.medication_names())
     alternatives = sorted(names, key=len, reverse=True)
     body = "|".join(re.escape(name).replace(r"\ ", r"\s+") for name in alternatives)
-    return re.compile(rf"\b(?:{body})\b", re.IGNORECASE), names
+    # The look-ahead only skips, in one step, the positions where no name can start (every name starts with
+    # one of these characters, compared without case as the names are): the matches are the same.
+    first = "".join(sorted({re.escape(name[0]) for name in names if name}))
+    starts = f"(?=[{first}])" if first and all(names) else ""
+    return re.compile(rf"\b{starts}(?:{body})\b", re.IGNORECASE), names
 
 
 def ingredient_in_text(text: str, knowledge: Knowledge) -> str | None:

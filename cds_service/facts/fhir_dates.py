@@ -14,6 +14,7 @@ _DATE_PREFIX = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(?=$|[T ])")
 _DATETIME_QUIRK = re.compile(
     r"^(\d{4}-\d{2}-\d{2})([T ])(\d{2}:\d{2})(:\d{2}(?:\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$"
 )
+_QUIRK_MIN_CHARS = len("2021-01-01T10:00")
 _INSTANT_KEYS = frozenset({"issued", "effectiveInstant"})
 
 
@@ -43,14 +44,31 @@ def calendar_date(value: object) -> date | None:
 def with_top_level_datetimes_fixed(data: dict[str, Any]) -> dict[str, Any]:
     """Fix quirky dateTimes of top-level elements and Periods up front (saves a failed validation)."""
     for key, value in data.items():
-        if isinstance(value, str) and key != "id":
-            data[key] = _fixed_if_quirky(value, instant=key in _INSTANT_KEYS) or value
-        elif key.endswith("Period") and isinstance(value, dict):
+        if isinstance(value, str):
+            if key != "id" and _may_be_quirky(value):
+                data[key] = _fixed_if_quirky(value, instant=key in _INSTANT_KEYS) or value
+        elif isinstance(value, dict) and key.endswith("Period"):
             data[key] = {
-                k: (_fixed_if_quirky(v, instant=False) or v) if isinstance(v, str) else v
+                k: (_fixed_if_quirky(v, instant=False) or v if _may_be_quirky(v) else v)
+                if isinstance(v, str)
+                else v
                 for k, v in value.items()
             }
     return data
+
+
+def _may_be_quirky(value: str) -> bool:
+    """False when `_fixed_if_quirky` surely returns None, read without a regex: `_DATETIME_QUIRK` needs 16
+    characters and `T` or a space the 11th, and a `T` dateTime with seconds (a `:` the 17th character) and a
+    `Z` or `+hh:mm` / `-hh:mm` zone at its end is valid as it is (or not a dateTime at all)."""
+    if len(value) < _QUIRK_MIN_CHARS:
+        return False
+    separator = value[10]
+    if separator != "T":
+        return separator == " "
+    if value[16:17] != ":":
+        return True  # no seconds
+    return not (value[-1] == "Z" or (value[-3] == ":" and value[-6] in "+-"))
 
 
 def _fixed_if_quirky(value: str, *, instant: bool) -> str | None:

@@ -13,7 +13,7 @@ from cds_service.core.fhir_id import is_fhir_id
 from cds_service.facts import relevance
 from cds_service.facts.dates import add_months
 from cds_service.facts.observation_kinds import LAB_KINDS, WANTED_KINDS, lab_factor
-from cds_service.facts.read_elements import READ_ELEMENTS, has_modifier_extension
+from cds_service.facts.read_elements import READ_ELEMENTS
 from cds_service.knowledge.indexed import Knowledge
 
 # Elements a skippable lab may have after `read_elements`: anything else is validated as usual.
@@ -24,11 +24,18 @@ _UNSKIPPABLE_LAB_ELEMENTS = READ_ELEMENTS["Observation"] - _SKIPPABLE_LAB_ELEMEN
 _STRICT_DATETIME = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,6})?(?:Z|[+-](\d{2}):(\d{2})))?$"
 )
+# The common shapes of `_STRICT_DATETIME` with its range checks written in: ASCII digits only, no trailing
+# newline (`$` allows one). A value it matches is strict; any other value is judged by `_careful_strict_day`.
+_COMMON_STRICT_DATETIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?(?:Z|[+-](?:0[0-9]|1[0-4]):[0-5][0-9]))?"
+).fullmatch
 _FHIR_CODE = re.compile(r"^[^\s]+( [^\s]+)*$")
 _FHIR_URI = re.compile(r"^\S+$")
 _FINAL_STATUSES = frozenset({"final", "amended", "corrected"})
 _SIMPLE_QUANTITY_KEYS = frozenset({"value", "unit", "system", "code"})
 _QUANTITY_KEYS = _SIMPLE_QUANTITY_KEYS | {"comparator"}
+_UNSEEN = object()
 
 
 @dataclass(frozen=True)
@@ -51,8 +58,12 @@ class LabWindow:
     # Per call: the lab kind of a code, by the raw (system, code) pairs of its codings (a record repeats
     # a few lab codes hundreds of times).
     kind_memo: dict[tuple[tuple[str, str], ...], str | None] = field(default_factory=dict)
-    # Per call: the verdict on a code and reference range, by their JSON text.
-    valid_memo: dict[bytes, bool] = field(default_factory=dict)
+    # Per call: the lab kind of a code whose code and reference range are valid (else None), by their JSON
+    # text.
+    valid_memo: dict[bytes, str | None] = field(default_factory=dict)
+    # Per call: whether a lab kind's value in the common quantity shape (value, unit, system, code) is valid
+    # and in a recognised unit, by (kind, code, system, unit) as written.
+    unit_memo: dict[tuple[Any, ...], bool] = field(default_factory=dict)
 
     @classmethod
     def build(cls, knowledge: Knowledge, as_of: date) -> LabWindow:
@@ -61,45 +72,67 @@ class LabWindow:
         return cls(knowledge, start, as_of, frozenset(WANTED_KINDS), frozenset(LAB_KINDS), lab_factor)
 
     def never_read(self, resource: dict[str, Any]) -> bool:
-        if has_modifier_extension(resource) or resource.get("resourceType") != "Observation":
-            return False
+        if resource.get("modifierExtension") or resource.get("resourceType") != "Observation":
+            return False  # a root modifierExtension: not read at all (`has_modifier_extension`)
         if not _UNSKIPPABLE_LAB_ELEMENTS.isdisjoint(resource):
             return False
         day = _strict_day(resource.get("effectiveDateTime"))
         if day is None or self.start <= day <= self.end:
             return False
-        code = resource.get("code")
-        kind = self._lab_kind(code)
-        if kind is None or not _valid_id(resource.get("id")) or resource.get("status") not in _FINAL_STATUSES:
+        kind = self._valid_lab_kind(resource.get("code"), resource.get("referenceRange"))
+        if kind is None:
             return False
-        if not self._valid_code_and_ranges(code, resource.get("referenceRange")):
+        rid = resource.get("id")
+        if (rid is not None and not is_fhir_id(rid)) or resource.get("status") not in _FINAL_STATUSES:
             return False
         quantity = resource.get("valueQuantity")
         if quantity is None:
             return "valueQuantity" not in resource
+        if quantity.__class__ is dict and quantity.keys() == _SIMPLE_QUANTITY_KEYS:
+            value = quantity["value"]
+            if value.__class__ is int or value.__class__ is float:  # not a bool: its class is bool
+                # The common shape: the verdict depends on the value's type (checked) and on these only.
+                key = (kind, quantity["code"], quantity["system"], quantity["unit"])
+                try:
+                    found = self.unit_memo.get(key)
+                except TypeError:  # an unhashable code, system or unit: judged as is, never valid
+                    return self._readable_value(kind, quantity)
+                if found is None:
+                    found = self.unit_memo[key] = self._readable_value(kind, quantity)
+                return found
+        return self._readable_value(kind, quantity)
+
+    def _readable_value(self, kind: str, quantity: Any) -> bool:
+        """A valid Quantity whose value, if any, is in a unit extraction recognises for `kind`."""
         if not _valid_quantity(quantity, simple=False):
             return False
         units = [str(u).strip() for u in (quantity.get("code"), quantity.get("unit")) if u]
         return "value" not in quantity or self.lab_factor(kind, units) is not None
 
-    def _valid_code_and_ranges(self, code: Any, ranges: Any) -> bool:
-        """`_valid_concept(code) and _valid_ranges(ranges)`, memoised by their JSON text: a record repeats
-        the same code and reference range across hundreds of labs (same JSON text, same verdict).
+    def _valid_lab_kind(self, code: Any, ranges: Any) -> str | None:
+        """The lab kind of `code` when `code` and `ranges` are valid (`_valid_concept`, `_valid_ranges`), else
+        None; memoised by their JSON text: a record repeats the same code and reference range across hundreds
+        of labs (same JSON text, same verdict).
 
         Not memoised: what has no JSON text, and any `null` (orjson also writes NaN and infinities so).
-        The input is parsed JSON; a Python tuple (written as a JSON array) could only be judged valid where
-        the direct check says no, and such a lab, validated, would still yield nothing (outside the window).
+        The input is parsed JSON; a Python tuple (written as a JSON array) could only be judged a valid lab
+        code where the direct check says no, and such a lab, validated, would still yield nothing (outside
+        the window).
         """
         try:
             key = orjson.dumps((code, ranges))  # always a pair: a list-valued code cannot pose as one
         except (TypeError, orjson.JSONEncodeError):
             key = b"null"
         if b"null" in key:
-            return _valid_concept(code) and _valid_ranges(ranges)
-        valid = self.valid_memo.get(key)
-        if valid is None:
-            valid = self.valid_memo[key] = _valid_concept(code) and _valid_ranges(ranges)
-        return valid
+            return self._judged_lab_kind(code, ranges)
+        kind = self.valid_memo.get(key, _UNSEEN)
+        if kind is _UNSEEN:
+            kind = self.valid_memo[key] = self._judged_lab_kind(code, ranges)
+        return kind  # type: ignore[return-value]
+
+    def _judged_lab_kind(self, code: Any, ranges: Any) -> str | None:
+        kind = self._lab_kind(code)
+        return kind if kind is not None and _valid_concept(code) and _valid_ranges(ranges) else None
 
     def _lab_kind(self, concept: Any) -> str | None:
         """The kind extraction would give the value (its first wanted table entry), if a lab kind."""
@@ -119,6 +152,16 @@ class LabWindow:
 
 def _strict_day(value: Any) -> date | None:
     """The calendar date of a complete, valid FHIR date or dateTime with a zone; else None."""
+    if value.__class__ is str and _COMMON_STRICT_DATETIME(value) is not None:
+        # ASCII digits, every range already checked: the date is that of its first ten characters.
+        try:
+            return date.fromisoformat(value[:10])
+        except ValueError:  # a day the month does not have
+            return None
+    return _careful_strict_day(value)
+
+
+def _careful_strict_day(value: Any) -> date | None:
     match = _STRICT_DATETIME.match(value) if isinstance(value, str) else None
     if match is None:
         return None
@@ -132,10 +175,6 @@ def _strict_day(value: Any) -> date | None:
     except ValueError:
         return None
     return parsed if parsed.year >= 1 else None
-
-
-def _valid_id(value: Any) -> bool:
-    return value is None or is_fhir_id(value)
 
 
 def _valid_string(value: Any) -> bool:

@@ -65,6 +65,7 @@ _MODELS: dict[str, Any] = {
     "Device": Device,
 }
 _KEPT_TYPES = frozenset(_MODELS)
+_FIELD_NAMES: dict[Any, frozenset[str]] = {model: frozenset(model.model_fields) for model in _MODELS.values()}
 _REFERENCED_TYPES = triage.REFERENCED_TYPES
 _MAX_PATCH_ROUNDS = 3
 
@@ -110,12 +111,12 @@ class _Reuse:
         self, model: Any, rtype: str, data: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, bytes]]:
         """`data` with known element values substituted, and the raw JSON of the elements left raw."""
-        fields = model.model_fields
+        fields = _FIELD_NAMES[model]
         values = self._values
         out = data
         fresh: dict[str, bytes] = {}
         for key, value in data.items():
-            if not isinstance(value, dict | list) or key not in fields or key == "contained":
+            if not isinstance(value, (dict, list)) or key not in fields or key == "contained":
                 continue
             try:
                 raw = orjson.dumps(value)

@@ -68,12 +68,13 @@ READ_ELEMENTS: dict[str, frozenset[str]] = {
     ),
 }
 _ALWAYS_KEPT = frozenset({"resourceType", "id"})
+_KEPT = {rtype: elements | _ALWAYS_KEPT for rtype, elements in READ_ELEMENTS.items()}
 
 
 def read_elements(resource: dict[str, Any]) -> dict[str, Any]:
     """A shallow copy of `resource` with only the elements the protocol reads."""
-    wanted = READ_ELEMENTS.get(str(resource.get("resourceType")), frozenset())
-    return {key: value for key, value in resource.items() if key in wanted or key in _ALWAYS_KEPT}
+    kept = _KEPT.get(str(resource.get("resourceType")), _ALWAYS_KEPT)
+    return {key: value for key, value in resource.items() if key in kept}
 
 
 def has_modifier_extension(resource: dict[str, Any]) -> bool:

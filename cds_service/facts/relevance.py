@@ -13,13 +13,14 @@ from typing import Any
 
 from cds_service.facts.code_match import (
     canonical_system,
-    icd_fracture_site,
     ingredient_in_text,
     is_icd_cancer,
+    is_icd_fracture,
     is_snomed_malignancy,
     normalise_code,
 )
 from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.schema import SNOMED
 
 OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected"})
 _REPORT_STATUSES = frozenset({"final", "amended", "corrected", "appended"})
@@ -76,7 +77,12 @@ def ignored_by_status(resource: dict[str, Any]) -> bool:
 def verification_ignored(concept: Any, memo: dict[tuple[str, str], bool] | None = None) -> bool:
     """A refuted or entered-in-error verificationStatus (Condition, AllergyIntolerance). `memo` keeps the
     verdict per raw (system, code) of a coding for one call (a record repeats a few of them)."""
-    for coding in _coding_dicts(concept):
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    if not isinstance(codings, list):
+        return False
+    for coding in codings:  # a plain loop: this runs for every Condition of a record
+        if not isinstance(coding, dict):
+            continue
         key = raw_key(coding)
         found = memo.get(key) if memo is not None else None
         if found is None:
@@ -117,7 +123,11 @@ def raw_code_keys(concept: Any) -> tuple[tuple[str, str], ...]:
 
 
 def raw_key(coding: dict[str, Any]) -> tuple[str, str]:
-    """(system, code) of a raw Coding exactly as written; a non-string is the empty string."""
+    """(system, code) of a raw Coding exactly as written; a non-string is the empty string.
+
+    A memo of a verdict on `raw_key(coding)` may be keyed by the raw values themselves,
+    `(coding.get("system"), coding.get("code"))`, when hashable: equal raw values give equal `raw_key`s
+    (a string never equals another type, and every other value reads as the empty string)."""
     system = coding.get("system")
     code = coding.get("code")
     return (system if isinstance(system, str) else "", code if isinstance(code, str) else "")
@@ -142,17 +152,15 @@ def _concept_key(concept: Any) -> tuple[Any, ...] | None:
     if not isinstance(concept, dict):
         return None
     codings = concept.get("coding")
-    parts = (
-        tuple(
-            (coding.get("system"), coding.get("code"), coding.get("display"))
-            if isinstance(coding, dict)
-            else None
-            for coding in codings
-        )
-        if isinstance(codings, list)
-        else None
-    )
-    return (concept.get("text"), parts)
+    if not isinstance(codings, list):
+        return (concept.get("text"), None)
+    parts: list[tuple[Any, Any, Any] | None] = []  # a plain loop: runs for every medication resource
+    for coding in codings:
+        if isinstance(coding, dict):
+            parts.append((coding.get("system"), coding.get("code"), coding.get("display")))
+        else:
+            parts.append(None)
+    return (concept.get("text"), tuple(parts))
 
 
 def _text(value: Any) -> str:
@@ -198,44 +206,42 @@ class RelevanceChecker:
     unresolved_medication_references: int = 0
     # References whose display names a product (with its strength) but no osteoporosis drug (§3c).
     medications_named_other: int = 0
-    # Per-call memos keyed by the raw (system, code) strings of a coding, or by a text: a record
-    # repeats a few dozen codes across thousands of resources. Never shared between calls.
-    _observation_memo: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False)
-    _finding_memo: dict[tuple[str, str], tuple[bool, str]] = field(default_factory=dict, repr=False)
+    # Per-call memos keyed by the (system, code) of a coding as written (see `raw_key`), or by a text: a
+    # record repeats a few dozen codes across thousands of resources. Never shared between calls.
+    _observation_memo: dict[tuple[Any, Any], bool] = field(default_factory=dict, repr=False)
+    _finding_memo: dict[tuple[Any, Any], tuple[bool, str]] = field(default_factory=dict, repr=False)
     _agent_memo: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False)
     _text_memo: dict[str, bool] = field(default_factory=dict, repr=False)
     _concept_memo: dict[tuple[Any, ...], bool] = field(default_factory=dict, repr=False)
 
     def is_relevant(self, resource: dict[str, Any]) -> bool:
         rtype = resource.get("resourceType")
-        if rtype == "Patient":
-            return True
-        if rtype == "Observation":
-            return self._observation(resource)
-        if rtype in ("Condition", "Procedure"):
-            return self.finding_concept(resource.get("code"))
-        if rtype == "AllergyIntolerance":
-            return self._allergy(resource)
+        if rtype == "Observation":  # most of a record: plain code, no generators, one call per concept
+            relevant = self._in_observation_table(resource.get("code"))
+            if not relevant and "component" in resource:
+                relevant = self._in_components(resource["component"])
+            if relevant and "device" in resource:
+                self._want_reference(resource["device"])
+            return relevant
         if rtype in _MEDICATION_USE:
             return self._medication_use(resource)
+        if rtype in ("Condition", "Procedure"):
+            return self.finding_concept(resource.get("code"))
+        if rtype == "Patient":
+            return True
+        if rtype == "AllergyIntolerance":
+            return self._allergy(resource)
         if rtype == "DiagnosticReport":
             return self._dxa_report(resource)
         return False
 
     # ----- observations and reports ---------------------------------------------------------
-    def _observation(self, resource: dict[str, Any]) -> bool:
-        # Plain loops, no generators: this runs for every Observation of the record (the hottest path).
-        relevant = self._in_observation_table(resource.get("code"))
-        if not relevant:
-            components = resource.get("component")
-            if isinstance(components, list):
-                for component in components:
-                    if isinstance(component, dict) and self._in_observation_table(component.get("code")):
-                        relevant = True
-                        break
-        if relevant:
-            self._want_reference(resource.get("device"))
-        return relevant
+    def _in_components(self, components: Any) -> bool:
+        if isinstance(components, list):
+            for component in components:
+                if isinstance(component, dict) and self._in_observation_table(component.get("code")):
+                    return True
+        return False
 
     def _in_observation_table(self, concept: Any) -> bool:
         """Like `any(observation_codes(s, c) for s, c, _ in raw_codings(concept))`, memoised."""
@@ -246,16 +252,20 @@ class RelevanceChecker:
         for coding in codings:
             if not isinstance(coding, dict):
                 continue
-            key = raw_key(coding)
-            found = memo.get(key)
-            if found is None:
-                system = canonical_system(key[0])
-                found = memo[key] = bool(
-                    self.knowledge.observation_codes(system, normalise_code(system, key[1]))
-                )
+            key = (coding.get("system"), coding.get("code"))  # as written: see `raw_key`
+            try:
+                found = memo[key]
+            except KeyError:
+                found = memo[key] = self._observation_code(raw_key(coding))
+            except TypeError:  # a list or object where a string belongs: judged as is, not memoised
+                found = self._observation_code(raw_key(coding))
             if found:
                 return True
         return False
+
+    def _observation_code(self, key: tuple[str, str]) -> bool:
+        system = canonical_system(key[0])
+        return bool(self.knowledge.observation_codes(system, normalise_code(system, key[1])))
 
     def _dxa_report(self, resource: dict[str, Any]) -> bool:
         return any(
@@ -275,25 +285,34 @@ class RelevanceChecker:
     # ----- conditions, procedures, allergies -------------------------------------------------
     def finding_concept(self, concept: Any) -> bool:
         """A code in the condition table, an ICD fracture prefix, an ICD cancer or SNOMED malignancy."""
-        knowledge = self.knowledge
         memo = self._finding_memo
         for coding in _list(concept.get("coding") if isinstance(concept, dict) else None):
             if not isinstance(coding, dict):
                 continue
-            key = (_text(coding.get("system")), _text(coding.get("code")))
-            found = memo.get(key)
-            if found is None:
-                system = canonical_system(key[0])
-                code = normalise_code(system, key[1])
-                by_code = bool(
-                    knowledge.condition_concepts(system, code)
-                    or icd_fracture_site(system, code, knowledge) is not None
-                    or is_icd_cancer(system, code)
-                )
-                found = memo[key] = (by_code, system)
-            if found[0] or is_snomed_malignancy(found[1], _text(coding.get("display"))):
+            key = (coding.get("system"), coding.get("code"))  # as written: see `raw_key`
+            try:
+                found = memo[key]
+            except KeyError:
+                found = memo[key] = self._finding_code(raw_key(coding))
+            except TypeError:  # a list or object where a string belongs: judged as is, not memoised
+                found = self._finding_code(raw_key(coding))
+            if found[0]:
+                return True
+            if found[1] == SNOMED and is_snomed_malignancy(SNOMED, _text(coding.get("display"))):
                 return True
         return False
+
+    def _finding_code(self, key: tuple[str, str]) -> tuple[bool, str]:
+        """(whether the code alone makes a finding relevant, the canonical system)."""
+        knowledge = self.knowledge
+        system = canonical_system(key[0])
+        code = normalise_code(system, key[1])
+        by_code = bool(
+            knowledge.condition_concepts(system, code)
+            or is_icd_fracture(system, code, knowledge)
+            or is_icd_cancer(system, code)
+        )
+        return by_code, system
 
     def _allergy(self, resource: dict[str, Any]) -> bool:
         concepts = [resource.get("code")]

@@ -51,7 +51,7 @@ def collect_kept(raw: Iterable[Any], kept_types: frozenset[str], patient_id: str
     resource the flattening yields (kept type or not), as log lines report it.
     """
     out = Collected()
-    items, referenced_items, index_of = out.items, out.referenced_items, out.referenced.resources
+    items = out.items
     seen: set[tuple[str, str]] = set()
     # `subject.reference` == `Patient/<id>` proves the scope (unless the id itself holds `/_history/`).
     own = f"Patient/{patient_id}" if patient_id is not None and "/_history/" not in patient_id else None
@@ -65,30 +65,48 @@ def collect_kept(raw: Iterable[Any], kept_types: frozenset[str], patient_id: str
             proven = own is not None and isinstance(subject, dict) and subject.get("reference") == own
             if not (proven and rtype != "Patient") and not belongs_to(item, patient_id):
                 continue
-        if isinstance(rtype, str) and rtype != "Bundle":
-            pairs: Iterable[tuple[str | None, dict[str, Any]]] = ((None, item),)
-        else:
-            pairs = _flatten_one(item)
-        for full_url, resource in pairs:
+        if isinstance(rtype, str) and rtype != "Bundle":  # a plain resource: most items, `_keep` inlined
             position += 1
-            kind = resource.get("resourceType")
-            if not isinstance(kind, str) or kind not in kept_types:
+            if rtype not in kept_types:
                 continue
-            rid = resource.get("id")
+            rid = item.get("id")
             if isinstance(rid, str) and rid:
-                key = (kind, rid)
+                key = (rtype, rid)
                 if key in seen:
                     continue
                 seen.add(key)
-            if kind in REFERENCED_TYPES:
-                referenced_items.append((position, full_url, resource, kind))
-                if isinstance(rid, str) and rid:
-                    index_of.setdefault(f"{kind}/{rid}", resource)
-                if full_url:
-                    index_of.setdefault(full_url, resource)
+            if rtype in REFERENCED_TYPES:
+                _keep(out, None, (position, None, item, rtype))
             else:
-                items.append((position, full_url, resource, kind))
+                items.append((position, None, item, rtype))
+            continue
+        for full_url, resource in _flatten_one(item):
+            position += 1
+            kind = resource.get("resourceType")
+            if isinstance(kind, str) and kind in kept_types:
+                _keep(out, seen, (position, full_url, resource, kind))
     return out
+
+
+def _keep(out: Collected, seen: set[tuple[str, str]] | None, item: Item) -> None:
+    """Keep the first occurrence of each (type, id) (`seen`: None when already checked); index Medication and
+    Device resources for references."""
+    _, full_url, resource, kind = item
+    rid = resource.get("id")
+    if seen is not None and isinstance(rid, str) and rid:
+        key = (kind, rid)
+        if key in seen:
+            return
+        seen.add(key)
+    if kind in REFERENCED_TYPES:
+        out.referenced_items.append(item)
+        index_of = out.referenced.resources
+        if isinstance(rid, str) and rid:
+            index_of.setdefault(f"{kind}/{rid}", resource)
+        if full_url:
+            index_of.setdefault(full_url, resource)
+    else:
+        out.items.append(item)
 
 
 def _flatten_one(item: dict[str, Any]) -> Iterator[tuple[str | None, dict[str, Any]]]:
