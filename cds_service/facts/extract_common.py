@@ -51,13 +51,15 @@ def codings(concept: Any) -> list[Coding3]:
     return out
 
 
-def concept_texts(concept: Any) -> list[str]:
-    """`text`, then every coding display, of a CodeableConcept."""
+def concept_texts(concept: Any, coded: list[Coding3] | None = None) -> list[str]:
+    """`text`, then every coding display, of a CodeableConcept (`coded`: its `codings`, when already read)."""
     texts: list[str] = []
     text = getattr(concept, "text", None)
     if isinstance(text, str) and text.strip():
         texts.append(text)
-    texts.extend(display for _, _, display in codings(concept) if display.strip())
+    if coded is None:
+        coded = codings(concept)
+    texts.extend(display for _, _, display in coded if display.strip())
     return texts
 
 
