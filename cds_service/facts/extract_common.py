@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from cds_service.facts.code_match import canonical_system, normalise_code
 from cds_service.facts.fhir_dates import calendar_date
@@ -14,6 +14,7 @@ from cds_service.facts.fhir_dates import calendar_date
 __all__ = [
     "Caveats",
     "Coding3",
+    "PerCall",
     "calendar_date",
     "codings",
     "concept_texts",
@@ -26,6 +27,8 @@ __all__ = [
 ]
 
 Coding3 = tuple[str, str, str]  # (canonical system, normalised code, display)
+_Answer = TypeVar("_Answer")
+_NOT_YET = object()
 
 
 @dataclass
@@ -40,6 +43,25 @@ class Caveats:
 
     def as_tuple(self) -> tuple[str, ...]:
         return tuple(self.items)
+
+
+class PerCall(Generic[_Answer]):
+    """A pure function's answers within one extraction call: each argument tuple is computed once.
+
+    A record repeats the same texts (drug, dosage, device) on many resources. Create one per call and
+    drop it with the call: the arguments are patient data, never kept across calls. Answers are shared
+    between callers, so the function must return values nobody changes (tuples, frozen objects).
+    """
+
+    def __init__(self, function: Callable[..., _Answer]) -> None:
+        self._function = function
+        self._answers: dict[tuple[Hashable, ...], Any] = {}
+
+    def __call__(self, *args: Hashable) -> _Answer:
+        answer = self._answers.get(args, _NOT_YET)
+        if answer is _NOT_YET:
+            answer = self._answers[args] = self._function(*args)
+        return answer  # type: ignore[no-any-return]
 
 
 def codings(concept: Any) -> list[Coding3]:

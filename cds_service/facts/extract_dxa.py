@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from cds_service.facts.extract_common import codings, concept_texts
@@ -30,6 +31,8 @@ _SERIAL = re.compile(
     r"\b(?:s/?n|serial(?:\s*(?:no\.?|number|#))?)\s*[:#.]?\s*([a-z0-9][a-z0-9-]*)", re.IGNORECASE
 )
 _NON_WORD = re.compile(r"[\W_]+")
+_LEFT = re.compile(r"\bleft\b")
+_RIGHT = re.compile(r"\bright\b")
 
 
 def site_and_side(
@@ -95,9 +98,10 @@ def _text_side(texts: list[str]) -> Side | None:
     sides: set[Side] = set()
     for text in texts:
         lowered = text.lower()
-        if re.search(r"\bleft\b", lowered):
+        # The substring test only skips a search that could not match.
+        if "left" in lowered and _LEFT.search(lowered):
             sides.add("left")
-        if re.search(r"\bright\b", lowered):
+        if "right" in lowered and _RIGHT.search(lowered):
             sides.add("right")
         if sides:
             break
@@ -113,20 +117,28 @@ def unit_accepted(kind: str, units: list[str]) -> bool:
 
 
 # ----- scanner identity ---------------------------------------------------------------------------
-def scanner_of(observation: Any, parsed: ParsedResources) -> ScannerId | None:
-    """Scanner from `device` (Device resource, reference identifier, display), else the performer."""
+def scanner_of(
+    observation: Any, parsed: ParsedResources, read_display: Callable[[str], ScannerId] | None = None
+) -> ScannerId | None:
+    """Scanner from `device` (Device resource, reference identifier, display), else the performer.
+
+    `read_display`: `from_display`, or a per-call memo of it (every value of a scan names the same device).
+    """
     reference = observation.device
     if reference is not None:
+        read = read_display or from_display
         device = resolve_device(observation, parsed)
-        found = _from_device(device, reference.display) if device is not None else None
+        found = _from_device(device, reference.display, read) if device is not None else None
         if found is None:
-            found = _from_reference(reference)
+            found = _from_reference(reference, read)
         if found is not None:
             return found
     return _from_performer(observation.performer)
 
 
-def _from_device(device: Any, reference_display: str | None) -> ScannerId | None:
+def _from_device(
+    device: Any, reference_display: str | None, read_display: Callable[[str], ScannerId]
+) -> ScannerId | None:
     label = reference_display or _device_name(device)
     for identifier in device.identifier or ():
         value = (identifier.value or "").strip()
@@ -135,7 +147,7 @@ def _from_device(device: Any, reference_display: str | None) -> ScannerId | None
     serial = (device.serialNumber or "").strip()
     if serial:
         return ScannerId("identifier", f"sn:{serial.lower()}", label or f"serial {serial}")
-    return from_display(label) if label else None
+    return read_display(label) if label else None
 
 
 def _device_name(device: Any) -> str:
@@ -146,13 +158,13 @@ def _device_name(device: Any) -> str:
     return " ".join(p for p in parts if p).strip()
 
 
-def _from_reference(reference: Any) -> ScannerId | None:
+def _from_reference(reference: Any, read_display: Callable[[str], ScannerId]) -> ScannerId | None:
     identifier = reference.identifier
     value = (identifier.value or "").strip() if identifier is not None else ""
     if value:
         return ScannerId("identifier", value, reference.display or value)
     if reference.display and reference.display.strip():
-        return from_display(reference.display)
+        return read_display(reference.display)
     target = (reference.reference or "").strip()
     if target and not target.startswith("#"):
         return ScannerId("display", normalise_display(target), target)

@@ -16,6 +16,7 @@ from typing import Any
 from cds_service.facts.code_match import ingredient_in_text, ingredients_in_text, medication_roles
 from cds_service.facts.extract_common import (
     Coding3,
+    PerCall,
     calendar_date,
     codings,
     concept_texts,
@@ -81,26 +82,12 @@ class _Drug:
     form_texts: list[str]
 
 
-class TextDoses:
-    """`doses_in_text` for one extraction call, each (agent, text) read once.
-
-    A record repeats the same drug and dosage texts on every order and dispense. Only for one call: the
-    texts are patient data, never kept across calls."""
-
-    def __init__(self) -> None:
-        self._read: dict[tuple[str, str], tuple[Decimal, ...]] = {}
-
-    def __call__(self, agent: str, text: str) -> tuple[Decimal, ...]:
-        key = (agent, text)
-        doses = self._read.get(key)
-        if doses is None:
-            doses = self._read[key] = tuple(doses_in_text(agent, text))
-        return doses
+TextDoses = PerCall[tuple[Decimal, ...]]  # doses_in_text of (agent, text), each text read once per call
 
 
 def extract_medications(parsed: ParsedResources, knowledge: Knowledge) -> tuple[MedicationRecord, ...]:
     records: list[MedicationRecord] = []
-    text_doses = TextDoses()
+    doses_of_text: TextDoses = PerCall(lambda agent, text: tuple(doses_in_text(agent, text)))
     sources: tuple[tuple[MedicationSource, tuple[Any, ...]], ...] = (
         ("administration", parsed.medication_administrations),
         ("dispense", parsed.medication_dispenses),
@@ -109,7 +96,7 @@ def extract_medications(parsed: ParsedResources, knowledge: Knowledge) -> tuple[
     )
     for source, resources in sources:
         for resource in resources:
-            record = _record(source, resource, parsed, knowledge, text_doses)
+            record = _record(source, resource, parsed, knowledge, doses_of_text)
             if record is not None:
                 records.append(record)
     return tuple(oncology_by_interval(records, knowledge))
@@ -150,7 +137,7 @@ def _record(
     resource: Any,
     parsed: ParsedResources,
     knowledge: Knowledge,
-    text_doses: TextDoses,
+    doses_of_text: TextDoses,
 ) -> MedicationRecord | None:
     if resource.status not in _STATUSES[source]:
         return None
@@ -163,7 +150,7 @@ def _record(
     doses = structured_doses(drug.agent, _dose_quantities(source, dosages), drug.ingredient_strengths)
     texts = drug.texts + [d.text for d in dosages if d.text]
     for text in texts:
-        doses.extend(text_doses(drug.agent, text))
+        doses.extend(doses_of_text(drug.agent, text))
     dose = drug.entry.strength_mg if drug.entry and drug.entry.strength_mg is not None else _first(doses)
     dose_mg = decimal_text(dose) if dose is not None else None
     strength = strength_class(drug.agent, drug.entry, doses, texts, knowledge)

@@ -6,17 +6,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from cds_service.facts.extract_common import (
     Caveats,
+    PerCall,
     calendar_date,
     codings,
     effective_date,
     round_2,
     units_of,
 )
-from cds_service.facts.extract_dxa import scanner_of, site_and_side, unit_accepted
+from cds_service.facts.extract_dxa import from_display, scanner_of, site_and_side, unit_accepted
 from cds_service.facts.observation_kinds import BMD_KINDS, FRAX_KINDS, WANTED_KINDS, lab_factor
 from cds_service.facts.observation_values import (
     MAX_MAGNITUDE,
@@ -59,8 +60,7 @@ class ObservationFacts:
     dxa_reports_without_values: tuple[date, ...]
 
 
-@dataclass(frozen=True)
-class _Measurement:
+class _Measurement(NamedTuple):
     """The observation itself or one of its components: a coded value with its own range."""
 
     entry: ObservationCode
@@ -74,8 +74,7 @@ class _Measurement:
         return _KIND_LABELS.get(kind) or LAB_LABELS.get(kind, kind)
 
 
-@dataclass(frozen=True)
-class _Context:
+class _Context(NamedTuple):
     resource_id: str
     day: date | None
     body_site: Any
@@ -91,6 +90,7 @@ class _Collector:
         self.frax: list[FraxResult] = []
         self.labs: list[LabResult] = []
         self._scanners: dict[int, ScannerId | None] = {}
+        self._display_scanners: PerCall[ScannerId] = PerCall(from_display)
 
     def observation(self, observation: Any) -> None:
         context = _Context(
@@ -108,7 +108,7 @@ class _Collector:
     def _scanner(self, observation: Any) -> ScannerId | None:
         key = id(observation)
         if key not in self._scanners:
-            self._scanners[key] = scanner_of(observation, self.parsed)
+            self._scanners[key] = scanner_of(observation, self.parsed, self._display_scanners)
         return self._scanners[key]
 
     def _readable(self, measurement: _Measurement) -> Measured | None:
@@ -261,7 +261,8 @@ def extract_observations(parsed: ParsedResources, knowledge: Knowledge, caveats:
 def _measurements(observation: Any, knowledge: Knowledge) -> Iterator[_Measurement]:
     """The observation's own value, then every component, each with its first wanted table entry."""
     parts = [observation]
-    parts.extend(c for c in observation.component or () if c.code is not None)
+    if observation.component:
+        parts.extend(c for c in observation.component if c.code is not None)
     for part in parts:
         entry = _table_entry(part.code, knowledge)
         if entry is None:
