@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import NamedTuple
 
 from cds_service.knowledge.indexed import Knowledge
 from cds_service.knowledge.schema import ATC, ICD10, ICD10CM, ICD_SYSTEMS, LOINC, RXNORM, SNOMED
@@ -87,25 +88,69 @@ def is_snomed_malignancy(system: str, display: str) -> bool:
 
 
 def icd_fracture_site(system: str, code: str, knowledge: Knowledge) -> str | None:
-    """Fracture site of an ICD code by the knowledge file's prefixes (first match wins)."""
-    if system not in ICD_SYSTEMS:
+    """Fracture site of an ICD code by the knowledge file's prefixes (first match wins).
+
+    Each rule as `PrefixRule.matches` reads it, from a table of the rules that apply to `system`; most
+    codes match no rule, which one search of all rules at once tells."""
+    table = _icd_site_rules(knowledge).get(system)
+    if table is None or (table.any_rule is not None and table.any_rule.match(code) is None):
         return None
-    for rule in knowledge.model.fracture_sites.icd_prefixes:
-        if rule.matches(system, code):
-            return rule.site
+    for prefix, pattern, site in table.rules:
+        matched = code.startswith(prefix) if pattern is None else pattern.match(code) is not None
+        if matched:
+            return site
     return None
+
+
+class _IcdSiteRules(NamedTuple):
+    rules: tuple[tuple[str, re.Pattern[str] | None, str], ...]  # (prefix, compiled pattern, site), in order
+    # Matches at the start of a code exactly when some rule does; None when the rules cannot be joined
+    # into one pattern without changing one (a pattern with groups of its own).
+    any_rule: re.Pattern[str] | None
+
+
+@lru_cache(maxsize=8)
+def _icd_site_rules(knowledge: Knowledge) -> dict[str, _IcdSiteRules]:
+    """Per ICD system, the fracture-site rules that apply to it in the knowledge file's order.
+
+    Derived from the immutable knowledge only (no patient data), so kept with it."""
+    tables: dict[str, _IcdSiteRules] = {}
+    for system in sorted(ICD_SYSTEMS):
+        rules = tuple(
+            (rule.prefix or "", re.compile(rule.pattern) if rule.pattern is not None else None, rule.site)
+            for rule in knowledge.model.fracture_sites.icd_prefixes
+            if rule.system is None or rule.system == system
+        )
+        tables[system] = _IcdSiteRules(rules, _any_rule(rules))
+    return tables
+
+
+def _any_rule(rules: tuple[tuple[str, re.Pattern[str] | None, str], ...]) -> re.Pattern[str] | None:
+    if not rules or any(pattern is not None and pattern.groups for _, pattern, _ in rules):
+        return None
+    alternatives = [re.escape(prefix) if pattern is None else pattern.pattern for prefix, pattern, _ in rules]
+    try:
+        return re.compile("|".join(f"(?:{alternative})" for alternative in alternatives))
+    except re.error:  # e.g. a global flag inside one pattern: each rule is then tried on its own
+        return None
 
 
 def snomed_fracture_site(text: str, knowledge: Knowledge) -> str | None:
     """Fracture site from SNOMED display words; `not_counted_words` give `other`."""
     lowered = text.lower()
-    for rule in knowledge.model.fracture_sites.snomed_words:
-        if re.search(rf"\b{re.escape(rule.word)}", lowered):
-            return rule.site
-    for word in knowledge.model.fracture_sites.not_counted_words:
-        if re.search(rf"\b{re.escape(word)}", lowered):
-            return "other"
+    for word, site in _snomed_site_words(knowledge):
+        if word.search(lowered):
+            return site
     return None
+
+
+@lru_cache(maxsize=8)
+def _snomed_site_words(knowledge: Knowledge) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """(word at a word start, site): the site words, then the not-counted words (site `other`)."""
+    sites = knowledge.model.fracture_sites
+    words = [(rule.word, str(rule.site)) for rule in sites.snomed_words]
+    words += [(word, "other") for word in sites.not_counted_words]
+    return tuple((re.compile(rf"\b{re.escape(word)}"), site) for word, site in words)
 
 
 def site_of_fracture_concepts(concepts: frozenset[str]) -> str | None:

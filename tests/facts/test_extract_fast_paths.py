@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import csv
+import re
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from fhir.resources.R4B.observation import Observation
 
+from cds_service.facts.code_match import _any_rule, icd_fracture_site
 from cds_service.facts.extract_common import PerCall
 from cds_service.facts.extract_dxa import _text_side, from_display, scanner_of
 from cds_service.facts.extract_strength import doses_in_text
 from cds_service.facts.parsed_resources import ParsedResources
 from cds_service.facts.patient_record import ScannerId
+from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.loader import packaged_knowledge
+from cds_service.knowledge.schema import ICD10, ICD10CM, ICD_SYSTEMS, PACKAGED_DIR, SNOMED
 
 DOSE_TEXTS = [
     ("alendronate", "alendronate 70 mg oral tablet weekly"),
@@ -114,3 +120,81 @@ def test_remembered_display_scanner_agrees_with_the_careful_path(device: dict[st
     careful = scanner_of(observation, ParsedResources())
     assert scanner_of(observation, ParsedResources(), memo) == careful
     assert scanner_of(observation, ParsedResources(), memo) == careful
+
+
+# ----- ICD fracture-site rules: one search for "any rule", then the rules in order ---------------------
+def careful_icd_fracture_site(system: str, code: str, knowledge: Knowledge) -> str | None:
+    if system not in ICD_SYSTEMS:
+        return None
+    for rule in knowledge.model.fracture_sites.icd_prefixes:
+        if rule.matches(system, code):
+            return rule.site
+    return None
+
+
+def icd_codes() -> list[tuple[str, str]]:
+    """Every ICD code the packaged condition table names, each prefix of it, and near misses."""
+    with (PACKAGED_DIR / "codes" / "conditions.csv").open(encoding="utf-8", newline="") as table:
+        codes = {row["code"] for row in csv.DictReader(table) if row["system"] in ICD_SYSTEMS}
+    codes |= {code[:length] for code in list(codes) for length in range(1, len(code))}
+    codes |= {"", "M80.0", "M80.8B", "M80.08XA", "m80.08XA", "S72", "S7", "XS72.0", "S32.010A", "Z87.310"}
+    return [(system, code) for system in (ICD10, ICD10CM, SNOMED, "") for code in sorted(codes)]
+
+
+@pytest.fixture(scope="module")
+def knowledge() -> Knowledge:
+    return packaged_knowledge()
+
+
+def test_icd_fracture_site_agrees_with_every_rule_in_order(knowledge: Knowledge) -> None:
+    for system, code in icd_codes():
+        assert icd_fracture_site(system, code, knowledge) == careful_icd_fracture_site(
+            system, code, knowledge
+        ), (
+            system,
+            code,
+        )
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        [("S72", None), ("", r"M80\.[08]5"), ("", r"S22\.[0-5]|M48\.5"), ("S32.0", None)],
+        [("", r"M80\.0$"), ("M80", None), ("", r"(?i:s)82")],
+        [("", r"[A-Z]\d\d\.\d+")],
+        [("S.2", None), ("a+b", None)],  # prefixes are literal text, never patterns
+    ],
+)
+def test_any_rule_matches_exactly_when_some_rule_does(rules: list[tuple[str, str | None]]) -> None:
+    compiled = tuple((prefix, re.compile(pattern) if pattern else None, "site") for prefix, pattern in rules)
+    any_rule = _any_rule(compiled)
+    assert any_rule is not None
+    codes = [
+        "S72.0",
+        "S82.1",
+        "s82.1",
+        "M80.05",
+        "M80.0",
+        "M80.0X",
+        "M48.5",
+        "S22.6",
+        "S32.01",
+        "SX2",
+        "a+b",
+        "",
+    ]
+    codes += ["S.2", "S22.3", "S222", "M80", "Q12.345"]
+    for code in codes:
+        some_rule = any(
+            code.startswith(prefix) if pattern is None else pattern.match(code) is not None
+            for prefix, pattern, _ in compiled
+        )
+        assert (any_rule.match(code) is not None) == some_rule, (rules, code)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"(S72)\.\d", r"(?P<category>S72)", r"(?i)s72"],  # own groups, a global flag: rules kept one by one
+)
+def test_rules_that_cannot_be_joined_are_tried_one_by_one(pattern: str) -> None:
+    assert _any_rule((("S82", None, "other"), ("", re.compile(pattern), "hip_femur"))) is None
