@@ -22,6 +22,8 @@ _SYSTEM_ALIASES = {
     "urn:oid:2.16.840.1.113883.6.88": RXNORM,
     "urn:oid:2.16.840.1.113883.6.73": ATC,
 }
+# Every system URI the code tables use, and the aliases real servers send for them.
+KNOWN_SYSTEMS = frozenset({ICD10CM, ICD10, SNOMED, LOINC, RXNORM, ATC, *_SYSTEM_ALIASES})
 FRACTURE_CONCEPTS = frozenset(
     {
         "hip_fracture",

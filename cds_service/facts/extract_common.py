@@ -8,8 +8,9 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Generic, TypeVar
 
-from cds_service.facts.code_match import canonical_system, normalise_code
+from cds_service.facts.code_match import KNOWN_SYSTEMS, canonical_system, normalise_code
 from cds_service.facts.fhir_dates import calendar_date
+from cds_service.knowledge.schema import ICD_SYSTEMS
 
 __all__ = [
     "Caveats",
@@ -27,6 +28,8 @@ __all__ = [
 ]
 
 Coding3 = tuple[str, str, str]  # (canonical system, normalised code, display)
+# System URIs as sent -> canonical_system of them, for the systems the tables use (no call for those).
+_CANONICAL = {system: canonical_system(system) for system in KNOWN_SYSTEMS}
 _Answer = TypeVar("_Answer")
 _NOT_YET = object()
 
@@ -68,8 +71,11 @@ def codings(concept: Any) -> list[Coding3]:
     """(system, code, display) of every coding of a CodeableConcept (validated model or None)."""
     out: list[Coding3] = []
     for coding in getattr(concept, "coding", None) or ():
-        system = canonical_system(coding.system)
-        out.append((system, normalise_code(system, coding.code), coding.display or ""))
+        system = _CANONICAL.get(coding.system) or canonical_system(coding.system)
+        code = coding.code
+        # A code of a system other than ICD is only stripped (normalise_code), no call needed.
+        code = normalise_code(system, code) if system in ICD_SYSTEMS or not code else code.strip()
+        out.append((system, code, coding.display or ""))
     return out
 
 
@@ -108,7 +114,14 @@ def unit_of(quantity: Any) -> str:
 
 def units_of(quantity: Any) -> list[str]:
     """Both the UCUM code and the human unit of a Quantity (either may identify the unit)."""
-    return [str(u).strip() for u in (getattr(quantity, "code", None), getattr(quantity, "unit", None)) if u]
+    units: list[str] = []
+    code = getattr(quantity, "code", None)
+    if code:
+        units.append(str(code).strip())
+    unit = getattr(quantity, "unit", None)
+    if unit:
+        units.append(str(unit).strip())
+    return units
 
 
 def effective_date(resource: Any) -> date | None:

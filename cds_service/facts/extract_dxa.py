@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from cds_service.facts.extract_common import codings, concept_texts
+from cds_service.facts.extract_common import Coding3, codings, concept_texts
 from cds_service.facts.parsed_resources import ParsedResources, resolve_device
 from cds_service.facts.patient_record import BmdSite, ScannerId, Side
 from cds_service.facts.relevance import reference_key
@@ -36,13 +36,23 @@ _RIGHT = re.compile(r"\bright\b")
 
 
 def site_and_side(
-    code_site: str, code_side: str | None, code: Any, body_site: Any, knowledge: Knowledge
+    code_site: str,
+    code_side: str | None,
+    code: Any,
+    body_site: Any,
+    knowledge: Knowledge,
+    *,
+    coded: list[Coding3] | None = None,
 ) -> tuple[BmdSite, Side | None]:
-    """Site from the code, else `bodySite`, else `code.text` words; side likewise."""
+    """Site from the code, else `bodySite`, else `code.text` words; side likewise.
+
+    `coded`: the code's `codings`, when already read."""
     site = _as_site(code_site)
     if site == "unknown":
-        site = _body_site(body_site, knowledge) or _text_site(concept_texts(code)) or "unknown"
-    side = _as_side(code_side) or _body_site_side(body_site, knowledge) or _text_side(concept_texts(code))
+        site = _body_site(body_site, knowledge) or _text_site(concept_texts(code, coded)) or "unknown"
+    side = (
+        _as_side(code_side) or _body_site_side(body_site, knowledge) or _text_side(concept_texts(code, coded))
+    )
     return site, side
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from cds_service.facts.code_match import ingredient_in_text, ingredients_in_text, medication_roles
 from cds_service.facts.extract_common import (
@@ -73,8 +73,7 @@ _SUPPLY_DAYS = {
 }
 
 
-@dataclass(frozen=True)
-class _Drug:
+class _Drug(NamedTuple):
     agent: str
     entry: MedicationCode | None  # most specific table row, None when matched by name
     texts: list[str]  # text/displays of the drug (label first), for strength and pen words

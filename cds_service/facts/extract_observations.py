@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 from cds_service.facts.extract_common import (
     Caveats,
+    Coding3,
     PerCall,
     calendar_date,
     codings,
@@ -65,6 +66,7 @@ class _Measurement(NamedTuple):
 
     entry: ObservationCode
     code: Any
+    coded: list[Coding3]  # codings(code)
     value: ObservedValue
     reference_range: Any
 
@@ -158,6 +160,7 @@ class _Collector:
             measurement.code,
             context.body_site,
             self.knowledge,
+            coded=measurement.coded,
         )
         if site == "unknown":
             label = "T-score" if kind == "t_score" else "BMD (g/cm²)"
@@ -264,12 +267,13 @@ def _measurements(observation: Any, knowledge: Knowledge) -> Iterator[_Measureme
     if observation.component:
         parts.extend(c for c in observation.component if c.code is not None)
     for part in parts:
-        entry = _table_entry(part.code, knowledge)
+        coded = codings(part.code)
+        entry = _table_entry(coded, knowledge)
         if entry is None:
             continue
         value = observed_value(part.valueQuantity, part.valueString)
         if value is not None:
-            yield _Measurement(entry, part.code, value, part.referenceRange)
+            yield _Measurement(entry, part.code, coded, value, part.referenceRange)
 
 
 def _plausible(kind: str, value: Decimal) -> bool:
@@ -304,8 +308,8 @@ def _scanner_rank(result: BmdResult) -> int:
     return _SCANNER_RANK[result.scanner.kind] if result.scanner is not None else 0
 
 
-def _table_entry(code: Any, knowledge: Knowledge) -> ObservationCode | None:
-    for system, value, _ in codings(code):
+def _table_entry(coded: list[Coding3], knowledge: Knowledge) -> ObservationCode | None:
+    for system, value, _ in coded:
         for entry in knowledge.observation_codes(system, value):
             if entry.kind in WANTED_KINDS:
                 return entry

@@ -5,13 +5,20 @@ from __future__ import annotations
 import csv
 import re
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from fhir.resources.R4B.observation import Observation
 
-from cds_service.facts.code_match import _any_rule, icd_fracture_site
-from cds_service.facts.extract_common import PerCall
+from cds_service.facts.code_match import (
+    KNOWN_SYSTEMS,
+    _any_rule,
+    canonical_system,
+    icd_fracture_site,
+    normalise_code,
+)
+from cds_service.facts.extract_common import PerCall, codings
 from cds_service.facts.extract_dxa import _text_side, from_display, scanner_of
 from cds_service.facts.extract_strength import doses_in_text
 from cds_service.facts.parsed_resources import ParsedResources
@@ -198,3 +205,27 @@ def test_any_rule_matches_exactly_when_some_rule_does(rules: list[tuple[str, str
 )
 def test_rules_that_cannot_be_joined_are_tried_one_by_one(pattern: str) -> None:
     assert _any_rule((("S82", None, "other"), ("", re.compile(pattern), "hip_femur"))) is None
+
+
+# ----- codings: the table systems are looked up, other codes only stripped ------------------------------
+def careful_codings(concept: Any) -> list[tuple[str, str, str]]:
+    out = []
+    for coding in concept.coding or ():
+        system = canonical_system(coding.system)
+        out.append((system, normalise_code(system, coding.code), coding.display or ""))
+    return out
+
+
+@pytest.mark.parametrize(
+    "system", [*sorted(KNOWN_SYSTEMS), None, "", " http://loinc.org ", "http://loinc.org/"]
+)
+@pytest.mark.parametrize("code", [None, "", "  ", "m810", "M81.0", " s72.001a ", "38267-1", " 904431"])
+def test_codings_agree_with_canonical_system_and_normalise_code(system: str | None, code: str | None) -> None:
+    # As loosely as any reader may meet them (validation would refuse some): the two paths must agree.
+    concept = SimpleNamespace(
+        coding=[
+            SimpleNamespace(system=system, code=code, display="shown"),
+            SimpleNamespace(system=ICD10CM, code="s7200", display=None),
+        ]
+    )
+    assert codings(concept) == careful_codings(concept)
