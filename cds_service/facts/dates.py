@@ -6,12 +6,16 @@
 
 from __future__ import annotations
 
-import calendar
+from calendar import isleap
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from operator import attrgetter
 
 ONE_DAY = timedelta(days=1)
+_FIRST_ORDINAL = date.min.toordinal()
+_LAST_ORDINAL = date.max.toordinal()
+_MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # February of a common year
 
 
 def add_months(day: date, months: int) -> date:
@@ -26,16 +30,20 @@ def add_months(day: date, months: int) -> date:
         return date.min
     if year > date.max.year:
         return date.max
-    last = calendar.monthrange(year, month + 1)[1]
-    return date(year, month + 1, min(day.day, last))
+    return date(year, month + 1, min(day.day, _month_length(year, month + 1)))
+
+
+def _month_length(year: int, month: int) -> int:
+    """Days in `month` of `year` (`calendar.monthrange(year, month)[1]`, without the weekday)."""
+    return _MONTH_DAYS[month] + (month == 2 and isleap(year))
 
 
 def add_days(day: date, days: int) -> date:
     """`day` + `days`, clamped to `date.min` / `date.max` (total, like `add_months`)."""
     ordinal = day.toordinal() + days
-    if ordinal < date.min.toordinal():
+    if ordinal < _FIRST_ORDINAL:
         return date.min
-    if ordinal > date.max.toordinal():
+    if ordinal > _LAST_ORDINAL:
         return date.max
     return date.fromordinal(ordinal)
 
@@ -79,10 +87,14 @@ class Interval:
         return Interval(start, end) if start <= end else None
 
 
+_BOUNDS = attrgetter("start", "end")
+
+
 def merge(intervals: Iterable[Interval]) -> list[Interval]:
     """Union of intervals: sorted, overlapping or adjacent ones joined (no day counted twice)."""
     out: list[Interval] = []
-    for interval in sorted(intervals):
+    # By (start, end), the order `Interval` defines, compared as tuples instead of through its __lt__.
+    for interval in sorted(intervals, key=_BOUNDS):
         if out and interval.start <= next_day(out[-1].end):
             if interval.end > out[-1].end:
                 out[-1] = Interval(out[-1].start, interval.end)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import calendar
 from datetime import date
 
 import pytest
 
 from cds_service.facts.dates import (
     Interval,
+    _month_length,
     add_days,
     add_months,
     age_on,
@@ -200,3 +202,19 @@ def test_covering() -> None:
     merged = [Interval(date(2021, 1, 1), date(2021, 1, 10)), Interval(date(2021, 2, 1), date(2021, 2, 10))]
     assert covering(merged, date(2021, 2, 10)) == merged[1]
     assert covering(merged, date(2021, 1, 20)) is None
+
+
+def test_month_lengths_are_those_of_the_calendar() -> None:
+    """add_months reads a month's length from its own table (monthrange also computes a weekday)."""
+    for year in range(1, 10_000):
+        for month in range(1, 13):
+            assert _month_length(year, month) == calendar.monthrange(year, month)[1], (year, month)
+
+
+def test_merge_sorts_as_intervals_order() -> None:
+    """merge sorts by (start, end): the order the Interval dataclass defines (order=True)."""
+    days = [date(2024, 1, day) for day in (1, 3, 5, 9)]
+    intervals = [Interval(start, end) for start in days for end in days if start <= end][::-1]
+    ordered = sorted(intervals)
+    assert merge(intervals) == merge(ordered)
+    assert [(i.start, i.end) for i in ordered] == sorted((i.start, i.end) for i in intervals)
