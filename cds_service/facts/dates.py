@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from operator import attrgetter
 
+from cds_service.core.frozen_init import one_step_init
+
 ONE_DAY = timedelta(days=1)
 _FIRST_ORDINAL = date.min.toordinal()
 _LAST_ORDINAL = date.max.toordinal()
@@ -68,6 +70,7 @@ def age_on(birth_date: date, day: date) -> int:
     return years
 
 
+@one_step_init
 @dataclass(frozen=True, order=True)
 class Interval:
     """Covered days `start`..`end`, both inclusive."""

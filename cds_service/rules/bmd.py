@@ -7,6 +7,7 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal
 
+from cds_service.core.frozen_init import one_step_init
 from cds_service.facts.dates import add_months
 from cds_service.facts.patient_record import BmdResult, ScannerId
 from cds_service.knowledge.indexed import Knowledge
@@ -20,6 +21,7 @@ HUNDREDTH = Decimal("0.01")
 TENTH = Decimal("0.1")
 
 
+@one_step_init
 @dataclass(frozen=True)
 class Scan:
     """One DXA: the values with the same date and scanner."""
