@@ -9,7 +9,7 @@ from __future__ import annotations
 from calendar import isleap
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import MAXYEAR, MINYEAR, date, timedelta
 from operator import attrgetter
 
 from cds_service.core.frozen_init import one_step_init
@@ -28,11 +28,14 @@ def add_months(day: date, months: int) -> date:
     """
     index = day.year * 12 + (day.month - 1) + months
     year, month = divmod(index, 12)
-    if year < date.min.year:
+    if year < MINYEAR:
         return date.min
-    if year > date.max.year:
+    if year > MAXYEAR:
         return date.max
-    return date(year, month + 1, min(day.day, _month_length(year, month + 1)))
+    day_of_month = day.day
+    if day_of_month > 28:  # every month has 28 days: only a later day may need clamping
+        day_of_month = min(day_of_month, _month_length(year, month + 1))
+    return date(year, month + 1, day_of_month)
 
 
 def _month_length(year: int, month: int) -> int:
@@ -98,7 +101,8 @@ def merge(intervals: Iterable[Interval]) -> list[Interval]:
     out: list[Interval] = []
     # By (start, end), the order `Interval` defines, compared as tuples instead of through its __lt__.
     for interval in sorted(intervals, key=_BOUNDS):
-        if out and interval.start <= next_day(out[-1].end):
+        # Overlapping or adjacent: it starts at most one day after the last end (next_day, uncalled).
+        if out and (interval.start - out[-1].end).days <= 1:
             if interval.end > out[-1].end:
                 out[-1] = Interval(out[-1].start, interval.end)
         else:

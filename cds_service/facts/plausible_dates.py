@@ -99,9 +99,8 @@ def _measurements(
 def _medication(record: MedicationRecord, window: _Range, caveats: list[str]) -> MedicationRecord:
     changes: dict[str, date | None] = {}
     label = f"{record.agent.replace('_', ' ')} record"
-    for name in ("event_date", "period_start"):
-        day = getattr(record, name)
-        if not window.plausible(day):
+    for name, day in (("event_date", record.event_date), ("period_start", record.period_start)):
+        if day is not None and not window.plausible(day):
             caveats.append(_caveat(label, day))
             changes[name] = None
     end = record.period_end
@@ -117,9 +116,8 @@ def _medication(record: MedicationRecord, window: _Range, caveats: list[str]) ->
 
 def _finding(finding: ClinicalFinding, window: _Range, caveats: list[str]) -> ClinicalFinding:
     changes: dict[str, date | None] = {}
-    for name in ("onset", "recorded"):
-        day = getattr(finding, name)
-        if not window.plausible(day):
+    for name, day in (("onset", finding.onset), ("recorded", finding.recorded)):
+        if day is not None and not window.plausible(day):
             caveats.append(_caveat(f"{finding.resource_type} date", day))
             changes[name] = None
     return replace(finding, **changes) if changes else finding  # type: ignore[arg-type]

@@ -171,13 +171,14 @@ def agent_exposures(
         doses = [r for r in recs if is_dose_record(r)]
         intervals: list[Interval] = []
         unverified_sources: set[str] = set()
+        before_verified = previous_day(first_verified) if first_verified is not None else None
         for rec, coverage in covered:
             if coverage is None:
                 continue
             interval = coverage
             dose_statement = rec.source == "statement" and is_dose_record(rec)
-            if rec.source not in VERIFIED_SOURCES and first_verified is not None and not dose_statement:
-                clipped = interval.clip(interval.start, previous_day(first_verified))
+            if rec.source not in VERIFIED_SOURCES and before_verified is not None and not dose_statement:
+                clipped = interval.clip(interval.start, before_verified)
                 if clipped is None:
                     continue
                 interval = clipped

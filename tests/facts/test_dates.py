@@ -218,3 +218,18 @@ def test_merge_sorts_as_intervals_order() -> None:
     ordered = sorted(intervals)
     assert merge(intervals) == merge(ordered)
     assert [(i.start, i.end) for i in ordered] == sorted((i.start, i.end) for i in intervals)
+
+
+def test_add_months_clamps_as_monthrange_does() -> None:
+    """Only a day after the 28th is clamped (every month has 28 days): the same as clamping every day."""
+
+    def careful(day: date, months: int) -> date:
+        year, month = divmod(day.year * 12 + (day.month - 1) + months, 12)
+        if not 1 <= year <= 9999:
+            return date.min if year < 1 else date.max
+        return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
+
+    days = [date.fromordinal(date(1999, 12, 1).toordinal() + offset) for offset in range(3 * 366)]
+    for day in [*days, date(1, 1, 31), date(9999, 12, 31), date(9999, 1, 31)]:
+        for months in (-120_000, -24, -13, -12, -1, 0, 1, 2, 11, 12, 13, 25, 120_000):
+            assert add_months(day, months) == careful(day, months), (day, months)
