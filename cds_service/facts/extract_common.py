@@ -87,12 +87,17 @@ def concept_texts(concept: Any, coded: list[Coding3] | None = None) -> list[str]
         texts.append(text)
     if coded is None:
         coded = codings(concept)
-    texts.extend(display for _, _, display in coded if display.strip())
+    for _, _, display in coded:
+        if display.strip():
+            texts.append(display)
     return texts
 
 
 def first_text(texts: Iterable[str]) -> str:
-    return next((text for text in texts if text.strip()), "")
+    for text in texts:
+        if text.strip():
+            return text
+    return ""
 
 
 def decimal_text(value: Decimal) -> str:

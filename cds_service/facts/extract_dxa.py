@@ -120,10 +120,10 @@ def _text_side(texts: list[str]) -> Side | None:
 
 def unit_accepted(kind: str, units: list[str]) -> bool:
     """Protocol §5 units: T-score `{T-score}`/`SD`/`{SD}` or none; BMD g/cm2 (case-insensitive)."""
-    lowered = [u.lower() for u in units]
-    if kind == "t_score":
-        return not lowered or any(u in T_SCORE_UNITS for u in lowered)
-    return any(u in BMD_UNITS for u in lowered)
+    if kind == "t_score" and not units:
+        return True
+    accepted = T_SCORE_UNITS if kind == "t_score" else BMD_UNITS
+    return any(unit.lower() in accepted for unit in units)
 
 
 # ----- scanner identity ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from cds_service.knowledge.code_tables import ObservationCode
 from cds_service.knowledge.indexed import Knowledge
 
 _ONE = Decimal(1)
+_ZERO = Decimal(0)
 _CANONICAL_UNIT = {
     "egfr": "mL/min/{1.73_m2}",
     "calcium": "mg/dL",
@@ -280,7 +281,7 @@ def _plausible(kind: str, value: Decimal) -> bool:
     if kind == "t_score":
         return _T_SCORE_RANGE[0] <= value <= _T_SCORE_RANGE[1]
     if kind == "bmd":
-        return Decimal(0) < value <= _BMD_MAX
+        return _ZERO < value <= _BMD_MAX
     if kind == "egfr":
         return _EGFR_RANGE[0] <= value <= _EGFR_RANGE[1]
     if kind in FRAX_KINDS:
@@ -316,11 +317,6 @@ def _table_entry(coded: list[Coding3], knowledge: Knowledge) -> ObservationCode 
     return None
 
 
-def _quantity_value(quantity: Any) -> Decimal | None:
-    value = getattr(quantity, "value", None)
-    return value if isinstance(value, Decimal) else None
-
-
 def _shown_unit(units: list[str]) -> str:
     return units[0][:_MAX_UNIT_SHOWN] if units else "(none)"
 
@@ -347,8 +343,8 @@ def _reference_bounds(
 
 
 def _bound(kind: LabKind, quantity: Any, value_factor: tuple[Decimal, Decimal]) -> Decimal | None:
-    value = _quantity_value(quantity)
-    if value is None or not value.is_finite() or abs(value) > MAX_MAGNITUDE:
+    value = getattr(quantity, "value", None)
+    if not isinstance(value, Decimal) or not value.is_finite() or abs(value) > MAX_MAGNITUDE:
         return None  # an absurd range limit is no limit: the configured default applies
     units = units_of(quantity)
     factor = lab_factor(kind, units) if units else value_factor
