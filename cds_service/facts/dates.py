@@ -128,11 +128,11 @@ def gaps(merged: list[Interval], first_day: date, last_day: date) -> list[Interv
             continue
         if interval.start > last_day:
             break
-        if interval.start > cursor:
-            out.append(Interval(cursor, min(previous_day(interval.start), last_day)))
+        if interval.start > cursor:  # after cursor >= date.min: the day before needs no clamping
+            out.append(Interval(cursor, min(interval.start - ONE_DAY, last_day)))
         if interval.end >= last_day or interval.end == date.max:
             return out
-        cursor = max(cursor, next_day(interval.end))
+        cursor = max(cursor, interval.end + ONE_DAY)  # before date.max: no clamping either
         if cursor > last_day:
             break
     if cursor <= last_day:

@@ -98,10 +98,9 @@ def _measurements(
 
 def _medication(record: MedicationRecord, window: _Range, caveats: list[str]) -> MedicationRecord:
     changes: dict[str, date | None] = {}
-    label = f"{record.agent.replace('_', ' ')} record"
     for name, day in (("event_date", record.event_date), ("period_start", record.period_start)):
         if day is not None and not window.plausible(day):
-            caveats.append(_caveat(label, day))
+            caveats.append(_caveat(_medication_label(record), day))
             changes[name] = None
     end = record.period_end
     if end is not None and end > window.latest:
@@ -109,9 +108,13 @@ def _medication(record: MedicationRecord, window: _Range, caveats: list[str]) ->
         # An open end: still running on as_of (never before its own start).
         changes["period_end"] = max(window.as_of, start) if start is not None else window.as_of
     elif end is not None and end < EARLIEST_PLAUSIBLE:
-        caveats.append(_caveat(label, end))
+        caveats.append(_caveat(_medication_label(record), end))
         changes["period_end"] = None
     return replace(record, **changes) if changes else record  # type: ignore[arg-type]
+
+
+def _medication_label(record: MedicationRecord) -> str:
+    return f"{record.agent.replace('_', ' ')} record"
 
 
 def _finding(finding: ClinicalFinding, window: _Range, caveats: list[str]) -> ClinicalFinding:

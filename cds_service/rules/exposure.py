@@ -311,9 +311,13 @@ def therapy_start(
         return None
     start = blocks[0].start
     previous_end = blocks[0].end
+    gap_months = knowledge.windows.episode_gap_months
     for interval in blocks[1:]:
-        long_gap = interval.start > next_day(add_months(previous_end, knowledge.windows.episode_gap_months))
-        anabolic_between = any(previous_end < c.interval.end < interval.start for c in courses)
+        # Starts after the day following previous_end + gap_months (at date.max: never, as next_day).
+        long_gap = (interval.start - add_months(previous_end, gap_months)).days > 1
+        anabolic_between = bool(courses) and any(
+            previous_end < c.interval.end < interval.start for c in courses
+        )
         if long_gap or anabolic_between:
             start = interval.start
         previous_end = max(previous_end, interval.end)
