@@ -88,8 +88,10 @@ def _measurements(
     items: tuple[_Dated, ...], window: _Range, caveats: list[str], label: Callable[[_Dated], str]
 ) -> tuple[_Dated, ...]:
     kept: list[_Dated] = []
+    latest = window.latest
     for item in items:
-        if window.plausible(item.date):
+        day = item.date
+        if day is None or EARLIEST_PLAUSIBLE <= day <= latest:  # window.plausible, written out
             kept.append(item)
         else:
             caveats.append(_caveat(label(item), item.date))
@@ -98,12 +100,13 @@ def _measurements(
 
 def _medication(record: MedicationRecord, window: _Range, caveats: list[str]) -> MedicationRecord:
     changes: dict[str, date | None] = {}
+    latest = window.latest
     for name, day in (("event_date", record.event_date), ("period_start", record.period_start)):
-        if day is not None and not window.plausible(day):
+        if day is not None and not EARLIEST_PLAUSIBLE <= day <= latest:  # not window.plausible(day)
             caveats.append(_caveat(_medication_label(record), day))
             changes[name] = None
     end = record.period_end
-    if end is not None and end > window.latest:
+    if end is not None and end > latest:
         start = changes.get("period_start", record.period_start)
         # An open end: still running on as_of (never before its own start).
         changes["period_end"] = max(window.as_of, start) if start is not None else window.as_of
