@@ -200,7 +200,7 @@ def identify_drug(resource: Any, parsed: ParsedResources, knowledge: Knowledge) 
     reference = resource.medicationReference
     if reference is not None and reference.display:
         texts.append(reference.display)
-    entry = _most_specific(coded, knowledge)
+    entry = most_specific_entry(coded, knowledge)
     agent = entry.ingredient if entry is not None else _named_agent(texts, knowledge)
     if agent is None:
         return None
@@ -215,11 +215,8 @@ def identify_drug(resource: Any, parsed: ParsedResources, knowledge: Knowledge) 
     )
 
 
-def most_specific_entry(concepts: list[Any], knowledge: Knowledge) -> MedicationCode | None:
-    return _most_specific([coding for concept in concepts for coding in codings(concept)], knowledge)
-
-
-def _most_specific(coded: list[Coding3], knowledge: Knowledge) -> MedicationCode | None:
+def most_specific_entry(coded: list[Coding3], knowledge: Knowledge) -> MedicationCode | None:
+    """The table row of the codings with a strength, else a product, else an ingredient or ATC class."""
     best: MedicationCode | None = None
     for system, code, _ in coded:
         entry = knowledge.medications.get((system, code))
