@@ -7,8 +7,8 @@ resources), so that both agree on what counts as a bone-relevant code.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from functools import lru_cache
+from typing import NamedTuple
 
 from cds_service.knowledge.indexed import Knowledge
 from cds_service.knowledge.schema import ATC, ICD10, ICD10CM, ICD_SYSTEMS, LOINC, RXNORM, SNOMED
@@ -22,6 +22,8 @@ _SYSTEM_ALIASES = {
     "urn:oid:2.16.840.1.113883.6.88": RXNORM,
     "urn:oid:2.16.840.1.113883.6.73": ATC,
 }
+# Every system URI the code tables use, and the aliases real servers send for them.
+KNOWN_SYSTEMS = frozenset({ICD10CM, ICD10, SNOMED, LOINC, RXNORM, ATC, *_SYSTEM_ALIASES})
 FRACTURE_CONCEPTS = frozenset(
     {
         "hip_fracture",
@@ -88,65 +90,74 @@ def is_snomed_malignancy(system: str, display: str) -> bool:
 
 
 def icd_fracture_site(system: str, code: str, knowledge: Knowledge) -> str | None:
-    """Fracture site of an ICD code by the knowledge file's prefixes (first match wins)."""
-    for prefix, match, site in _icd_rules(knowledge).get(system, ()):
-        if code.startswith(prefix) if match is None else match(code) is not None:
+    """Fracture site of an ICD code by the knowledge file's prefixes (first match wins).
+
+    Each rule as `PrefixRule.matches` reads it, from a table of the rules that apply to `system`; most
+    codes match no rule, which one search of all rules at once tells."""
+    table = _icd_site_rules(knowledge).get(system)
+    if table is None or (table.any_rule is not None and table.any_rule.match(code) is None):
+        return None
+    for prefix, pattern, site in table.rules:
+        matched = code.startswith(prefix) if pattern is None else pattern.match(code) is not None
+        if matched:
             return site
     return None
 
 
 def is_icd_fracture(system: str, code: str, knowledge: Knowledge) -> bool:
-    """`icd_fracture_site(system, code, knowledge) is not None`: some rule matches (prefixes at once)."""
-    rules = _icd_any_rule(knowledge).get(system)
-    if rules is None:
-        return False
-    prefixes, matches = rules
-    if code.startswith(prefixes):
-        return True
-    return any(match(code) is not None for match in matches)
+    """`icd_fracture_site(system, code, knowledge) is not None`: some rule matches."""
+    return icd_fracture_site(system, code, knowledge) is not None
 
 
-_RuleMatch = Callable[[str], re.Match[str] | None]
+class _IcdSiteRules(NamedTuple):
+    rules: tuple[tuple[str, re.Pattern[str] | None, str], ...]  # (prefix, compiled pattern, site), in order
+    # Matches at the start of a code exactly when some rule does; None when the rules cannot be joined
+    # into one pattern without changing one (a pattern with groups of its own).
+    any_rule: re.Pattern[str] | None
 
 
 @lru_cache(maxsize=8)
-def _icd_rules(knowledge: Knowledge) -> dict[str, tuple[tuple[str, _RuleMatch | None, str], ...]]:
-    """Per ICD system, its rules in order as (prefix, None, site) or ("", pattern match, site): what
-    `PrefixRule.matches` reads, the system test done once and each pattern compiled once."""
-    return {
-        system: tuple(
-            (rule.prefix, None, rule.site)
-            if rule.prefix is not None
-            else ("", re.compile(rule.pattern or "").match, rule.site)
+def _icd_site_rules(knowledge: Knowledge) -> dict[str, _IcdSiteRules]:
+    """Per ICD system, the fracture-site rules that apply to it in the knowledge file's order.
+
+    Derived from the immutable knowledge only (no patient data), so kept with it."""
+    tables: dict[str, _IcdSiteRules] = {}
+    for system in sorted(ICD_SYSTEMS):
+        rules = tuple(
+            (rule.prefix or "", re.compile(rule.pattern) if rule.pattern is not None else None, rule.site)
             for rule in knowledge.model.fracture_sites.icd_prefixes
             if rule.system is None or rule.system == system
         )
-        for system in ICD_SYSTEMS
-    }
+        tables[system] = _IcdSiteRules(rules, _any_rule(rules))
+    return tables
 
 
-@lru_cache(maxsize=8)
-def _icd_any_rule(knowledge: Knowledge) -> dict[str, tuple[tuple[str, ...], tuple[_RuleMatch, ...]]]:
-    """Per ICD system, the prefixes of its rules and the pattern matches of the others."""
-    return {
-        system: (
-            tuple(prefix for prefix, match, _ in rules if match is None),
-            tuple(match for _, match, _ in rules if match is not None),
-        )
-        for system, rules in _icd_rules(knowledge).items()
-    }
+def _any_rule(rules: tuple[tuple[str, re.Pattern[str] | None, str], ...]) -> re.Pattern[str] | None:
+    if not rules or any(pattern is not None and pattern.groups for _, pattern, _ in rules):
+        return None
+    alternatives = [re.escape(prefix) if pattern is None else pattern.pattern for prefix, pattern, _ in rules]
+    try:
+        return re.compile("|".join(f"(?:{alternative})" for alternative in alternatives))
+    except re.error:  # e.g. a global flag inside one pattern: each rule is then tried on its own
+        return None
 
 
 def snomed_fracture_site(text: str, knowledge: Knowledge) -> str | None:
     """Fracture site from SNOMED display words; `not_counted_words` give `other`."""
     lowered = text.lower()
-    for rule in knowledge.model.fracture_sites.snomed_words:
-        if re.search(rf"\b{re.escape(rule.word)}", lowered):
-            return rule.site
-    for word in knowledge.model.fracture_sites.not_counted_words:
-        if re.search(rf"\b{re.escape(word)}", lowered):
-            return "other"
+    for word, site in _snomed_site_words(knowledge):
+        if word.search(lowered):
+            return site
     return None
+
+
+@lru_cache(maxsize=8)
+def _snomed_site_words(knowledge: Knowledge) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """(word at a word start, site): the site words, then the not-counted words (site `other`)."""
+    sites = knowledge.model.fracture_sites
+    words = [(rule.word, str(rule.site)) for rule in sites.snomed_words]
+    words += [(word, "other") for word in sites.not_counted_words]
+    return tuple((re.compile(rf"\b{re.escape(word)}"), site) for word, site in words)
 
 
 def site_of_fracture_concepts(concepts: frozenset[str]) -> str | None:

@@ -6,12 +6,18 @@
 
 from __future__ import annotations
 
-import calendar
+from calendar import isleap
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import MAXYEAR, MINYEAR, date, timedelta
+from operator import attrgetter
+
+from cds_service.core.frozen_init import one_step_init
 
 ONE_DAY = timedelta(days=1)
+_FIRST_ORDINAL = date.min.toordinal()
+_LAST_ORDINAL = date.max.toordinal()
+_MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # February of a common year
 
 
 def add_months(day: date, months: int) -> date:
@@ -22,20 +28,27 @@ def add_months(day: date, months: int) -> date:
     """
     index = day.year * 12 + (day.month - 1) + months
     year, month = divmod(index, 12)
-    if year < date.min.year:
+    if year < MINYEAR:
         return date.min
-    if year > date.max.year:
+    if year > MAXYEAR:
         return date.max
-    last = calendar.monthrange(year, month + 1)[1]
-    return date(year, month + 1, min(day.day, last))
+    day_of_month = day.day
+    if day_of_month > 28:  # every month has 28 days: only a later day may need clamping
+        day_of_month = min(day_of_month, _month_length(year, month + 1))
+    return date(year, month + 1, day_of_month)
+
+
+def _month_length(year: int, month: int) -> int:
+    """Days in `month` of `year` (`calendar.monthrange(year, month)[1]`, without the weekday)."""
+    return _MONTH_DAYS[month] + (month == 2 and isleap(year))
 
 
 def add_days(day: date, days: int) -> date:
     """`day` + `days`, clamped to `date.min` / `date.max` (total, like `add_months`)."""
     ordinal = day.toordinal() + days
-    if ordinal < date.min.toordinal():
+    if ordinal < _FIRST_ORDINAL:
         return date.min
-    if ordinal > date.max.toordinal():
+    if ordinal > _LAST_ORDINAL:
         return date.max
     return date.fromordinal(ordinal)
 
@@ -60,6 +73,7 @@ def age_on(birth_date: date, day: date) -> int:
     return years
 
 
+@one_step_init
 @dataclass(frozen=True, order=True)
 class Interval:
     """Covered days `start`..`end`, both inclusive."""
@@ -79,11 +93,16 @@ class Interval:
         return Interval(start, end) if start <= end else None
 
 
+_BOUNDS = attrgetter("start", "end")
+
+
 def merge(intervals: Iterable[Interval]) -> list[Interval]:
     """Union of intervals: sorted, overlapping or adjacent ones joined (no day counted twice)."""
     out: list[Interval] = []
-    for interval in sorted(intervals):
-        if out and interval.start <= next_day(out[-1].end):
+    # By (start, end), the order `Interval` defines, compared as tuples instead of through its __lt__.
+    for interval in sorted(intervals, key=_BOUNDS):
+        # Overlapping or adjacent: it starts at most one day after the last end (next_day, uncalled).
+        if out and (interval.start - out[-1].end).days <= 1:
             if interval.end > out[-1].end:
                 out[-1] = Interval(out[-1].start, interval.end)
         else:
@@ -93,10 +112,10 @@ def merge(intervals: Iterable[Interval]) -> list[Interval]:
 
 def covered_days(merged: Iterable[Interval], first_day: date, last_day: date) -> int:
     total = 0
-    for interval in merged:
-        part = interval.clip(first_day, last_day)
-        if part:
-            total += part.days
+    for interval in merged:  # the days of interval.clip(first_day, last_day), without building it
+        start, end = max(interval.start, first_day), min(interval.end, last_day)
+        if start <= end:
+            total += (end - start).days + 1
     return total
 
 
@@ -109,11 +128,11 @@ def gaps(merged: list[Interval], first_day: date, last_day: date) -> list[Interv
             continue
         if interval.start > last_day:
             break
-        if interval.start > cursor:
-            out.append(Interval(cursor, min(previous_day(interval.start), last_day)))
+        if interval.start > cursor:  # after cursor >= date.min: the day before needs no clamping
+            out.append(Interval(cursor, min(interval.start - ONE_DAY, last_day)))
         if interval.end >= last_day or interval.end == date.max:
             return out
-        cursor = max(cursor, next_day(interval.end))
+        cursor = max(cursor, interval.end + ONE_DAY)  # before date.max: no clamping either
         if cursor > last_day:
             break
     if cursor <= last_day:

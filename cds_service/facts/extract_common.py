@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from cds_service.facts.code_match import canonical_system, normalise_code
+from cds_service.facts.code_match import KNOWN_SYSTEMS, canonical_system, normalise_code
 from cds_service.facts.fhir_dates import calendar_date
+from cds_service.knowledge.schema import ICD_SYSTEMS
 
 __all__ = [
     "Caveats",
     "Coding3",
+    "PerCall",
     "calendar_date",
     "codings",
     "concept_texts",
@@ -26,6 +28,10 @@ __all__ = [
 ]
 
 Coding3 = tuple[str, str, str]  # (canonical system, normalised code, display)
+# System URIs as sent -> canonical_system of them, for the systems the tables use (no call for those).
+_CANONICAL = {system: canonical_system(system) for system in KNOWN_SYSTEMS}
+_Answer = TypeVar("_Answer")
+_NOT_YET = object()
 
 
 @dataclass
@@ -42,27 +48,56 @@ class Caveats:
         return tuple(self.items)
 
 
+class PerCall(Generic[_Answer]):
+    """A pure function's answers within one extraction call: each argument tuple is computed once.
+
+    A record repeats the same texts (drug, dosage, device) on many resources. Create one per call and
+    drop it with the call: the arguments are patient data, never kept across calls. Answers are shared
+    between callers, so the function must return values nobody changes (tuples, frozen objects).
+    """
+
+    def __init__(self, function: Callable[..., _Answer]) -> None:
+        self._function = function
+        self._answers: dict[tuple[Hashable, ...], Any] = {}
+
+    def __call__(self, *args: Hashable) -> _Answer:
+        answer = self._answers.get(args, _NOT_YET)
+        if answer is _NOT_YET:
+            answer = self._answers[args] = self._function(*args)
+        return answer  # type: ignore[no-any-return]
+
+
 def codings(concept: Any) -> list[Coding3]:
     """(system, code, display) of every coding of a CodeableConcept (validated model or None)."""
     out: list[Coding3] = []
     for coding in getattr(concept, "coding", None) or ():
-        system = canonical_system(coding.system)
-        out.append((system, normalise_code(system, coding.code), coding.display or ""))
+        system = _CANONICAL.get(coding.system) or canonical_system(coding.system)
+        code = coding.code
+        # A code of a system other than ICD is only stripped (normalise_code), no call needed.
+        code = normalise_code(system, code) if system in ICD_SYSTEMS or not code else code.strip()
+        out.append((system, code, coding.display or ""))
     return out
 
 
-def concept_texts(concept: Any) -> list[str]:
-    """`text`, then every coding display, of a CodeableConcept."""
+def concept_texts(concept: Any, coded: list[Coding3] | None = None) -> list[str]:
+    """`text`, then every coding display, of a CodeableConcept (`coded`: its `codings`, when already read)."""
     texts: list[str] = []
     text = getattr(concept, "text", None)
     if isinstance(text, str) and text.strip():
         texts.append(text)
-    texts.extend(display for _, _, display in codings(concept) if display.strip())
+    if coded is None:
+        coded = codings(concept)
+    for _, _, display in coded:
+        if display.strip():
+            texts.append(display)
     return texts
 
 
 def first_text(texts: Iterable[str]) -> str:
-    return next((text for text in texts if text.strip()), "")
+    for text in texts:
+        if text.strip():
+            return text
+    return ""
 
 
 def decimal_text(value: Decimal) -> str:
@@ -84,7 +119,14 @@ def unit_of(quantity: Any) -> str:
 
 def units_of(quantity: Any) -> list[str]:
     """Both the UCUM code and the human unit of a Quantity (either may identify the unit)."""
-    return [str(u).strip() for u in (getattr(quantity, "code", None), getattr(quantity, "unit", None)) if u]
+    units: list[str] = []
+    code = getattr(quantity, "code", None)
+    if code:
+        units.append(str(code).strip())
+    unit = getattr(quantity, "unit", None)
+    if unit:
+        units.append(str(unit).strip())
+    return units
 
 
 def effective_date(resource: Any) -> date | None:

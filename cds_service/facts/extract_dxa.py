@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
-from cds_service.facts.extract_common import codings, concept_texts
+from cds_service.facts.extract_common import Coding3, codings, concept_texts
 from cds_service.facts.parsed_resources import ParsedResources, resolve_device
 from cds_service.facts.patient_record import BmdSite, ScannerId, Side
 from cds_service.facts.relevance import reference_key
@@ -30,16 +31,28 @@ _SERIAL = re.compile(
     r"\b(?:s/?n|serial(?:\s*(?:no\.?|number|#))?)\s*[:#.]?\s*([a-z0-9][a-z0-9-]*)", re.IGNORECASE
 )
 _NON_WORD = re.compile(r"[\W_]+")
+_LEFT = re.compile(r"\bleft\b")
+_RIGHT = re.compile(r"\bright\b")
 
 
 def site_and_side(
-    code_site: str, code_side: str | None, code: Any, body_site: Any, knowledge: Knowledge
+    code_site: str,
+    code_side: str | None,
+    code: Any,
+    body_site: Any,
+    knowledge: Knowledge,
+    *,
+    coded: list[Coding3] | None = None,
 ) -> tuple[BmdSite, Side | None]:
-    """Site from the code, else `bodySite`, else `code.text` words; side likewise."""
+    """Site from the code, else `bodySite`, else `code.text` words; side likewise.
+
+    `coded`: the code's `codings`, when already read."""
     site = _as_site(code_site)
     if site == "unknown":
-        site = _body_site(body_site, knowledge) or _text_site(concept_texts(code)) or "unknown"
-    side = _as_side(code_side) or _body_site_side(body_site, knowledge) or _text_side(concept_texts(code))
+        site = _body_site(body_site, knowledge) or _text_site(concept_texts(code, coded)) or "unknown"
+    side = (
+        _as_side(code_side) or _body_site_side(body_site, knowledge) or _text_side(concept_texts(code, coded))
+    )
     return site, side
 
 
@@ -95,9 +108,10 @@ def _text_side(texts: list[str]) -> Side | None:
     sides: set[Side] = set()
     for text in texts:
         lowered = text.lower()
-        if re.search(r"\bleft\b", lowered):
+        # The substring test only skips a search that could not match.
+        if "left" in lowered and _LEFT.search(lowered):
             sides.add("left")
-        if re.search(r"\bright\b", lowered):
+        if "right" in lowered and _RIGHT.search(lowered):
             sides.add("right")
         if sides:
             break
@@ -106,27 +120,35 @@ def _text_side(texts: list[str]) -> Side | None:
 
 def unit_accepted(kind: str, units: list[str]) -> bool:
     """Protocol §5 units: T-score `{T-score}`/`SD`/`{SD}` or none; BMD g/cm2 (case-insensitive)."""
-    lowered = [u.lower() for u in units]
-    if kind == "t_score":
-        return not lowered or any(u in T_SCORE_UNITS for u in lowered)
-    return any(u in BMD_UNITS for u in lowered)
+    if kind == "t_score" and not units:
+        return True
+    accepted = T_SCORE_UNITS if kind == "t_score" else BMD_UNITS
+    return any(unit.lower() in accepted for unit in units)
 
 
 # ----- scanner identity ---------------------------------------------------------------------------
-def scanner_of(observation: Any, parsed: ParsedResources) -> ScannerId | None:
-    """Scanner from `device` (Device resource, reference identifier, display), else the performer."""
+def scanner_of(
+    observation: Any, parsed: ParsedResources, read_display: Callable[[str], ScannerId] | None = None
+) -> ScannerId | None:
+    """Scanner from `device` (Device resource, reference identifier, display), else the performer.
+
+    `read_display`: `from_display`, or a per-call memo of it (every value of a scan names the same device).
+    """
     reference = observation.device
     if reference is not None:
+        read = read_display or from_display
         device = resolve_device(observation, parsed)
-        found = _from_device(device, reference.display) if device is not None else None
+        found = _from_device(device, reference.display, read) if device is not None else None
         if found is None:
-            found = _from_reference(reference)
+            found = _from_reference(reference, read)
         if found is not None:
             return found
     return _from_performer(observation.performer)
 
 
-def _from_device(device: Any, reference_display: str | None) -> ScannerId | None:
+def _from_device(
+    device: Any, reference_display: str | None, read_display: Callable[[str], ScannerId]
+) -> ScannerId | None:
     label = reference_display or _device_name(device)
     for identifier in device.identifier or ():
         value = (identifier.value or "").strip()
@@ -135,7 +157,7 @@ def _from_device(device: Any, reference_display: str | None) -> ScannerId | None
     serial = (device.serialNumber or "").strip()
     if serial:
         return ScannerId("identifier", f"sn:{serial.lower()}", label or f"serial {serial}")
-    return from_display(label) if label else None
+    return read_display(label) if label else None
 
 
 def _device_name(device: Any) -> str:
@@ -146,13 +168,13 @@ def _device_name(device: Any) -> str:
     return " ".join(p for p in parts if p).strip()
 
 
-def _from_reference(reference: Any) -> ScannerId | None:
+def _from_reference(reference: Any, read_display: Callable[[str], ScannerId]) -> ScannerId | None:
     identifier = reference.identifier
     value = (identifier.value or "").strip() if identifier is not None else ""
     if value:
         return ScannerId("identifier", value, reference.display or value)
     if reference.display and reference.display.strip():
-        return from_display(reference.display)
+        return read_display(reference.display)
     target = (reference.reference or "").strip()
     if target and not target.startswith("#"):
         return ScannerId("display", normalise_display(target), target)

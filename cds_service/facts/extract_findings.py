@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 from cds_service.facts.code_match import (
     FRACTURE_CONCEPTS,
@@ -23,7 +23,7 @@ from cds_service.facts.code_match import (
     site_of_fracture_concepts,
     snomed_fracture_site,
 )
-from cds_service.facts.extract_common import Coding3, calendar_date, codings, concept_texts, first_text
+from cds_service.facts.extract_common import calendar_date, codings, concept_texts, first_text
 from cds_service.facts.extract_medications import agents_named
 from cds_service.facts.parsed_resources import ParsedResources
 from cds_service.facts.patient_record import ClinicalFinding, FractureSite
@@ -80,6 +80,17 @@ def _status_code(concept: Any) -> str | None:
     return found[0] if found else None
 
 
+class _Code(NamedTuple):
+    """One coding of a finding with what the code tables say of it, looked up once."""
+
+    system: str
+    code: str
+    display: str
+    concepts: frozenset[str]  # knowledge.condition_concepts
+    icd_site: str | None  # icd_fracture_site
+    table_display: str  # knowledge.condition_display, "" when the table has none
+
+
 def _finding(
     resource_type: Literal["Condition", "Procedure", "AllergyIntolerance"],
     resource: Any,
@@ -89,10 +100,23 @@ def _finding(
     clinical_status: Any,
     knowledge: Knowledge,
 ) -> ClinicalFinding:
-    coded = codings(resource.code)
-    concepts = _concepts(coded, knowledge)
-    texts = concept_texts(resource.code)
-    site_texts = [text for site in getattr(resource, "bodySite", None) or () for text in concept_texts(site)]
+    plain = codings(resource.code)
+    coded = [
+        _Code(
+            system,
+            code,
+            display,
+            knowledge.condition_concepts(system, code),
+            icd_fracture_site(system, code, knowledge),
+            knowledge.condition_display(system, code) or "",
+        )
+        for system, code, display in plain
+    ]
+    concepts = _concepts(coded)
+    texts = concept_texts(resource.code, plain)
+    # An AllergyIntolerance has no bodySite (a FHIR model raises, costly, for an element it lacks).
+    body_sites = resource.bodySite if resource_type != "AllergyIntolerance" else None
+    site_texts = [text for site in body_sites or () for text in concept_texts(site)]
     fracture_site = _fracture_site(coded, concepts, knowledge)
     if fracture_site is not None and fracture_site in SITE_CONCEPT:
         concepts |= {SITE_CONCEPT[fracture_site]}
@@ -100,75 +124,64 @@ def _finding(
         resource_type=resource_type,
         resource_id=resource.id or "",
         concepts=frozenset(concepts),
-        codes=tuple((system, code) for system, code, _ in coded if system and code),
-        label=first_text(texts) or _table_display(coded, knowledge),
-        onset=None if _only_history_codes(coded, knowledge) else calendar_date(onset),
+        codes=tuple((c.system, c.code) for c in coded if c.system and c.code),
+        label=first_text(texts) or _table_display(coded),
+        onset=None if _only_history_codes(coded) else calendar_date(onset),
         recorded=calendar_date(recorded),
         clinical_status=_status_code(clinical_status),
-        is_cancer=_is_cancer(coded, concepts, knowledge),
+        is_cancer=_is_cancer(coded, concepts),
         fracture_site=fracture_site,
-        fracture_initial=_fracture_initial(coded, knowledge) if fracture_site is not None else None,
+        fracture_initial=_fracture_initial(coded) if fracture_site is not None else None,
         fracture_osteoporotic="osteoporotic_fracture" in concepts
-        or any(is_osteoporotic_icd(s, c) for s, c, _ in coded),
+        or any(is_osteoporotic_icd(c.system, c.code) for c in coded),
         vertebral_level=_vertebral_level(coded, texts + site_texts) if fracture_site == "vertebra" else None,
     )
 
 
-def _table_display(coded: list[Coding3], knowledge: Knowledge) -> str:
+def _table_display(coded: list[_Code]) -> str:
     """The code table's display of the first known coding: a label when the resource sends none."""
-    for system, code, _ in coded:
-        display = knowledge.condition_display(system, code)
-        if display:
-            return display
-    return ""
+    return next((c.table_display for c in coded if c.table_display), "")
 
 
-def _concepts(coded: list[Coding3], knowledge: Knowledge) -> set[str]:
+def _concepts(coded: list[_Code]) -> set[str]:
     found: set[str] = set()
-    for system, code, _ in coded:
-        found |= knowledge.condition_concepts(system, code)
+    for code in coded:
+        found |= code.concepts
     return found
 
 
-def _only_history_codes(coded: list[Coding3], knowledge: Knowledge) -> bool:
+def _only_history_codes(coded: list[_Code]) -> bool:
     """True when every coding that means something to the protocol is a history-of code."""
-    meaningful = [
-        (s, c, d)
-        for s, c, d in coded
-        if knowledge.condition_concepts(s, c) or icd_fracture_site(s, c, knowledge) or is_icd_cancer(s, c)
-    ]
+    meaningful = [c for c in coded if c.concepts or c.icd_site or is_icd_cancer(c.system, c.code)]
     return bool(meaningful) and all(
-        is_history_code(
-            s, c, knowledge.condition_concepts(s, c), d or (knowledge.condition_display(s, c) or "")
-        )
-        for s, c, d in meaningful
+        is_history_code(c.system, c.code, c.concepts, c.display or c.table_display) for c in meaningful
     )
 
 
-def _is_cancer(coded: list[Coding3], concepts: set[str], knowledge: Knowledge) -> bool:
+def _is_cancer(coded: list[_Code], concepts: set[str]) -> bool:
     if "bone_malignancy" in concepts:
         return True
-    for system, code, display in coded:
-        if is_icd_cancer(system, code):
+    for code in coded:
+        if is_icd_cancer(code.system, code.code):
             return True
-        table_display = knowledge.condition_display(system, code) or ""
-        if is_snomed_malignancy(system, display) or is_snomed_malignancy(system, table_display):
+        if is_snomed_malignancy(code.system, code.display) or is_snomed_malignancy(
+            code.system, code.table_display
+        ):
             return True
     return False
 
 
-def _fracture_site(coded: list[Coding3], concepts: set[str], knowledge: Knowledge) -> FractureSite | None:
+def _fracture_site(coded: list[_Code], concepts: set[str], knowledge: Knowledge) -> FractureSite | None:
     """ICD prefix first; then SNOMED words of fracture-concept codes; then the site concept."""
-    for system, code, _ in coded:
-        site = icd_fracture_site(system, code, knowledge)
-        if site is not None:
-            return _as_site(site)
+    for code in coded:
+        if code.icd_site is not None:
+            return _as_site(code.icd_site)
     if not concepts & FRACTURE_CONCEPTS:
         return None
-    for system, code, display in coded:
-        if system != SNOMED or not knowledge.condition_concepts(system, code) & FRACTURE_CONCEPTS:
+    for code in coded:
+        if code.system != SNOMED or not code.concepts & FRACTURE_CONCEPTS:
             continue
-        for text in (knowledge.condition_display(system, code) or "", display):
+        for text in (code.table_display, code.display):
             site = snomed_fracture_site(text, knowledge)
             if site is not None:
                 return _as_site(site)
@@ -183,25 +196,22 @@ def _as_site(site: str) -> FractureSite:
     return site if site in _FRACTURE_SITES else "other"  # type: ignore[return-value]
 
 
-def _fracture_initial(coded: list[Coding3], knowledge: Knowledge) -> bool | None:
-    for system, code, _ in coded:
-        if is_icd(system) and (
-            icd_fracture_site(system, code, knowledge)
-            or knowledge.condition_concepts(system, code) & FRACTURE_CONCEPTS
-        ):
-            initial = icd_cm_initial_encounter(system, code)
+def _fracture_initial(coded: list[_Code]) -> bool | None:
+    for code in coded:
+        if is_icd(code.system) and (code.icd_site or code.concepts & FRACTURE_CONCEPTS):
+            initial = icd_cm_initial_encounter(code.system, code.code)
             if initial is not None:
                 return initial
     return None
 
 
-def _vertebral_level(coded: list[Coding3], texts: list[str]) -> str | None:
+def _vertebral_level(coded: list[_Code], texts: list[str]) -> str | None:
     for text in texts:
         for letter, number in _LEVEL.findall(text.upper()):
             if 1 <= int(number) <= _LEVEL_MAX[letter]:
                 return f"{letter}{int(number)}"
-    for system, code, _ in coded:
-        match = _ICD_LUMBAR_LEVEL.match(code) if is_icd(system) else None
+    for code in coded:
+        match = _ICD_LUMBAR_LEVEL.match(code.code) if is_icd(code.system) else None
         if match:
             return f"L{match.group(1)}"
     return None

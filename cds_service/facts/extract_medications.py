@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from cds_service.facts.code_match import ingredient_in_text, ingredients_in_text, medication_roles
 from cds_service.facts.extract_common import (
+    Coding3,
+    PerCall,
     calendar_date,
     codings,
     concept_texts,
@@ -26,6 +28,7 @@ from cds_service.facts.parsed_resources import ParsedResources, resolve_medicati
 from cds_service.facts.patient_record import MedicationRecord, MedicationRole, MedicationSource
 from cds_service.knowledge.code_tables import MedicationCode
 from cds_service.knowledge.indexed import Knowledge
+from cds_service.knowledge.schema import Dosing
 
 _ROLES: dict[str, MedicationRole] = {
     "first_line_antiresorptive": "first_line",
@@ -70,8 +73,7 @@ _SUPPLY_DAYS = {
 }
 
 
-@dataclass(frozen=True)
-class _Drug:
+class _Drug(NamedTuple):
     agent: str
     entry: MedicationCode | None  # most specific table row, None when matched by name
     texts: list[str]  # text/displays of the drug (label first), for strength and pen words
@@ -79,8 +81,12 @@ class _Drug:
     form_texts: list[str]
 
 
+TextDoses = PerCall[tuple[Decimal, ...]]  # doses_in_text of (agent, text), each text read once per call
+
+
 def extract_medications(parsed: ParsedResources, knowledge: Knowledge) -> tuple[MedicationRecord, ...]:
     records: list[MedicationRecord] = []
+    doses_of_text: TextDoses = PerCall(lambda agent, text: tuple(doses_in_text(agent, text)))
     sources: tuple[tuple[MedicationSource, tuple[Any, ...]], ...] = (
         ("administration", parsed.medication_administrations),
         ("dispense", parsed.medication_dispenses),
@@ -89,7 +95,7 @@ def extract_medications(parsed: ParsedResources, knowledge: Knowledge) -> tuple[
     )
     for source, resources in sources:
         for resource in resources:
-            record = _record(source, resource, parsed, knowledge)
+            record = _record(source, resource, parsed, knowledge, doses_of_text)
             if record is not None:
                 records.append(record)
     return tuple(oncology_by_interval(records, knowledge))
@@ -126,7 +132,11 @@ def oncology_by_interval(records: list[MedicationRecord], knowledge: Knowledge) 
 
 
 def _record(
-    source: MedicationSource, resource: Any, parsed: ParsedResources, knowledge: Knowledge
+    source: MedicationSource,
+    resource: Any,
+    parsed: ParsedResources,
+    knowledge: Knowledge,
+    doses_of_text: TextDoses,
 ) -> MedicationRecord | None:
     if resource.status not in _STATUSES[source]:
         return None
@@ -136,11 +146,12 @@ def _record(
     if drug is None:
         return None
     dosages = _dosages(source, resource)
-    doses = structured_doses(drug.agent, _dose_quantities(dosages), drug.ingredient_strengths)
-    texts = drug.texts + [d.text for d in dosages if getattr(d, "text", None)]
+    doses = structured_doses(drug.agent, _dose_quantities(source, dosages), drug.ingredient_strengths)
+    texts = drug.texts + [d.text for d in dosages if d.text]
     for text in texts:
-        doses.extend(doses_in_text(drug.agent, text))
+        doses.extend(doses_of_text(drug.agent, text))
     dose = drug.entry.strength_mg if drug.entry and drug.entry.strength_mg is not None else _first(doses)
+    dose_mg = decimal_text(dose) if dose is not None else None
     strength = strength_class(drug.agent, drug.entry, doses, texts, knowledge)
     role = _role(drug, knowledge)
     dosing = knowledge.model.dosing.get(drug.agent)
@@ -151,10 +162,10 @@ def _record(
         status=str(resource.status),
         resource_id=resource.id or "",
         **_source_fields(source, resource),
-        interval_days=_interval_days(drug.agent, dosages, dose, knowledge),
+        interval_days=_interval_days(source, dosages, dose_mg, dosing),
         interval_months=dosing.months_per_dose if dosing else None,
         strength=strength,
-        dose_text=f"{decimal_text(dose)} mg" if dose is not None else "",
+        dose_text=f"{dose_mg} mg" if dose_mg is not None else "",
         per_pen=_is_pen(drug),
         matched_by_name=drug.entry is None,
         label=first_text(drug.texts) or (drug.entry.display if drug.entry is not None else ""),
@@ -182,12 +193,14 @@ def identify_drug(resource: Any, parsed: ParsedResources, knowledge: Knowledge) 
     """The agent of a medication resource: codes first (most specific row), else names."""
     concept = resource.medicationCodeableConcept
     medication = resolve_medication(resource, parsed) if concept is None else None
-    concepts = [c for c in (concept, getattr(medication, "code", None)) if c is not None]
+    if medication is not None:
+        concept = medication.code
+    coded = codings(concept) if concept is not None else []
+    texts = concept_texts(concept, coded) if concept is not None else []
     reference = resource.medicationReference
-    texts = [t for c in concepts for t in concept_texts(c)]
     if reference is not None and reference.display:
         texts.append(reference.display)
-    entry = most_specific_entry(concepts, knowledge)
+    entry = most_specific_entry(coded, knowledge)
     agent = entry.ingredient if entry is not None else _named_agent(texts, knowledge)
     if agent is None:
         return None
@@ -195,20 +208,20 @@ def identify_drug(resource: Any, parsed: ParsedResources, knowledge: Knowledge) 
         agent=agent,
         entry=entry,
         texts=texts,
-        ingredient_strengths=[
-            i.strength for i in getattr(medication, "ingredient", None) or () if i.strength
-        ],
-        form_texts=concept_texts(getattr(medication, "form", None)),
+        ingredient_strengths=[i.strength for i in medication.ingredient or () if i.strength]
+        if medication is not None
+        else [],
+        form_texts=concept_texts(medication.form) if medication is not None else [],
     )
 
 
-def most_specific_entry(concepts: list[Any], knowledge: Knowledge) -> MedicationCode | None:
+def most_specific_entry(coded: list[Coding3], knowledge: Knowledge) -> MedicationCode | None:
+    """The table row of the codings with a strength, else a product, else an ingredient or ATC class."""
     best: MedicationCode | None = None
-    for concept in concepts:
-        for system, code, _ in codings(concept):
-            entry = knowledge.medications.get((system, code))
-            if entry is not None and (best is None or _specificity(entry) > _specificity(best)):
-                best = entry
+    for system, code, _ in coded:
+        entry = knowledge.medications.get((system, code))
+        if entry is not None and (best is None or _specificity(entry) > _specificity(best)):
+            best = entry
     return best
 
 
@@ -249,15 +262,18 @@ def _dosages(source: MedicationSource, resource: Any) -> list[Any]:
     return list(resource.dosageInstruction or ())
 
 
-def _dose_quantities(dosages: list[Any]) -> list[Any]:
-    quantities: list[Any] = []
-    for dosage in dosages:
-        if getattr(dosage, "dose", None) is not None:  # MedicationAdministration.dosage
-            quantities.append(dosage.dose)
-        for dose_and_rate in getattr(dosage, "doseAndRate", None) or ():
-            if dose_and_rate.doseQuantity is not None:
-                quantities.append(dose_and_rate.doseQuantity)
-    return quantities
+def _dose_quantities(source: MedicationSource, dosages: list[Any]) -> list[Any]:
+    """MedicationAdministration.dosage.dose; the others' Dosage.doseAndRate.doseQuantity.
+
+    Read by source: a FHIR model raises (costly) when asked for an element its type does not have."""
+    if source == "administration":
+        return [dosage.dose for dosage in dosages if dosage.dose is not None]
+    return [
+        dose_and_rate.doseQuantity
+        for dosage in dosages
+        for dose_and_rate in dosage.doseAndRate or ()
+        if dose_and_rate.doseQuantity is not None
+    ]
 
 
 def _source_fields(source: MedicationSource, resource: Any) -> dict[str, Any]:
@@ -303,17 +319,21 @@ def supply_days(quantity: Any) -> int | None:
     return int((value * factor).to_integral_value(rounding=ROUND_HALF_UP))
 
 
-def _interval_days(agent: str, dosages: list[Any], dose: Decimal | None, knowledge: Knowledge) -> int | None:
-    """Dosing interval: the timing, else the product strength's default, else the agent's default."""
-    for dosage in dosages:
-        days = timing_days(getattr(getattr(dosage, "timing", None), "repeat", None))
-        if days is not None:
-            return days
-    dosing = knowledge.model.dosing.get(agent)
+def _interval_days(
+    source: MedicationSource, dosages: list[Any], dose_mg: str | None, dosing: Dosing | None
+) -> int | None:
+    """Dosing interval: the timing, else the product strength's default, else the agent's default.
+
+    `dose_mg`: the dose as `decimal_text` writes it. An administration's dosage has no timing."""
+    if source != "administration":
+        for dosage in dosages:
+            days = timing_days(dosage.timing.repeat if dosage.timing is not None else None)
+            if days is not None:
+                return days
     if dosing is None:
         return None
-    if dose is not None and decimal_text(dose) in dosing.by_strength_mg:
-        return dosing.by_strength_mg[decimal_text(dose)]
+    if dose_mg is not None and dose_mg in dosing.by_strength_mg:
+        return dosing.by_strength_mg[dose_mg]
     return dosing.default_days
 
 

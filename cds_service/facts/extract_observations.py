@@ -6,17 +6,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from cds_service.facts.extract_common import (
     Caveats,
+    Coding3,
+    PerCall,
     calendar_date,
     codings,
     effective_date,
     round_2,
     units_of,
 )
-from cds_service.facts.extract_dxa import scanner_of, site_and_side, unit_accepted
+from cds_service.facts.extract_dxa import from_display, scanner_of, site_and_side, unit_accepted
 from cds_service.facts.observation_kinds import BMD_KINDS, FRAX_KINDS, WANTED_KINDS, lab_factor
 from cds_service.facts.observation_values import (
     MAX_MAGNITUDE,
@@ -32,6 +34,7 @@ from cds_service.knowledge.code_tables import ObservationCode
 from cds_service.knowledge.indexed import Knowledge
 
 _ONE = Decimal(1)
+_ZERO = Decimal(0)
 _CANONICAL_UNIT = {
     "egfr": "mL/min/{1.73_m2}",
     "calcium": "mg/dL",
@@ -59,12 +62,12 @@ class ObservationFacts:
     dxa_reports_without_values: tuple[date, ...]
 
 
-@dataclass(frozen=True)
-class _Measurement:
+class _Measurement(NamedTuple):
     """The observation itself or one of its components: a coded value with its own range."""
 
     entry: ObservationCode
     code: Any
+    coded: list[Coding3]  # codings(code)
     value: ObservedValue
     reference_range: Any
 
@@ -74,8 +77,7 @@ class _Measurement:
         return _KIND_LABELS.get(kind) or LAB_LABELS.get(kind, kind)
 
 
-@dataclass(frozen=True)
-class _Context:
+class _Context(NamedTuple):
     resource_id: str
     day: date | None
     body_site: Any
@@ -91,6 +93,7 @@ class _Collector:
         self.frax: list[FraxResult] = []
         self.labs: list[LabResult] = []
         self._scanners: dict[int, ScannerId | None] = {}
+        self._display_scanners: PerCall[ScannerId] = PerCall(from_display)
 
     def observation(self, observation: Any) -> None:
         context = _Context(
@@ -108,7 +111,7 @@ class _Collector:
     def _scanner(self, observation: Any) -> ScannerId | None:
         key = id(observation)
         if key not in self._scanners:
-            self._scanners[key] = scanner_of(observation, self.parsed)
+            self._scanners[key] = scanner_of(observation, self.parsed, self._display_scanners)
         return self._scanners[key]
 
     def _readable(self, measurement: _Measurement) -> Measured | None:
@@ -158,6 +161,7 @@ class _Collector:
             measurement.code,
             context.body_site,
             self.knowledge,
+            coded=measurement.coded,
         )
         if site == "unknown":
             label = "T-score" if kind == "t_score" else "BMD (g/cm²)"
@@ -261,21 +265,23 @@ def extract_observations(parsed: ParsedResources, knowledge: Knowledge, caveats:
 def _measurements(observation: Any, knowledge: Knowledge) -> Iterator[_Measurement]:
     """The observation's own value, then every component, each with its first wanted table entry."""
     parts = [observation]
-    parts.extend(c for c in observation.component or () if c.code is not None)
+    if observation.component:
+        parts.extend(c for c in observation.component if c.code is not None)
     for part in parts:
-        entry = _table_entry(part.code, knowledge)
+        coded = codings(part.code)
+        entry = _table_entry(coded, knowledge)
         if entry is None:
             continue
         value = observed_value(part.valueQuantity, part.valueString)
         if value is not None:
-            yield _Measurement(entry, part.code, value, part.referenceRange)
+            yield _Measurement(entry, part.code, coded, value, part.referenceRange)
 
 
 def _plausible(kind: str, value: Decimal) -> bool:
     if kind == "t_score":
         return _T_SCORE_RANGE[0] <= value <= _T_SCORE_RANGE[1]
     if kind == "bmd":
-        return Decimal(0) < value <= _BMD_MAX
+        return _ZERO < value <= _BMD_MAX
     if kind == "egfr":
         return _EGFR_RANGE[0] <= value <= _EGFR_RANGE[1]
     if kind in FRAX_KINDS:
@@ -303,17 +309,12 @@ def _scanner_rank(result: BmdResult) -> int:
     return _SCANNER_RANK[result.scanner.kind] if result.scanner is not None else 0
 
 
-def _table_entry(code: Any, knowledge: Knowledge) -> ObservationCode | None:
-    for system, value, _ in codings(code):
+def _table_entry(coded: list[Coding3], knowledge: Knowledge) -> ObservationCode | None:
+    for system, value, _ in coded:
         for entry in knowledge.observation_codes(system, value):
             if entry.kind in WANTED_KINDS:
                 return entry
     return None
-
-
-def _quantity_value(quantity: Any) -> Decimal | None:
-    value = getattr(quantity, "value", None)
-    return value if isinstance(value, Decimal) else None
 
 
 def _shown_unit(units: list[str]) -> str:
@@ -342,8 +343,8 @@ def _reference_bounds(
 
 
 def _bound(kind: LabKind, quantity: Any, value_factor: tuple[Decimal, Decimal]) -> Decimal | None:
-    value = _quantity_value(quantity)
-    if value is None or not value.is_finite() or abs(value) > MAX_MAGNITUDE:
+    value = getattr(quantity, "value", None)
+    if not isinstance(value, Decimal) or not value.is_finite() or abs(value) > MAX_MAGNITUDE:
         return None  # an absurd range limit is no limit: the configured default applies
     units = units_of(quantity)
     factor = lab_factor(kind, units) if units else value_factor

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+from cds_service.core.frozen_init import one_step_init
 from cds_service.facts.extract_common import units_of
 
 Comparator = Literal["<", "<=", ">", ">="]
@@ -27,6 +28,7 @@ _NUMERIC_STRING = re.compile(
 )
 
 
+@one_step_init
 @dataclass(frozen=True)
 class Measured:
     value: Decimal
@@ -34,11 +36,13 @@ class Measured:
     units: list[str]
 
 
+@one_step_init
 @dataclass(frozen=True)
 class Unreadable:
     text: str  # shortened for the card (escaped later by the renderer)
 
 
+@one_step_init
 @dataclass(frozen=True)
 class Implausible:
     text: str

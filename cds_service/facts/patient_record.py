@@ -11,6 +11,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Literal
 
+from cds_service.core.frozen_init import one_step_init
 from cds_service.knowledge.schema import FractureSiteName
 
 Sex = Literal["female", "male", "other", "unknown"]
@@ -51,6 +52,7 @@ MEDICATION_CATEGORIES = frozenset(
 FractureSite = FractureSiteName
 
 
+@one_step_init
 @dataclass(frozen=True)
 class Demographics:
     birth_date: date | None
@@ -58,6 +60,7 @@ class Demographics:
     deceased: bool
 
 
+@one_step_init
 @dataclass(frozen=True)
 class ScannerId:
     """Scanner identity of a DXA result (protocol §5 Scanner).
@@ -71,6 +74,7 @@ class ScannerId:
     label: str  # human-readable, already free of PHI (device display or identifier), shown on the card
 
 
+@one_step_init
 @dataclass(frozen=True)
 class BmdResult:
     """One DXA value (T-score or g/cm²) at one site and side on one date."""
@@ -84,6 +88,7 @@ class BmdResult:
     resource_id: str
 
 
+@one_step_init
 @dataclass(frozen=True)
 class FraxResult:
     date: date
@@ -91,6 +96,7 @@ class FraxResult:
     value: Decimal  # percent
 
 
+@one_step_init
 @dataclass(frozen=True)
 class MedicationRecord:
     """One medication resource about a bone-relevant drug, normalised.
@@ -123,6 +129,7 @@ class MedicationRecord:
     label: str = ""  # display text of the medication (escaped later by the card renderer)
 
 
+@one_step_init
 @dataclass(frozen=True)
 class ClinicalFinding:
     """A Condition, Procedure or AllergyIntolerance mapped to protocol concepts."""
@@ -143,6 +150,7 @@ class ClinicalFinding:
     allergy_agents: frozenset[str] = frozenset()  # agents this allergy is to
 
 
+@one_step_init
 @dataclass(frozen=True)
 class LabResult:
     kind: LabKind
@@ -167,6 +175,7 @@ class LabResult:
         return f"{self.comparator or ''}{self.value}"
 
 
+@one_step_init
 @dataclass(frozen=True)
 class PatientRecord:
     """Everything the protocol reads for one patient."""

@@ -88,8 +88,10 @@ def _measurements(
     items: tuple[_Dated, ...], window: _Range, caveats: list[str], label: Callable[[_Dated], str]
 ) -> tuple[_Dated, ...]:
     kept: list[_Dated] = []
+    latest = window.latest
     for item in items:
-        if window.plausible(item.date):
+        day = item.date
+        if day is None or EARLIEST_PLAUSIBLE <= day <= latest:  # window.plausible, written out
             kept.append(item)
         else:
             caveats.append(_caveat(label(item), item.date))
@@ -98,28 +100,30 @@ def _measurements(
 
 def _medication(record: MedicationRecord, window: _Range, caveats: list[str]) -> MedicationRecord:
     changes: dict[str, date | None] = {}
-    label = f"{record.agent.replace('_', ' ')} record"
-    for name in ("event_date", "period_start"):
-        day = getattr(record, name)
-        if not window.plausible(day):
-            caveats.append(_caveat(label, day))
+    latest = window.latest
+    for name, day in (("event_date", record.event_date), ("period_start", record.period_start)):
+        if day is not None and not EARLIEST_PLAUSIBLE <= day <= latest:  # not window.plausible(day)
+            caveats.append(_caveat(_medication_label(record), day))
             changes[name] = None
     end = record.period_end
-    if end is not None and end > window.latest:
+    if end is not None and end > latest:
         start = changes.get("period_start", record.period_start)
         # An open end: still running on as_of (never before its own start).
         changes["period_end"] = max(window.as_of, start) if start is not None else window.as_of
     elif end is not None and end < EARLIEST_PLAUSIBLE:
-        caveats.append(_caveat(label, end))
+        caveats.append(_caveat(_medication_label(record), end))
         changes["period_end"] = None
     return replace(record, **changes) if changes else record  # type: ignore[arg-type]
 
 
+def _medication_label(record: MedicationRecord) -> str:
+    return f"{record.agent.replace('_', ' ')} record"
+
+
 def _finding(finding: ClinicalFinding, window: _Range, caveats: list[str]) -> ClinicalFinding:
     changes: dict[str, date | None] = {}
-    for name in ("onset", "recorded"):
-        day = getattr(finding, name)
-        if not window.plausible(day):
+    for name, day in (("onset", finding.onset), ("recorded", finding.recorded)):
+        if day is not None and not window.plausible(day):
             caveats.append(_caveat(f"{finding.resource_type} date", day))
             changes[name] = None
     return replace(finding, **changes) if changes else finding  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal
 
+from cds_service.core.frozen_init import one_step_init
 from cds_service.facts.dates import add_months
 from cds_service.facts.patient_record import BmdResult, ScannerId
 from cds_service.knowledge.indexed import Knowledge
@@ -18,8 +19,10 @@ TARGET_SITES = ("total_hip", "femoral_neck")
 DIAGNOSTIC_SITES = ("total_hip", "femoral_neck", "lumbar_spine", "radius")
 HUNDREDTH = Decimal("0.01")
 TENTH = Decimal("0.1")
+_NO_SCANNERS: dict[tuple[str, str], ScannerId] = {}  # read only: a date without a known scanner
 
 
+@one_step_init
 @dataclass(frozen=True)
 class Scan:
     """One DXA: the values with the same date and scanner."""
@@ -54,7 +57,7 @@ def group_scans(results: tuple[BmdResult, ...], as_of: date) -> list[Scan]:
         if result.date > as_of:
             continue
         scanner = result.scanner
-        same_day = known.get(result.date, {})
+        same_day = known.get(result.date, _NO_SCANNERS)
         if scanner is None and len(same_day) == 1:
             scanner = next(iter(same_day.values()))
         key = (result.date, (scanner.kind, scanner.value) if scanner else None)

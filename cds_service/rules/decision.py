@@ -7,6 +7,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, Literal
 
+from cds_service.core.frozen_init import one_step_init
+
 Outcome = Literal[
     "ESCALATE",
     "CONSIDER",
@@ -28,6 +30,7 @@ ANABOLICS = ("romosozumab", "teriparatide", "abaloparatide")
 FOLLOW_ON_AGENTS = ("alendronate", "risedronate", "ibandronate", "zoledronic_acid", "denosumab")
 
 
+@one_step_init
 @dataclass(frozen=True)
 class AgentAssessment:
     agent: str
@@ -46,6 +49,7 @@ class AgentAssessment:
         return out
 
 
+@one_step_init
 @dataclass(frozen=True)
 class FollowOnAssessment:
     agent: str
@@ -56,6 +60,7 @@ class FollowOnAssessment:
         return {"agent": self.agent, "status": self.status, "reasons": list(self.reasons)}
 
 
+@one_step_init
 @dataclass(frozen=True)
 class DxaEvidence:
     """One DXA value used by the decision (for the card's evidence table)."""
@@ -69,6 +74,7 @@ class DxaEvidence:
     role: str  # "baseline" | "follow-up" | "diagnosis"
 
 
+@one_step_init
 @dataclass(frozen=True)
 class SiteResponse:
     """Response at one deciding site (total hip or lumbar spine)."""
@@ -83,6 +89,7 @@ class SiteResponse:
     met: bool
 
 
+@one_step_init
 @dataclass(frozen=True)
 class ExposureSummary:
     agents: tuple[str, ...]
@@ -93,6 +100,7 @@ class ExposureSummary:
     source_quality: str  # "administrations/dispenses", "statements/orders only (adherence not verifiable)"
 
 
+@one_step_init
 @dataclass(frozen=True)
 class Evidence:
     dxa: tuple[DxaEvidence, ...] = ()
@@ -111,6 +119,7 @@ class Evidence:
     aace_very_high_risk: bool = False
 
 
+@one_step_init
 @dataclass(frozen=True)
 class WarningDetail:
     code: WarningCode

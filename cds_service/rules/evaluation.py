@@ -25,6 +25,7 @@ from cds_service.rules.decision import (
 from cds_service.rules.exposure import (
     agent_exposures,
     anabolic_courses,
+    counted_coverages,
     first_line_record_coverage,
     first_line_union,
     prior_denosumab_days,
@@ -63,10 +64,11 @@ class Evaluation:
         self.warnings: list[WarningDetail] = []
         self.cap_reasons: list[str] = []
         self.evidence = Evidence(not_checked=knowledge.concept_gap_lines)
-        self.exposures = agent_exposures(record.medications, as_of, knowledge)
+        coverages = counted_coverages(record.medications, as_of, knowledge)  # each record's, once
+        self.exposures = agent_exposures(record.medications, as_of, knowledge, coverages)
         self.courses = anabolic_courses(self.exposures, as_of, knowledge)
         self.first_line = first_line_union(self.exposures)
-        self.first_line_records = first_line_record_coverage(record.medications, as_of, knowledge)
+        self.first_line_records = first_line_record_coverage(record.medications, as_of, knowledge, coverages)
         self.labs = assess_labs(record.labs, as_of, knowledge)
         self.sex = record.demographics.sex if record.demographics else "unknown"
         self.first_line_agent: str | None = None

@@ -135,29 +135,50 @@ def _is_first_line(rec: MedicationRecord) -> bool:
     return rec.role == "first_line" and rec.strength != "oncology"
 
 
-def agent_exposures(
+def counted_coverages(
     medications: tuple[MedicationRecord, ...], as_of: date, knowledge: Knowledge
+) -> list[Interval | None]:
+    """`record_coverage` of each record that counts as exposure (first-line or anabolic, not an oncology
+    dose), None for the others: computed once for `agent_exposures` and `first_line_record_coverage`."""
+    return [record_coverage(rec, as_of, knowledge) if _is_counted(rec) else None for rec in medications]
+
+
+def _is_counted(rec: MedicationRecord) -> bool:
+    return rec.role in ("first_line", "anabolic") and rec.strength != "oncology"
+
+
+def agent_exposures(
+    medications: tuple[MedicationRecord, ...],
+    as_of: date,
+    knowledge: Knowledge,
+    coverages: list[Interval | None] | None = None,
 ) -> dict[str, AgentExposure]:
     """Coverage per agent. Administrations and dispenses alone define coverage from their first
-    record onward; statements and requests only add coverage before that (protocol §4)."""
-    by_agent: dict[str, list[MedicationRecord]] = defaultdict(list)
-    for rec in medications:
-        if rec.role in ("first_line", "anabolic") and rec.strength != "oncology":
-            by_agent[rec.agent].append(rec)
+    record onward; statements and requests only add coverage before that (protocol §4).
+
+    `coverages`: `counted_coverages(medications, ...)`, when already computed."""
+    if coverages is None:
+        coverages = counted_coverages(medications, as_of, knowledge)
+    by_agent: dict[str, list[tuple[MedicationRecord, Interval | None]]] = defaultdict(list)
+    for rec, coverage in zip(medications, coverages, strict=True):
+        if _is_counted(rec):
+            by_agent[rec.agent].append((rec, coverage))
     out: dict[str, AgentExposure] = {}
-    for agent, recs in by_agent.items():
+    for agent, covered in by_agent.items():
+        recs = [rec for rec, _ in covered]
         verified = [r for r in recs if r.source in VERIFIED_SOURCES and r.event_date]
         first_verified = min((r.event_date for r in verified if r.event_date), default=None)
         doses = [r for r in recs if is_dose_record(r)]
         intervals: list[Interval] = []
         unverified_sources: set[str] = set()
-        for rec in recs:
-            interval = record_coverage(rec, as_of, knowledge)
-            if interval is None:
+        before_verified = previous_day(first_verified) if first_verified is not None else None
+        for rec, coverage in covered:
+            if coverage is None:
                 continue
+            interval = coverage
             dose_statement = rec.source == "statement" and is_dose_record(rec)
-            if rec.source not in VERIFIED_SOURCES and first_verified is not None and not dose_statement:
-                clipped = interval.clip(interval.start, previous_day(first_verified))
+            if rec.source not in VERIFIED_SOURCES and before_verified is not None and not dose_statement:
+                clipped = interval.clip(interval.start, before_verified)
                 if clipped is None:
                     continue
                 interval = clipped
@@ -180,16 +201,21 @@ def agent_exposures(
 
 
 def first_line_record_coverage(
-    medications: tuple[MedicationRecord, ...], as_of: date, knowledge: Knowledge
+    medications: tuple[MedicationRecord, ...],
+    as_of: date,
+    knowledge: Knowledge,
+    coverages: list[Interval | None] | None = None,
 ) -> list[tuple[str, Interval]]:
     """(agent, coverage) of each first-line record on its own, whatever its resource type: before the
-    administration/dispense priority and before merging (for the §1 warnings' "coverage since")."""
+    administration/dispense priority and before merging (for the §1 warnings' "coverage since").
+
+    `coverages`: `counted_coverages(medications, ...)`, when already computed."""
+    if coverages is None:
+        coverages = counted_coverages(medications, as_of, knowledge)
     out: list[tuple[str, Interval]] = []
-    for rec in medications:
-        if _is_first_line(rec):
-            interval = record_coverage(rec, as_of, knowledge)
-            if interval is not None:
-                out.append((rec.agent, interval))
+    for rec, interval in zip(medications, coverages, strict=True):
+        if _is_first_line(rec) and interval is not None:
+            out.append((rec.agent, interval))
     return out
 
 
@@ -285,9 +311,13 @@ def therapy_start(
         return None
     start = blocks[0].start
     previous_end = blocks[0].end
+    gap_months = knowledge.windows.episode_gap_months
     for interval in blocks[1:]:
-        long_gap = interval.start > next_day(add_months(previous_end, knowledge.windows.episode_gap_months))
-        anabolic_between = any(previous_end < c.interval.end < interval.start for c in courses)
+        # Starts after the day following previous_end + gap_months (at date.max: never, as next_day).
+        long_gap = (interval.start - add_months(previous_end, gap_months)).days > 1
+        anabolic_between = bool(courses) and any(
+            previous_end < c.interval.end < interval.start for c in courses
+        )
         if long_gap or anabolic_between:
             start = interval.start
         previous_end = max(previous_end, interval.end)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
+from cds_service.core.frozen_init import one_step_init
 from cds_service.facts.dates import add_months
 from cds_service.facts.patient_record import LabResult
 from cds_service.knowledge.indexed import Knowledge
@@ -22,6 +23,7 @@ _NORMAL_ALBUMIN_G_DL = Decimal("4.0")
 NOT_DETERMINABLE = "not determinable"  # a corrected calcium whose bounds leave every value open
 
 
+@one_step_init
 @dataclass(frozen=True)
 class Reading:
     """The values a result allows: `low`..`high` (None = unbounded), each end open or closed."""
@@ -95,6 +97,7 @@ def corrected_calcium_reading(calcium: LabResult, albumin: LabResult | None) -> 
     )
 
 
+@one_step_init
 @dataclass(frozen=True)
 class LabStatus:
     egfr: LabResult | None

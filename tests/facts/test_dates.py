@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import calendar
 from datetime import date
 
 import pytest
 
 from cds_service.facts.dates import (
     Interval,
+    _month_length,
     add_days,
     add_months,
     age_on,
@@ -200,3 +202,34 @@ def test_covering() -> None:
     merged = [Interval(date(2021, 1, 1), date(2021, 1, 10)), Interval(date(2021, 2, 1), date(2021, 2, 10))]
     assert covering(merged, date(2021, 2, 10)) == merged[1]
     assert covering(merged, date(2021, 1, 20)) is None
+
+
+def test_month_lengths_are_those_of_the_calendar() -> None:
+    """add_months reads a month's length from its own table (monthrange also computes a weekday)."""
+    for year in range(1, 10_000):
+        for month in range(1, 13):
+            assert _month_length(year, month) == calendar.monthrange(year, month)[1], (year, month)
+
+
+def test_merge_sorts_as_intervals_order() -> None:
+    """merge sorts by (start, end): the order the Interval dataclass defines (order=True)."""
+    days = [date(2024, 1, day) for day in (1, 3, 5, 9)]
+    intervals = [Interval(start, end) for start in days for end in days if start <= end][::-1]
+    ordered = sorted(intervals)
+    assert merge(intervals) == merge(ordered)
+    assert [(i.start, i.end) for i in ordered] == sorted((i.start, i.end) for i in intervals)
+
+
+def test_add_months_clamps_as_monthrange_does() -> None:
+    """Only a day after the 28th is clamped (every month has 28 days): the same as clamping every day."""
+
+    def careful(day: date, months: int) -> date:
+        year, month = divmod(day.year * 12 + (day.month - 1) + months, 12)
+        if not 1 <= year <= 9999:
+            return date.min if year < 1 else date.max
+        return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
+
+    days = [date.fromordinal(date(1999, 12, 1).toordinal() + offset) for offset in range(3 * 366)]
+    for day in [*days, date(1, 1, 31), date(9999, 12, 31), date(9999, 1, 31)]:
+        for months in (-120_000, -24, -13, -12, -1, 0, 1, 2, 11, 12, 13, 25, 120_000):
+            assert add_months(day, months) == careful(day, months), (day, months)
