@@ -7,9 +7,9 @@ irrelevant (or, for statuses, not ignored), it never raises.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from cds_service.facts.code_match import (
     canonical_system,
@@ -252,14 +252,7 @@ class RelevanceChecker:
         for coding in codings:
             if not isinstance(coding, dict):
                 continue
-            key = (coding.get("system"), coding.get("code"))  # as written: see `raw_key`
-            try:
-                found = memo[key]
-            except KeyError:
-                found = memo[key] = self._observation_code(raw_key(coding))
-            except TypeError:  # a list or object where a string belongs: judged as is, not memoised
-                found = self._observation_code(raw_key(coding))
-            if found:
+            if _memoised(memo, coding, self._observation_code):
                 return True
         return False
 
@@ -289,13 +282,7 @@ class RelevanceChecker:
         for coding in _list(concept.get("coding") if isinstance(concept, dict) else None):
             if not isinstance(coding, dict):
                 continue
-            key = (coding.get("system"), coding.get("code"))  # as written: see `raw_key`
-            try:
-                found = memo[key]
-            except KeyError:
-                found = memo[key] = self._finding_code(raw_key(coding))
-            except TypeError:  # a list or object where a string belongs: judged as is, not memoised
-                found = self._finding_code(raw_key(coding))
+            found = _memoised(memo, coding, self._finding_code)
             if found[0]:
                 return True
             if found[1] == SNOMED and is_snomed_malignancy(SNOMED, _text(coding.get("display"))):
@@ -384,3 +371,22 @@ class RelevanceChecker:
             return None
         found = self.referenced.find(target)
         return found if found is not None and found.get("resourceType") == "Medication" else None
+
+
+_Verdict = TypeVar("_Verdict")
+
+
+def _memoised(
+    memo: dict[tuple[Any, Any], _Verdict],
+    coding: dict[str, Any],
+    judge: Callable[[tuple[str, str]], _Verdict],
+) -> _Verdict:
+    """`judge(raw_key(coding))`, remembered for the call by system and code as written (see `raw_key`)."""
+    key = (coding.get("system"), coding.get("code"))
+    try:
+        return memo[key]
+    except KeyError:
+        verdict = memo[key] = judge(raw_key(coding))
+        return verdict
+    except TypeError:  # a list or object where a string belongs: judged as is, not memoised
+        return judge(raw_key(coding))
