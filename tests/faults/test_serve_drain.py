@@ -8,7 +8,6 @@ from __future__ import annotations
 import collections
 import http.client
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.test_serve_slow_clients import free_port, get
 from tests.support.fixtures import hook_request
+from tests.support.serve_process import free_port, serve_env, start_serve, wait_until_healthy
 
 PATH = "/cds-services/osteoporosis-escalation"
 
@@ -65,33 +64,18 @@ def test_connections_queued_when_the_listener_closes_get_503_not_a_reset() -> No
 def test_requests_during_a_sigterm_drain_are_answered_never_reset(tmp_path: Path, worker_class: str) -> None:
     """End to end: 10 clients keep calling while the master gets SIGTERM (2 workers of each class)."""
     port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CDS_")}
-    env.update(
-        {
-            "CDS_AUTH_MODE": "off",
-            "CDS_DATA_DIR": str(tmp_path),
-            "CDS_AS_OF": "2025-06-01",
-            "CDS_LOG_LEVEL": "WARNING",
-            "CDS_PORT": str(port),
-            "CDS_WORKERS": "2",
-            "CDS_WORKER_CLASS": worker_class,
-            "CDS_CLIENT_RATE_LIMIT": "",
-            "CDS_CLIENT_MAX_IN_FLIGHT": "0",
-        }
+    env = serve_env(
+        tmp_path,
+        port,
+        CDS_WORKERS="2",
+        CDS_WORKER_CLASS=worker_class,
+        CDS_CLIENT_RATE_LIMIT="",
+        CDS_CLIENT_MAX_IN_FLIGHT="0",
     )
-    with (tmp_path / "serve.log").open("wb") as log:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "cds-service"), "serve"], env=env, stdout=log, stderr=log
-        )
+    log_path = tmp_path / "serve.log"
+    process = start_serve(env, log_path)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if get(port, "/healthz", 1.0)[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
+        wait_until_healthy(port, process, log_path)
         outcomes = hammer_through_sigterm(port, process)
     finally:
         if process.poll() is None:

@@ -24,26 +24,10 @@ import pytest
 
 from tests.faults.hostile_peers import hostile_peer
 from tests.support.fixtures import hook_request
+from tests.support.serve_process import free_port, get, serve_env
 
 PATH = "/cds-services/osteoporosis-escalation"
 HOSTILE_EACH = 8
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes, float]:
-    started = time.monotonic()
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read(), time.monotonic() - started
-    finally:
-        connection.close()
 
 
 MASTER_PIDS: dict[int, int] = {}
@@ -53,17 +37,7 @@ MASTER_PIDS: dict[int, int] = {}
 def server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     data = tmp_path_factory.mktemp("serve")
     port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CDS_")}
-    env.update(
-        {
-            "CDS_AUTH_MODE": "off",
-            "CDS_DATA_DIR": str(data),
-            "CDS_AS_OF": "2025-06-01",
-            "CDS_LOG_LEVEL": "WARNING",
-            "CDS_PORT": str(port),
-            "CDS_WORKERS": "1",
-        }
-    )
+    env = serve_env(data, port, CDS_WORKERS="1")
     log = (data / "serve.log").open("wb")
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "cds-service"), "serve"], env=env, stdout=log, stderr=log

@@ -5,10 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import os
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,8 +22,8 @@ from cds_service.record.db.wal_checkpoint import (
     CHECKPOINT_EVERY_COMMITS,
     BackgroundCheckpointer,
 )
-from tests.faults.test_serve_slow_clients import free_port, get
 from tests.support.fixtures import hook_request
+from tests.support.serve_process import free_port, serve_env, start_serve, wait_until_healthy
 
 ROW = "x" * 3000  # most of a page per row: the WAL grows quickly
 
@@ -126,30 +123,20 @@ def test_under_gevent_serving_checkpoints_run_in_the_background_and_every_call_i
     """The commit event fires inside gevent's native threads: what it starts must not be a greenlet (a
     greenlet spawned there never ran, held the checkpoint lock forever and stalled the pool)."""
     port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CDS_")}
-    env.update(
-        {
-            "CDS_AUTH_MODE": "off",
-            "CDS_DATA_DIR": str(tmp_path),
-            "CDS_AS_OF": "2025-06-01",
-            "CDS_LOG_LEVEL": "WARNING",
-            "CDS_PORT": str(port),
-            "CDS_WORKERS": "2",
-            "CDS_WORKER_CLASS": "gevent",
-            "CDS_CLIENT_RATE_LIMIT": "",
-            "CDS_CLIENT_MAX_IN_FLIGHT": "0",
-        }
+    env = serve_env(
+        tmp_path,
+        port,
+        CDS_WORKERS="2",
+        CDS_WORKER_CLASS="gevent",
+        CDS_CLIENT_RATE_LIMIT="",
+        CDS_CLIENT_MAX_IN_FLIGHT="0",
     )
     log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "cds-service"), "serve"], env=env, stdout=log, stderr=log
-        )
+    process = start_serve(env, log_path)
     database = tmp_path / "cds-service.sqlite3"
     body = json.dumps(hook_request("s01", with_prefetch=True)).encode()
     try:
-        assert _wait_for(lambda: _healthy(port) or process.poll() is not None, seconds=60)
-        assert process.poll() is None, log_path.read_text()
+        wait_until_healthy(port, process, log_path)
         size_before = database.stat().st_size
         with ThreadPoolExecutor(4) as pool:
             statuses = list(pool.map(lambda _: _post(port, body), range(6 * CHECKPOINT_EVERY_COMMITS)))
@@ -160,13 +147,6 @@ def test_under_gevent_serving_checkpoints_run_in_the_background_and_every_call_i
     assert statuses == [200] * len(statuses)
     assert grew, "no background checkpoint copied the WAL into the database"
     assert "checkpoint failed" not in log_path.read_text()
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return get(port, "/healthz", 1.0)[0] == 200
-    except OSError:
-        return False
 
 
 def _post(port: int, body: bytes) -> int:
