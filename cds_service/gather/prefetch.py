@@ -21,7 +21,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from cds_service.core.errors import BadRequest, DataUnavailable, NotR4Server
-from cds_service.gather.bundles import JsonObject, next_link
+from cds_service.gather.bundles import JsonObject, bundle_entries, next_link
 from cds_service.gather.capability import R4_REQUIRED_HINT
 from cds_service.gather.client import FhirClient
 from cds_service.gather.query_shape import newest_first, server_capabilities, shape_query
@@ -306,22 +306,12 @@ def _plain_entries(entries: list[Any]) -> list[JsonObject] | None:
 
 
 def _checked_entries(key: str, entries: list[Any]) -> list[JsonObject]:
-    """`bundle_entries`' filter with the DSTU2 check inlined, entry by entry."""
-    kept = []
-    for entry in entries:
-        if not isinstance(entry, dict):
-            continue
-        resource = entry.get("resource")
-        if not isinstance(resource, dict):
-            continue
-        resource_type = resource.get("resourceType")
-        if resource_type == "OperationOutcome":
-            continue
-        search = entry.get("search")
-        if search is None or not (isinstance(search, dict) and search.get("mode") == "outcome"):
-            kept.append(entry)
-            if resource_type in ("Condition", "MedicationOrder"):  # a list or object is no type: no hashing
-                _refuse_dstu2(key, resource)
+    """`bundle_entries`, then the DSTU2 check of each kept entry in order (the careful path)."""
+    kept = bundle_entries({"entry": entries})
+    for entry in kept:
+        resource_type = entry["resource"].get("resourceType")
+        if isinstance(resource_type, str) and resource_type in _DSTU2_SIGNAL_TYPES:  # a list is no type
+            _refuse_dstu2(key, entry["resource"])
     return kept
 
 
